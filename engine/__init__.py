@@ -1,0 +1,7 @@
+"""Contrastive Explorer's training engine: PyTorch + torchvision, no GUI.
+
+Usable as a library (``engine.train.train``), as a command line (``contrastive-engine``,
+``python -m engine``) and, later, under torchrun. Never imports Qt.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,48 @@
+"""Contrastive losses: NT-Xent (SimCLR) and InfoNCE against a queue (MoCo)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0; got {temperature}")
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Normalised temperature-scaled cross entropy (SimCLR, Chen et al. 2020, eq. 1).
+
+    ``z1[i]`` and ``z2[i]`` are the projections of the two views of image i. Each of the 2N
+    views is an anchor whose positive is the other view of its image and whose negatives are
+    the other 2(N-1) views; similarity is cosine. The loss is the mean over all 2N anchors,
+    i.e. over both orderings of every positive pair.
+    """
+    _check_temperature(temperature)
+    if z1.shape != z2.shape or z1.dim() != 2:
+        raise ValueError(f"z1 and z2 must both be (N, D); got {tuple(z1.shape)}, {tuple(z2.shape)}")
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2N, D)
+    logits = z @ z.T / temperature  # (2N, 2N)
+    logits.fill_diagonal_(float("-inf"))  # a view is not its own negative
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(logits, targets)
+
+
+def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
+             temperature: float) -> torch.Tensor:
+    """InfoNCE over 1 positive key and K queued negatives (MoCo, He et al. 2020, eq. 1).
+
+    ``q``: (N, D) queries, ``k``: (N, D) their positive keys, ``queue``: (K, D) negative keys.
+    All are L2-normalised here, so the similarity is cosine.
+    """
+    _check_temperature(temperature)
+    q = F.normalize(q.float(), dim=1)
+    k = F.normalize(k.float(), dim=1)
+    queue = F.normalize(queue.float(), dim=1)
+    l_pos = (q * k).sum(dim=1, keepdim=True)  # (N, 1)
+    l_neg = q @ queue.T  # (N, K)
+    logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # (N, 1+K)
+    targets = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)  # positive is column 0
+    return F.cross_entropy(logits, targets)

@@ -1,0 +1,128 @@
+"""The two contrastive methods as modules: SimCLR and MoCo v2.
+
+Each takes the two views of a batch and returns a :class:`StepOutput` holding the loss and
+two cheap health signals, all as device tensors (reading them is a device sync: the trainer
+does it only at its logging interval).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.losses import info_nce, nt_xent
+from engine.models import Encoder
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # scalar
+    positive_pair_similarity: torch.Tensor  # mean cosine similarity of the two views' z
+    embedding_std: torch.Tensor  # see embedding_spread()
+
+
+@torch.no_grad()
+def embedding_spread(z: torch.Tensor) -> torch.Tensor:
+    """Per-dimension std of the L2-normalised projections across the batch, times sqrt(D).
+
+    About 1 when the embeddings are spread over the sphere and 0 when they have collapsed
+    to one point (the collapse signal used by SimSiam, Chen & He 2021, section 4.1).
+    """
+    zn = F.normalize(z.float(), dim=1)
+    return zn.std(dim=0).mean() * math.sqrt(z.shape[1])
+
+
+class SimCLR(nn.Module):
+    """SimCLR (Chen et al. 2020): encoder f + projection head g, NT-Xent over 2N views."""
+
+    def __init__(self, encoder: Encoder, temperature: float = 0.1) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        self.encoder = encoder
+        self.temperature = temperature
+
+    @property
+    def online_encoder(self) -> Encoder:
+        return self.encoder
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
+        n = x1.shape[0]
+        # One pass over both views: batch norm sees all 2N views, as in SimCLR.
+        _, z = self.encoder(torch.cat([x1, x2]))  # z: (2N, D)
+        z1, z2 = z[:n], z[n:]
+        loss = nt_xent(z1, z2, self.temperature)
+        with torch.no_grad():
+            pos = F.cosine_similarity(z1.float(), z2.float(), dim=1).mean()
+        return StepOutput(loss, pos, embedding_spread(z1))
+
+
+class MoCo(nn.Module):
+    """MoCo v2 (He et al. 2020; Chen et al. 2020): query encoder, momentum key encoder and a
+    queue of negative keys, trained with InfoNCE.
+
+    ``momentum`` is a plain attribute so that the trainer can ramp it during training.
+    """
+
+    def __init__(self, encoder: Encoder, dim: int = 128, queue_size: int = 65536,
+                 momentum: float = 0.999, temperature: float = 0.2) -> None:
+        super().__init__()
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be >= 1; got {queue_size}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1]; got {momentum}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        self.encoder_q = encoder
+        self.encoder_k = copy.deepcopy(encoder)
+        for p in self.encoder_k.parameters():
+            p.requires_grad_(False)
+        self.momentum = momentum
+        self.temperature = temperature
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))  # (K, D)
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @property
+    def online_encoder(self) -> Encoder:
+        return self.encoder_q
+
+    @torch.no_grad()
+    def _momentum_update_key_encoder(self) -> None:
+        """key = m * key + (1 - m) * query, for every parameter."""
+        q_params = list(self.encoder_q.parameters())
+        k_params = list(self.encoder_k.parameters())
+        torch._foreach_mul_(k_params, self.momentum)
+        torch._foreach_add_(k_params, q_params, alpha=1.0 - self.momentum)
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self, keys: torch.Tensor) -> None:
+        """Overwrite the oldest keys with the newest (a ring buffer; any batch size works)."""
+        k = self.queue.shape[0]
+        keys = keys[:k].to(self.queue.dtype)
+        idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % k
+        self.queue.index_copy_(0, idx, keys)
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % k)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
+        _, q = self.encoder_q(x1)  # (N, D)
+        with torch.no_grad():
+            self._momentum_update_key_encoder()
+            _, k = self.encoder_k(x2)
+            k = F.normalize(k.float(), dim=1)  # (N, D)
+        loss = info_nce(q, k, self.queue.clone(), self.temperature)
+        self._dequeue_and_enqueue(k)
+        with torch.no_grad():
+            pos = F.cosine_similarity(q.float(), k, dim=1).mean()
+        return StepOutput(loss, pos, embedding_spread(q))
+
+
+def key_encoder_momentum(base: float, step: int, total_steps: int, *, ramp: bool) -> float:
+    """MoCo's momentum, optionally raised from ``base`` to 1 on a half-cosine (BYOL, eq. 9)."""
+    if not ramp or total_steps <= 0:
+        return base
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * step / total_steps) + 1.0) / 2.0

@@ -1,0 +1,133 @@
+"""Settings: presets, validation messages that name the setting, JSON and CLI round trips."""
+
+import dataclasses
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.cli import build_parser, config_from_args
+from engine.config import AugmentConfig, TrainConfig, augment_preset, preset
+from engine.resolve import DeviceInfo, resolve_config
+from engine.settings import ConfigError
+
+CPU = DeviceInfo("cpu", "test cpu", None, False)
+GPU = DeviceInfo("cuda", "test gpu", 80.0, True)
+
+
+def test_presets_follow_the_papers():
+    s, m = augment_preset("simclr"), augment_preset("moco")
+    assert (s.crop_scale_min, s.jitter_strength, s.jitter_p, s.grayscale_p) == (0.08, 1, 0.8, 0.2)
+    assert (s.jitter_brightness, s.jitter_hue) == (0.8, 0.2)
+    assert m.crop_scale_min == 0.2
+    # MoCo v2's 0.4/0.4/0.4/0.1 jitter:
+    assert m.jitter_brightness * m.jitter_strength == pytest.approx(0.4)
+    assert m.jitter_hue * m.jitter_strength == pytest.approx(0.1)
+
+
+def test_auto_values_depend_on_device_and_data():
+    gpu, why = resolve_config(preset("simclr"), GPU, typical_side=500, num_images=10_000)
+    assert (gpu.backbone, gpu.image_size, gpu.cache_size, gpu.batch_size) == (
+        "resnet50", 224, 256, 256)
+    assert (gpu.small_stem, gpu.precision, gpu.channels_last) == (False, "bf16", True)
+    assert gpu.augment.blur_p == 0.5 and gpu.proj_hidden_dim == 2048
+    assert gpu.optimizer == "lars" and gpu.temperature == 0.1 and "backbone" in why
+    cpu, _ = resolve_config(preset("moco"), CPU, typical_side=500, num_images=10_000)
+    assert (cpu.backbone, cpu.image_size, cpu.small_stem, cpu.precision) == (
+        "resnet18", 32, True, "fp32")
+    assert cpu.augment.blur_p == 0.0 and cpu.optimizer == "sgd" and not cpu.head_batch_norm
+    small, _ = resolve_config(preset("simclr"), GPU, typical_side=28, num_images=10_000)
+    assert small.image_size == 32  # the data's own size, not 224
+
+
+def test_moco_queue_is_reduced_to_fit_the_dataset():
+    cfg = dataclasses.replace(preset("moco"), batch_size=64)
+    out, why = resolve_config(cfg, CPU, typical_side=None, num_images=1000)
+    assert out.queue_size == 896 and "reduced" in why["queue_size"]
+    with pytest.raises(ConfigError, match="MoCo needs more images"):
+        resolve_config(cfg, CPU, typical_side=None, num_images=100)
+
+
+def test_batch_larger_than_dataset_is_refused_with_what_was_found():
+    with pytest.raises(ConfigError, match=r"batch_size 64 is larger than the 10 usable"):
+        resolve_config(dataclasses.replace(preset("simclr"), batch_size=64), CPU,
+                       typical_side=None, num_images=10)
+
+
+def test_gpu_precision_on_cpu_is_refused():
+    with pytest.raises(ConfigError, match="precision bf16 needs a GPU"):
+        resolve_config(dataclasses.replace(preset("simclr"), precision="bf16"), CPU,
+                       typical_side=None, num_images=1000)
+
+
+def test_json_round_trip_and_unknown_keys():
+    cfg, _ = resolve_config(preset("moco"), GPU, typical_side=None, num_images=10**6)
+    text = json.dumps(cfg.to_dict())
+    assert TrainConfig.from_dict(json.loads(text)) == cfg
+    with pytest.raises(ConfigError, match="unknown setting in config: learning_rate"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+    with pytest.raises(ConfigError, match=r"unknown setting in config \(augment\): blur\."):
+        TrainConfig.from_dict({"augment": {"blur": 0.1}})
+
+
+@pytest.mark.parametrize("values,named", [
+    ({"batch_size": 0}, "batch_size"), ({"batch_size": "many"}, "batch_size"),
+    ({"epochs": -1}, "epochs"), ({"lr": 0}, "lr"), ({"lr": float("nan")}, "lr"),
+    ({"temperature": 0}, "temperature"), ({"method": "byol"}, "method"),
+    ({"backbone": "vit"}, "backbone"), ({"image_size": 8}, "image_size"),
+    ({"device": "gpu"}, "device"), ({"moco_momentum": 1.5}, "moco_momentum"),
+    ({"image_size": 64, "cache_size": 32}, "cache_size"), ({"compile": "maybe"}, "compile"),
+    ({"augment": {"crop_scale_min": 0}}, "crop_scale_min"),
+    ({"augment": {"crop_scale_min": 0.9, "crop_scale_max": 0.5}}, "crop_scale_min"),
+    ({"augment": {"jitter_hue": 0.4, "jitter_strength": 2}}, "jitter_hue"),
+    ({"augment": {"normalize_std": [1, 0, 1]}}, "normalize_std"),
+])
+def test_bad_values_name_the_setting(values, named):
+    with pytest.raises(ConfigError, match=named):
+        TrainConfig.from_dict(values)
+
+
+NUMERIC = [f.name for f in dataclasses.fields(TrainConfig)
+           if f.metadata and (f.metadata["min"] is not None or f.metadata["max"] is not None)]
+AUG_NUMERIC = [f.name for f in dataclasses.fields(AugmentConfig)
+               if f.metadata and f.metadata["min"] is not None]
+hostile = st.one_of(
+    st.integers(min_value=-10**12, max_value=10**12), st.floats(allow_nan=True),
+    st.text(max_size=8), st.booleans(), st.lists(st.integers(), max_size=2), st.none())
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(NUMERIC + AUG_NUMERIC), value=hostile)
+def test_fuzzed_values_are_accepted_valid_or_refused_by_name(name, value):
+    where = {"augment": {name: value}} if name in AUG_NUMERIC else {name: value}
+    try:
+        cfg = TrainConfig.from_dict(where)
+    except ConfigError as exc:
+        assert name in str(exc)
+        return
+    got = getattr(cfg.augment if name in AUG_NUMERIC else cfg, name)
+    meta = {f.name: f.metadata for f in dataclasses.fields(
+        AugmentConfig if name in AUG_NUMERIC else TrainConfig)}[name]
+    if got is not None:  # accepted values lie in the declared range
+        assert meta["min"] is None or got >= meta["min"]
+        assert meta["max"] is None or got <= meta["max"]
+
+
+def test_cli_flags_override_config_file_over_preset(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"epochs": 7, "batch_size": 32, "augment": {"flip_p": 0.1}}))
+    args = build_parser().parse_args([
+        "train", "--data", str(tmp_path), "--method", "moco", "--config", str(config),
+        "--batch-size", "16", "--grayscale-p", "0.3", "--no-compile"])
+    cfg = config_from_args(args)
+    assert (cfg.method, cfg.epochs, cfg.batch_size) == ("moco", 7, 16)
+    assert (cfg.augment.flip_p, cfg.augment.grayscale_p) == (0.1, 0.3)
+    assert cfg.augment.crop_scale_min == 0.2  # MoCo v2 preset
+    assert cfg.compile is False
+
+
+def test_cli_refuses_bad_value_before_anything_runs(tmp_path):
+    args = build_parser().parse_args(["train", "--data", str(tmp_path), "--batch-size", "0"])
+    with pytest.raises(ConfigError, match="batch_size"):
+        config_from_args(args)
