@@ -1,0 +1,204 @@
+"""``contrastive-engine``: the headless command line of Contrastive Explorer.
+
+stdout carries only JSON events (one per line, see engine.events); messages for people go
+to stderr. Exit status: 0 finished or stopped, 1 the run failed, 2 bad settings or data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from engine.config import AugmentConfig, TrainConfig, load_config_file
+from engine.settings import ConfigError, describe_allowed, field_types
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_settings(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    group = parser.add_argument_group(title)
+    types = field_types(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if not meta or not meta["cli"]:
+            continue
+        tp = types[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        shown = "auto" if default is None else default
+        help_text = f"{meta['help']} Allowed: {describe_allowed(meta, tp)}. Default: {shown}."
+        if tp is bool and meta["auto"] is None:
+            group.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+        else:
+            metavar = "|".join(map(str, meta["choices"])) if meta["choices"] else f.name.upper()
+            if meta["auto"] and meta["choices"]:
+                metavar += "|auto"
+            group.add_argument(_flag(f.name), dest=f.name, default=None, metavar=metavar,
+                               help=help_text)
+
+
+def _given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls) if f.metadata and f.metadata["cli"]}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Preset of the method, then the config file, then the flags given on the command line."""
+    values: dict[str, Any] = {}
+    if args.config:
+        values = load_config_file(Path(args.config))
+    flags = _given(args, TrainConfig)
+    augment = dict(values.pop("augment", {}) or {})
+    augment.update(_given(args, AugmentConfig))
+    values.update(flags)
+    if getattr(args, "data", None):
+        values["data"] = str(args.data)
+    if not values.get("data"):
+        raise ConfigError("no image folder given: pass --data DIR (or use `contrastive-engine "
+                          "demo` for the built-in demo dataset)")
+    values["augment"] = augment
+    return TrainConfig.from_dict(values, where=args.config or "command line")
+
+
+class StopSignal:
+    """Set by `stop` on stdin, SIGINT or SIGTERM; the trainer checks it between steps."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.event.set())
+        threading.Thread(target=self._read_stdin, name="stdin-stop", daemon=True).start()
+
+    def _read_stdin(self) -> None:
+        try:
+            for line in sys.stdin:
+                if line.strip().lower() == "stop":
+                    self.event.set()
+                    return
+        except (OSError, ValueError):
+            pass  # no usable stdin (e.g. closed): signals still work
+
+
+def _run_training(cfg: TrainConfig | None, args: argparse.Namespace) -> int:
+    from engine.data.scan import DataError
+    from engine.events import EventWriter
+    from engine.train import TrainingError, train
+
+    events = EventWriter(sys.stdout)
+    stop = StopSignal()
+    stop.install()
+    try:
+        result = train(
+            cfg if cfg is not None else TrainConfig(),
+            runs_root=Path(args.runs_root) if args.runs_root else None,
+            run_dir=Path(args.run_dir) if getattr(args, "run_dir", None) else None,
+            resume=Path(args.resume) if getattr(args, "resume", None) else None,
+            cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+            events=events, should_stop=stop,
+            resume_overrides=_given(args, TrainConfig) if getattr(args, "resume", None) else None)
+    except (ConfigError, DataError, TrainingError) as exc:
+        events.emit("run_end", status="failed", reason=str(exc), step=0, epoch=0)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        events.close()
+    return EXIT_OK if result.status in ("finished", "stopped") else EXIT_FAILED
+
+
+def _common_paths(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs-root", metavar="DIR", help="Folder holding one sub-folder per run "
+                   "(default: $CONTRASTIVE_EXPLORER_RUNS or ~/.local/share/"
+                   "contrastive-explorer/runs).")
+    p.add_argument("--cache-dir", metavar="DIR", help="Where decoded images are cached "
+                   "(default: $CONTRASTIVE_EXPLORER_CACHE or ~/.cache/contrastive-explorer).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="contrastive-engine",
+        description="Train and evaluate contrastive image representations (SimCLR, MoCo v2) "
+        "on a local image folder. Events are written to stdout as JSON lines.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train", help="train SimCLR or MoCo v2 on an image folder",
+        description="Train on an image folder. Settings come from the method's preset, then "
+        "--config, then the flags below. Write `stop` on stdin (or send SIGINT/SIGTERM) to "
+        "checkpoint and stop; --resume RUN_DIR goes on from there.")
+    train.add_argument("--data", metavar="DIR", help="Image folder (class sub-folders give "
+                       "labels; a flat folder has none).")
+    train.add_argument("--config", metavar="FILE", help="JSON file of settings, e.g. a run's "
+                       "config.json.")
+    train.add_argument("--run-dir", metavar="DIR", help="Write the run into this folder "
+                       "instead of a new one under --runs-root.")
+    train.add_argument("--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR from "
+                       "its last checkpoint with its saved settings; --epochs, --max-steps, "
+                       "--log-every, --keep-every, --device, --num-threads and --compile may "
+                       "be changed.")
+    _common_paths(train)
+    _add_settings(train, TrainConfig, "training settings")
+    _add_settings(train, AugmentConfig, "augmentation settings")
+
+    demo = sub.add_parser(
+        "demo", help="a short training run on the built-in demo dataset (handwritten digits)",
+        description="Materialise the demo dataset (scikit-learn's 1,797 handwritten digits, "
+        "offline, 10 labelled classes) and train on it briefly.")
+    demo.add_argument("--method", default="simclr", choices=("simclr", "moco"))
+    demo.add_argument("--epochs", type=int, default=2)
+    demo.add_argument("--max-steps", type=int, default=None)
+    demo.add_argument("--device", default="auto")
+    _common_paths(demo)
+
+    data = sub.add_parser("data", help="print the demo dataset's folder, creating it if needed")
+    data.add_argument("which", choices=("demo",))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "train":
+            if args.resume:
+                return _run_training(None, args)
+            return _run_training(config_from_args(args), args)
+        if args.command == "demo":
+            from engine.data.demo import demo_dataset
+
+            folder = demo_dataset()
+            print(f"demo dataset: {folder}", file=sys.stderr)
+            cfg = TrainConfig.from_dict({
+                "data": str(folder), "method": args.method, "epochs": args.epochs,
+                "max_steps": args.max_steps, "device": args.device, "log_every": 5})
+            return _run_training(cfg, args)
+        if args.command == "data":
+            from engine.data.demo import demo_dataset
+
+            print(demo_dataset())
+            return EXIT_OK
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

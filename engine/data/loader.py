@@ -1,0 +1,90 @@
+"""Batches of decoded images from the cache, in a seeded order, prefetched in a thread."""
+
+from __future__ import annotations
+
+import statistics
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine.data.cache import ImageCache
+from engine.data.scan import Manifest
+
+
+def typical_side(manifest: Manifest, sample: int = 50) -> int | None:
+    """Median shorter side of up to ``sample`` evenly spaced images (headers only)."""
+    images = manifest.images
+    if not images:
+        return None
+    step = max(1, len(images) // sample)
+    sides = []
+    for record in images[::step][:sample]:
+        try:
+            with Image.open(Path(manifest.root) / record.path) as im:
+                sides.append(min(im.size))
+        except Exception:  # unreadable files are reported by the cache, not here
+            continue
+    return int(statistics.median(sides)) if sides else None
+
+
+class BatchLoader:
+    """Index batches of the cache for step ``b`` of epoch ``e``.
+
+    The order of epoch ``e`` is a permutation drawn from ``seed`` and ``e`` alone, so a run
+    resumed at any step sees exactly the batches it would have seen. The last incomplete
+    batch of an epoch is dropped (contrastive losses depend on the batch size). While the
+    model trains on one batch, a thread gathers the next one from the memory-mapped cache
+    (and pins it for a fast copy to the GPU).
+    """
+
+    def __init__(self, cache: ImageCache, batch_size: int, *, seed: int,
+                 device: torch.device, prefetch: bool = True) -> None:
+        n = len(cache.labels)
+        if n < batch_size:
+            raise ValueError(f"{n} images cannot fill a batch of {batch_size}")
+        self.cache = cache
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = device
+        self.steps_per_epoch = n // batch_size
+        self._orders: dict[int, np.ndarray] = {}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch") if prefetch else None
+        self._next: tuple[tuple[int, int], Future] | None = None
+
+    def order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._orders = {epoch: torch.randperm(len(self.cache.labels), generator=g).numpy()}
+        return self._orders[epoch]
+
+    def indices(self, epoch: int, batch: int) -> np.ndarray:
+        order = self.order(epoch)
+        # Sorted: the memory map is read front to back; order within a batch is irrelevant.
+        return np.sort(order[batch * self.batch_size:(batch + 1) * self.batch_size])
+
+    def _gather(self, epoch: int, batch: int) -> torch.Tensor:
+        images = torch.from_numpy(np.ascontiguousarray(self.cache.images[self.indices(epoch,
+                                                                                      batch)]))
+        if self.device.type == "cuda":
+            images = images.pin_memory()
+        return images  # (N, S, S, 3) uint8 on the CPU
+
+    def batch(self, epoch: int, batch: int) -> torch.Tensor:
+        """uint8 (N, 3, S, S) on the device (a channels-last view of the NHWC cache)."""
+        if self._next is not None and self._next[0] == (epoch, batch):
+            images = self._next[1].result()
+        else:
+            images = self._gather(epoch, batch)
+        if self._pool is not None:
+            nxt = (epoch, batch + 1) if batch + 1 < self.steps_per_epoch else (epoch + 1, 0)
+            self._next = (nxt, self._pool.submit(self._gather, *nxt))
+        images = images.to(self.device, non_blocking=True)
+        return images.permute(0, 3, 1, 2)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

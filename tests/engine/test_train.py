@@ -1,0 +1,244 @@
+"""End to end on the CPU: a few steps of each method on a small generated image folder."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.checkpoint import load_checkpoint
+from engine.config import TrainConfig
+from engine.data.scan import DataError
+from engine.events import EventWriter, read_events
+from engine.settings import ConfigError
+from engine.train import train
+
+TINY = {"backbone": "resnet18", "image_size": 16, "cache_size": 20, "batch_size": 8,
+        "proj_hidden_dim": 32, "proj_out_dim": 16, "log_every": 1, "num_threads": 2}
+
+
+def make_folder(root: Path, per_class: int = 12, classes=("circles", "squares"),
+                size: int = 28) -> Path:
+    """Coloured shapes on noise: enough structure for the loss to move."""
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            a = (rng.random((size, size, 3)) * 60).astype(np.uint8)
+            yy, xx = np.mgrid[:size, :size]
+            cy, cx, r = rng.integers(8, size - 8, 2).tolist() + [int(rng.integers(4, 8))]
+            mask = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r) if c == 0 else (
+                (abs(yy - cy) < r) & (abs(xx - cx) < r))
+            a[mask] = rng.integers(100, 255, 3)
+            ext = ".png" if i % 2 else ".jpg"
+            Image.fromarray(a).save(root / name / f"{name}-{i}{ext}")
+    return root
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_folder(tmp_path / "shapes")
+
+
+def run(cfg_values, tmp_path, stream=None, **kwargs):
+    cfg = TrainConfig.from_dict({**TINY, **cfg_values})
+    return train(cfg, runs_root=tmp_path / "runs", cache_dir=tmp_path / "cache",
+                 events=EventWriter(stream), **kwargs)
+
+
+def events_of(run_dir: Path):
+    return list(read_events(run_dir / "events.jsonl"))
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_few_steps_write_events_config_manifest_checkpoint(folder, tmp_path, method):
+    result = run({"data": str(folder), "method": method, "epochs": 2}, tmp_path)
+    assert result.status == "finished", result.reason
+    events = events_of(result.run_dir)
+    types = [e["type"] for e in events]
+    assert types[0] in ("progress", "run_start") and types[-1] == "run_end"
+    start = next(e for e in events if e["type"] == "run_start")
+    assert start["steps_per_epoch"] == 3 and start["total_steps"] == 6
+    assert start["dataset"]["classes"] == ["circles", "squares"]
+    assert start["dataset"]["class_counts"] == [12, 12]
+    steps = [e for e in events if e["type"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(e["loss"]) and e["pairs_per_s"] > 0 for e in steps)
+    assert len({round(e["loss"], 6) for e in steps}) > 1  # the loss moved
+    assert -1 <= steps[-1]["positive_pair_similarity"] <= 1
+    assert [e["epoch"] for e in events if e["type"] == "epoch_end"] == [0, 1]
+    if method == "moco":
+        assert start["config"]["queue_size"] == 16  # reduced to fit 24 images at batch 8
+        assert any("queue_size" in e.get("message", "") for e in events
+                   if e["type"] == "warning")
+
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["method"] == method and config["image_size"] == 16
+    assert config["augment"]["blur_p"] == 0.0  # resolved, not auto
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert len(manifest["images"]) == 24
+    state = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
+    assert state["step"] == 6 and state["epoch"] == 2
+    assert (result.run_dir / "checkpoints" / "epoch-0002.pt").is_file()
+    if method == "moco":
+        assert state["model"]["queue"].shape == (16, 16)
+
+
+def test_stop_then_resume_continues_and_matches_an_uninterrupted_run(folder, tmp_path):
+    whole = run({"data": str(folder), "epochs": 2, "seed": 3}, tmp_path / "a")
+    calls = []
+
+    def stop_after_four():
+        calls.append(1)
+        return len(calls) > 4
+
+    part = run({"data": str(folder), "epochs": 2, "seed": 3}, tmp_path / "b",
+               should_stop=stop_after_four)
+    assert part.status == "stopped" and part.step == 4
+    resumed = train(TrainConfig(), resume=part.run_dir, cache_dir=tmp_path / "cache",
+                    events=EventWriter(None))
+    assert resumed.status == "finished" and resumed.step == 6
+    steps = [e["step"] for e in events_of(part.run_dir) if e["type"] == "step"]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the curve continues, it does not restart
+    starts = [e for e in events_of(part.run_dir) if e["type"] == "run_start"]
+    assert [s["resumed"] for s in starts] == [False, True] and starts[1]["start_step"] == 4
+
+    a = load_checkpoint(whole.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
+    assert a.keys() == b.keys()
+    for key in a:  # bit for bit: same data order, augmentations and arithmetic on the CPU
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_can_extend_but_not_change_the_method(folder, tmp_path):
+    first = run({"data": str(folder), "epochs": 1}, tmp_path)
+    more = train(TrainConfig(), resume=first.run_dir, cache_dir=tmp_path / "cache",
+                 events=EventWriter(None), resume_overrides={"epochs": 2})
+    assert more.status == "finished" and more.step == 6
+    with pytest.raises(ConfigError, match="cannot change method"):
+        train(TrainConfig(), resume=first.run_dir, cache_dir=tmp_path / "cache",
+              events=EventWriter(None), resume_overrides={"method": "moco"})
+
+
+def test_corrupt_files_are_listed_and_training_goes_on(folder, tmp_path):
+    (folder / "circles" / "empty.jpg").write_bytes(b"")
+    (folder / "circles" / "text.png").write_text("not an image")
+    good = (folder / "squares" / "squares-1.png").read_bytes()
+    (folder / "squares" / "truncated.png").write_bytes(good[: len(good) // 2])
+    result = run({"data": str(folder), "epochs": 1}, tmp_path)
+    assert result.status == "finished"
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    skipped = {Path(s["path"]).name: s["reason"] for s in manifest["skipped"]}
+    assert set(skipped) == {"empty.jpg", "text.png", "truncated.png"}
+    assert len(manifest["images"]) == 24
+    warnings = [e["message"] for e in events_of(result.run_dir) if e["type"] == "warning"]
+    assert any("3 file(s) skipped" in w for w in warnings)
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(folder, tmp_path,
+                                                                     monkeypatch):
+    import engine.train as train_module
+
+    real_build = train_module.build_model
+
+    def build_poisoned(cfg):
+        model = real_build(cfg)
+        forward = model.forward
+        count = [0]
+
+        def poisoned(x1, x2):
+            out = forward(x1, x2)
+            count[0] += 1
+            if count[0] >= 5:  # during the second epoch
+                out.loss = out.loss * float("nan")
+            return out
+        model.forward = poisoned
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", build_poisoned)
+    result = run({"data": str(folder), "epochs": 3}, tmp_path)
+    assert result.status == "failed" and "nan" in result.reason.lower()
+    assert result.step == 5
+    state = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
+    assert state["step"] == 3  # the end of the first epoch, before the NaN
+    assert all(torch.isfinite(v).all() for v in state["model"].values()
+               if v.is_floating_point())
+    end = events_of(result.run_dir)[-1]
+    assert end["type"] == "run_end" and end["status"] == "failed"
+
+
+def test_empty_folder_and_too_few_images_say_what_was_found(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match="no usable images"):
+        run({"data": str(empty)}, tmp_path)
+    few = make_folder(tmp_path / "few", per_class=2)
+    with pytest.raises(ConfigError, match="batch_size 8 is larger than the 4 usable"):
+        run({"data": str(few)}, tmp_path)
+    with pytest.raises(DataError, match="image folder not found"):
+        run({"data": str(tmp_path / "nowhere")}, tmp_path)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def cli(args, **kwargs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "engine", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.PIPE, text=True,
+                            env=env, **kwargs)
+
+
+def tiny_flags(folder, tmp_path):
+    flags = ["train", "--data", str(folder), "--runs-root", str(tmp_path / "runs"),
+             "--cache-dir", str(tmp_path / "cache")]
+    for k, v in TINY.items():
+        flags += ["--" + k.replace("_", "-"), str(v)]
+    return flags
+
+
+def read_until(proc, type_, timeout=120):
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        event = json.loads(line)  # stdout carries nothing but events
+        seen.append(event)
+        if event["type"] == type_:
+            return event, seen
+    raise AssertionError(f"no {type_} event; saw {[e['type'] for e in seen]}")
+
+
+@pytest.mark.parametrize("how", ["stdin", "sigint"])
+def test_cli_stops_on_request_with_a_checkpoint(folder, tmp_path, how):
+    proc = cli(tiny_flags(folder, tmp_path) + ["--epochs", "1000"])
+    try:
+        read_until(proc, "step")
+        if how == "stdin":
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+        else:
+            proc.send_signal(signal.SIGINT)
+        end, _ = read_until(proc, "run_end")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    assert end["status"] == "stopped"
+    run_dir = Path(end["run_dir"])
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == end["step"]
+
+
+def test_cli_refuses_bad_values_before_running(folder, tmp_path):
+    proc = cli(tiny_flags(folder, tmp_path) + ["--temperature", "-1"])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "temperature must be" in err and out == ""
+    assert not (tmp_path / "runs").exists()
