@@ -11,8 +11,9 @@ import dataclasses
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from engine.config import AugmentConfig, TrainConfig, load_config_file
 from engine.settings import ConfigError, describe_allowed, field_types
@@ -165,7 +166,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="print the demo dataset's folder, creating it if needed")
     data.add_argument("which", choices=("demo",))
+
+    from engine.cli_explore import add_parsers
+
+    add_parsers(sub)
     return parser
+
+
+def _run_explore(run: Any, args: argparse.Namespace) -> int:
+    """Run an exploring verb; a problem the user can fix exits 2 with its message."""
+    from engine.data.scan import DataError
+    from engine.evaluate.embed import RunError
+    from engine.export import ExportError
+
+    try:
+        return run(args)
+    except ExportError as exc:
+        failed_check = exc.result is not None
+        _report_error(args, str(exc))
+        return EXIT_FAILED if failed_check else EXIT_USAGE
+    except (ConfigError, DataError, RunError, ValueError) as exc:
+        _report_error(args, str(exc))
+        return EXIT_USAGE
+
+
+def _report_error(args: argparse.Namespace, message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps({"v": 1, "type": "error", "message": message}), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -193,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(demo_dataset())
             return EXIT_OK
+        from engine.cli_explore import VERBS, run
+
+        if args.command in VERBS:
+            return _run_explore(run, args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -100,7 +100,7 @@ class AugmentConfig:
         if min(self.normalize_std) <= 0:
             raise ConfigError(f"normalize_std values must be > 0; got {self.normalize_std}")
 
-    def with_values(self, **values: Any) -> "AugmentConfig":
+    def with_values(self, **values: Any) -> AugmentConfig:
         return update(self, values, where="augmentation settings")
 
 
@@ -219,7 +219,7 @@ class TrainConfig:
         return out
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], *, where: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], *, where: str = "config") -> TrainConfig:
         values = dict(values)
         augment = values.pop("augment", None)
         base = preset(values.get("method", "simclr"))

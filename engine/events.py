@@ -26,8 +26,9 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 SCHEMA_VERSION = 1
 

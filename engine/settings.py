@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 class ConfigError(ValueError):

@@ -7,15 +7,14 @@ between steps; it knows nothing about any GUI.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -33,7 +32,6 @@ from engine.optim import build_optimizer, lr_at, scaled_lr
 from engine.paths import default_runs_root, user_cache_dir
 from engine.resolve import resolve_config, resolve_device
 from engine.settings import ConfigError
-
 
 RESUMABLE_OVERRIDES = ("epochs", "max_steps", "log_every", "keep_every", "device",
                        "num_threads", "compile")
@@ -306,11 +304,13 @@ def train(
                     fields = {}
                     if isinstance(model, MoCo):
                         fields["momentum"] = model.momentum
+                    rate = window_pairs / max(now - window_start, 1e-9)
                     events.emit(
-                        "step", step=step, epoch=epoch, loss=loss, lr=lr,
-                        pairs_per_s=window_pairs / max(now - window_start, 1e-9),
+                        "step", step=step, epoch=epoch, loss=loss, lr=lr, pairs_per_s=rate,
                         positive_pair_similarity=out.positive_pair_similarity.item(),
                         embedding_std=out.embedding_std.item(), **fields)
+                    log(f"step {step}/{total_steps} epoch {epoch + 1}/{cfg.epochs} loss "
+                        f"{loss:.4f} lr {lr:.3g} {rate:.1f} pairs/s")
                     window_start, window_pairs = now, 0
             if last_of_epoch:
                 mean_loss = (epoch_loss / max(epoch_steps, 1)).item()

@@ -17,12 +17,12 @@ def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, t: float) -> torch.Ten
     def sim(a, b):
         return torch.dot(a, b) / (a.norm() * b.norm())
 
-    def l(i, j):
+    def loss_ij(i, j):
         num = torch.exp(sim(views[i], views[j]) / t)
         den = sum(torch.exp(sim(views[i], views[k]) / t) for k in range(2 * n) if k != i)
         return -torch.log(num / den)
 
-    total = sum(l(k, k + n) + l(k + n, k) for k in range(n))
+    total = sum(loss_ij(k, k + n) + loss_ij(k + n, k) for k in range(n))
     return total / (2 * n)
 
 

@@ -1,0 +1,249 @@
+"""Embeddings: every image of a folder through a run's frozen encoder (h and z).
+
+The evaluation transform is the standard one: the decode-once cache holds each image's
+shorter side resized to ``cache_size`` (8/7 of the training size by default, i.e. 256 for 224)
+and its centre square; the centre ``image_size`` crop of that is normalised and encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.checkpoint import CheckpointError, load_checkpoint
+from engine.config import TrainConfig, load_config_file
+from engine.data.cache import ImageCache, build_cache, decode_image
+from engine.data.scan import DataError, scan_folder
+from engine.io import write_atomic, write_json_atomic
+from engine.models import Encoder
+from engine.paths import user_cache_dir
+from engine.resolve import resolve_device
+
+RANDOM_INIT = "random"
+
+
+class RunError(Exception):
+    """A run folder or checkpoint cannot be used; str() says why and what to do."""
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a run folder (no config.json): give a folder that "
+                       "`contrastive-engine train` created")
+    return TrainConfig.from_dict(load_config_file(path), where=str(path))
+
+
+def list_checkpoints(run_dir: Path) -> list[str]:
+    """Checkpoint names of a run, oldest first, then "last"; "random" is always available."""
+    folder = Path(run_dir) / "checkpoints"
+    numbered = sorted(p.stem for p in folder.glob("epoch-*.pt"))
+    last = ["last"] if (folder / "last.pt").is_file() else []
+    return numbered + last
+
+
+def checkpoint_path(run_dir: Path, checkpoint: str) -> Path | None:
+    """The file of a checkpoint name ("last", "epoch-0010", a path), None for random init."""
+    if checkpoint == RANDOM_INIT:
+        return None
+    candidate = Path(checkpoint)
+    if candidate.suffix == ".pt" and candidate.is_file():
+        return candidate
+    path = Path(run_dir) / "checkpoints" / f"{Path(checkpoint).stem}.pt"
+    if not path.is_file():
+        available = ", ".join(list_checkpoints(run_dir) + [RANDOM_INIT])
+        raise RunError(f"no checkpoint {checkpoint!r} in {run_dir}; available: {available}")
+    return path
+
+
+def checkpoint_name(run_dir: Path, checkpoint: str) -> str:
+    path = checkpoint_path(run_dir, checkpoint)
+    return RANDOM_INIT if path is None else path.stem
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_encoder(run_dir: Path, checkpoint: str = "last",
+                 device: torch.device | str = "cpu") -> tuple[Encoder, TrainConfig, dict]:
+    """The run's encoder (backbone + head) at ``checkpoint``, in eval mode on ``device``.
+
+    ``checkpoint="random"`` gives the same architecture freshly initialised with the run's
+    seed: the baseline that shows what training bought.
+    """
+    from engine.train import build_model  # the one builder that reads the configuration
+
+    cfg = load_run_config(run_dir)
+    path = checkpoint_path(run_dir, checkpoint)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg)
+    info: dict = {"checkpoint": RANDOM_INIT if path is None else path.stem}
+    if path is not None:
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as exc:
+            raise RunError(str(exc)) from None
+        model.load_state_dict(state["model"])
+        info.update(path=str(path), step=int(state["step"]), epoch=int(state["epoch"]),
+                    sha256=file_sha256(path))
+    else:
+        info.update(step=0, epoch=0)
+    encoder = model.online_encoder.to(device).eval()
+    return encoder, cfg, info
+
+
+def eval_views(images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """uint8 (N, 3, S, S) cache images -> normalised float (N, 3, size, size): centre crop."""
+    assert cfg.image_size is not None
+    s, size = images.shape[-1], cfg.image_size
+    top = (s - size) // 2
+    x = images[..., top:top + size, top:top + size].float().div_(255)
+    mean = torch.tensor(cfg.augment.normalize_mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.augment.normalize_std, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@torch.no_grad()
+def encode(encoder: Encoder, images: torch.Tensor, cfg: TrainConfig) -> tuple[np.ndarray,
+                                                                              np.ndarray]:
+    """h and z (float32 numpy) of a uint8 (N, 3, S, S) batch already on the encoder's device."""
+    device = next(encoder.parameters()).device
+    x = eval_views(images, cfg)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            h, z = encoder(x)
+    else:
+        h, z = encoder(x)
+    return h.float().cpu().numpy(), z.float().cpu().numpy()
+
+
+def embed_cache(encoder: Encoder, cache: ImageCache, cfg: TrainConfig, *, batch_size: int = 256,
+                progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+    """h (N, D_h) and z (N, D_z) for every image in the cache, in cache order."""
+    device = next(encoder.parameters()).device
+    n = len(cache.labels)
+    hs, zs = [], []
+    for start in range(0, n, batch_size):
+        batch = torch.from_numpy(np.array(cache.images[start:start + batch_size]))  # a copy
+        h, z = encode(encoder, batch.to(device).permute(0, 3, 1, 2), cfg)
+        hs.append(h)
+        zs.append(z)
+        if progress is not None:
+            progress(min(start + batch_size, n), n)
+    return np.concatenate(hs), np.concatenate(zs)
+
+
+def embed_file(encoder: Encoder, cfg: TrainConfig, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """h and z of one image file, through the same decoding and evaluation transform."""
+    from engine.data.cache import BadImage
+
+    assert cfg.cache_size is not None
+    try:
+        array = decode_image(Path(path), cfg.cache_size, max_pixels=cfg.max_image_pixels)
+    except BadImage as exc:
+        raise DataError(f"{path} cannot be used as a query: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    device = next(encoder.parameters()).device
+    batch = torch.from_numpy(array[None]).to(device).permute(0, 3, 1, 2)
+    h, z = encode(encoder, batch, cfg)
+    return h[0], z[0]
+
+
+@dataclass
+class Embeddings:
+    folder: Path  # embeddings/<checkpoint>/
+    features: np.ndarray  # h: (N, D_h) float32
+    projections: np.ndarray  # z: (N, D_z) float32
+    paths: list[str]  # relative to root
+    labels: np.ndarray  # int64 (N,), -1 without labels
+    classes: list[str]
+    root: str
+    checkpoint: str
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.classes) and bool((self.labels >= 0).any())
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    write_atomic(path, lambda f: np.save(f, array))
+
+
+def load_embeddings(folder: Path) -> Embeddings:
+    folder = Path(folder)
+    try:
+        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+        h = np.load(folder / "features.npy")
+        z = np.load(folder / "projections.npy")
+    except (OSError, ValueError) as exc:
+        raise RunError(f"the embeddings in {folder} cannot be read ({exc}); compute them "
+                       "again with `contrastive-engine embed`") from None
+    return Embeddings(folder, h, z, index["paths"], np.asarray(index["labels"], dtype=np.int64),
+                      index["classes"], index["root"], index["checkpoint"])
+
+
+def embed_run(run_dir: Path, checkpoint: str = "last", *, data: Path | None = None,
+              device: str = "auto", batch_size: int = 256, cache_dir: Path | None = None,
+              force: bool = False,
+              progress: Callable[[str, int, int], None] | None = None) -> Embeddings:
+    """Embed the run's folder (or ``data``) at ``checkpoint`` and save the result under
+    ``run_dir/embeddings/<checkpoint>/`` (``<checkpoint>-<folder>`` for another folder).
+
+    A saved result is reused when it was made from the same checkpoint file and the same
+    folder content, unless ``force``.
+    """
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    name = checkpoint_name(run_dir, checkpoint)
+    source = Path(data) if data is not None else Path(cfg.data)
+    manifest = scan_folder(source)
+    if not manifest.images:
+        raise DataError(f"no usable images in {source}")
+    ckpt = checkpoint_path(run_dir, checkpoint)
+    ckpt_sha = file_sha256(ckpt) if ckpt is not None else RANDOM_INIT
+    folder = run_dir / "embeddings" / (name if data is None else f"{name}-{source.name}")
+    index_path = folder / "index.json"
+    if index_path.is_file() and not force:
+        try:
+            old = json.loads(index_path.read_text(encoding="utf-8"))
+            if old.get("checkpoint_sha256") == ckpt_sha and old.get("data_key") == manifest.key():
+                return load_embeddings(folder)
+        except (OSError, ValueError):
+            pass  # unreadable: compute again
+
+    assert cfg.cache_size is not None
+    cache = build_cache(manifest, cfg.cache_size, Path(cache_dir) if cache_dir else
+                        user_cache_dir(), max_image_pixels=cfg.max_image_pixels)
+    torch_device, _ = resolve_device(device)
+    encoder, cfg, info = load_encoder(run_dir, checkpoint, torch_device)
+    started = time.perf_counter()
+    h, z = embed_cache(encoder, cache, cfg, batch_size=batch_size,
+                       progress=(lambda d, t: progress("embed", d, t)) if progress else None)
+    folder.mkdir(parents=True, exist_ok=True)
+    index_path.unlink(missing_ok=True)  # the index is written last: it marks a complete set
+    _save_npy(folder / "features.npy", h.astype(np.float32))
+    _save_npy(folder / "projections.npy", z.astype(np.float32))
+    records = cache.manifest.images
+    write_json_atomic(index_path, {
+        "checkpoint": name, "checkpoint_sha256": ckpt_sha, "step": info["step"],
+        "epoch": info["epoch"], "root": cache.manifest.root, "data_key": manifest.key(),
+        "classes": cache.manifest.classes, "paths": [r.path for r in records],
+        "labels": cache.labels.tolist(), "skipped": len(cache.manifest.skipped),
+        "image_size": cfg.image_size, "seconds": round(time.perf_counter() - started, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return load_embeddings(folder)
