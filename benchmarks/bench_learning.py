@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import explore
-from engine.config import TrainConfig
+from engine.config import AugmentConfig, TrainConfig
 from engine.data.cache import build_cache
 from engine.data.demo import demo_dataset
 from engine.data.scan import scan_folder
@@ -46,7 +46,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--method", default="simclr", choices=("simclr", "moco"))
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other training setting, e.g. --set image_size=16 "
+                   "--set crop_scale_min=0.2 (augmentation settings too)")
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-learning-"))
@@ -57,8 +59,12 @@ def main() -> None:
     else:
         values = {"data": str(demo_dataset()), "method": args.method, "epochs": args.epochs,
                   "batch_size": args.batch_size, "device": "cpu", "log_every": 20}
-        if args.temperature:
-            values["temperature"] = args.temperature
+        augment = {}
+        for item in args.set:
+            name, _, value = item.partition("=")
+            target = augment if name in AugmentConfig.__dataclass_fields__ else values
+            target[name] = value
+        values["augment"] = augment
         started = time.perf_counter()
         result = train(TrainConfig.from_dict(values), runs_root=work / "runs",
                        cache_dir=cache_dir, events=EventWriter(None))

@@ -166,10 +166,11 @@ class TrainConfig:
     lr: float | None = setting(
         None, "Base learning rate for a batch of 256; the rate used is scaled by "
         "lr_scaling.", min=0.0, max=100.0, min_exclusive=True,
-        auto="0.3 for LARS, 0.03 for SGD, 0.001 for AdamW")
-    lr_scaling: str = setting(
-        "linear", "How the rate grows with batch size: linear (lr x batch/256), sqrt "
-        "(lr x sqrt(batch/256)) or none.", choices=("linear", "sqrt", "none"))
+        auto="1.2 for LARS (SimCLR's 0.075 x sqrt(batch)), 0.03 for SGD, 0.001 for AdamW")
+    lr_scaling: str | None = setting(
+        None, "How the rate grows with batch size: linear (lr x batch/256), sqrt "
+        "(lr x sqrt(batch/256)) or none.", choices=("linear", "sqrt", "none"),
+        auto="sqrt for LARS, as SimCLR recommends below batch 4096; linear otherwise")
     weight_decay: float | None = setting(
         None, "Weight decay (not applied to biases and batch-norm parameters).",
         min=0.0, max=1.0, auto="1e-6 for LARS, 1e-4 for SGD, 1e-4 for AdamW")

@@ -100,8 +100,13 @@ def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | 
     if c.optimizer is None:
         c.optimizer = "lars" if c.method == "simclr" else "sgd"
         why["optimizer"] = f"{c.optimizer}: the {c.method} paper default"
+    if c.lr_scaling is None:
+        # SimCLR (appendix B.1): with LARS, lr = 0.075 x sqrt(batch) beats linear scaling
+        # for small batches and short runs; the two agree at batch 4096.
+        c.lr_scaling = "sqrt" if c.optimizer == "lars" else "linear"
+        why["lr_scaling"] = f"{c.lr_scaling}: the {c.optimizer} default"
     if c.lr is None:
-        c.lr = {"lars": 0.3, "sgd": 0.03, "adamw": 0.001}[c.optimizer]
+        c.lr = {"lars": 1.2, "sgd": 0.03, "adamw": 0.001}[c.optimizer]
         why["lr"] = f"{c.lr} per 256 images, the {c.optimizer} default"
     if c.weight_decay is None:
         c.weight_decay = {"lars": 1e-6, "sgd": 1e-4, "adamw": 1e-4}[c.optimizer]

@@ -185,7 +185,7 @@ def train(
     model = build_model(cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    peak_lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
+    peak_lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling or "linear")
     optimizer = build_optimizer(model, cfg.optimizer, peak_lr, cfg.weight_decay or 0.0,
                                 cfg.sgd_momentum, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")

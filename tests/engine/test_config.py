@@ -33,10 +33,12 @@ def test_auto_values_depend_on_device_and_data():
     assert (gpu.small_stem, gpu.precision, gpu.channels_last) == (False, "bf16", True)
     assert gpu.augment.blur_p == 0.5 and gpu.proj_hidden_dim == 2048
     assert gpu.optimizer == "lars" and gpu.temperature == 0.1 and "backbone" in why
+    assert (gpu.lr, gpu.lr_scaling) == (1.2, "sqrt")  # SimCLR's 0.075 x sqrt(batch)
     cpu, _ = resolve_config(preset("moco"), CPU, typical_side=500, num_images=10_000)
     assert (cpu.backbone, cpu.image_size, cpu.small_stem, cpu.precision) == (
         "resnet18", 32, True, "fp32")
     assert cpu.augment.blur_p == 0.0 and cpu.optimizer == "sgd" and not cpu.head_batch_norm
+    assert (cpu.lr, cpu.lr_scaling) == (0.03, "linear")
     small, _ = resolve_config(preset("simclr"), GPU, typical_side=28, num_images=10_000)
     assert small.image_size == 32  # the data's own size, not 224
 
