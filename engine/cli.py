@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Materialise the demo dataset (scikit-learn's 1,797 handwritten digits, "
         "offline, 10 labelled classes) and train on it briefly.")
     demo.add_argument("--method", default="simclr", choices=("simclr", "moco"))
-    demo.add_argument("--epochs", type=int, default=2)
+    demo.add_argument("--epochs", type=int, default=10)
     demo.add_argument("--max-steps", type=int, default=None)
     demo.add_argument("--device", default="auto")
     _common_paths(demo)
@@ -214,9 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             folder = demo_dataset()
             print(f"demo dataset: {folder}", file=sys.stderr)
+            # The digits are 8 x 8 scans: 16 px keeps all their detail, and crops smaller
+            # than a quarter of the image (or a low temperature) leave too little of a
+            # digit to match (see benchmarks/bench_learning.py).
             cfg = TrainConfig.from_dict({
                 "data": str(folder), "method": args.method, "epochs": args.epochs,
-                "max_steps": args.max_steps, "device": args.device, "log_every": 5})
+                "max_steps": args.max_steps, "device": args.device, "log_every": 5,
+                "image_size": 16, "temperature": 0.2,
+                "augment": {"crop_scale_min": 0.25}})
             return _run_training(cfg, args)
         if args.command == "data":
             from engine.data.demo import demo_dataset
