@@ -115,6 +115,13 @@ def _run_training(cfg: TrainConfig | None, args: argparse.Namespace) -> int:
         events.emit("run_end", status="failed", reason=str(exc), step=0, epoch=0)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:  # a bug or an unforeseen failure: say so, keep the traceback
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        events.emit("run_end", status="failed", reason=f"internal error: {type(exc).__name__}: "
+                    f"{exc}. The last checkpoint, if any, is kept; the log above has details")
+        return EXIT_FAILED
     finally:
         events.close()
     return EXIT_OK if result.status in ("finished", "stopped") else EXIT_FAILED

@@ -23,9 +23,8 @@ from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from engine.config import TrainConfig, load_config_file
 from engine.data.cache import build_cache
 from engine.data.loader import BatchLoader, typical_side
-from engine.data.scan import DataError, Manifest, scan_folder
+from engine.data.scan import DataError, scan_folder
 from engine.events import EventWriter
-from engine.io import write_json_atomic
 from engine.methods import MoCo, SimCLR, key_encoder_momentum
 from engine.models import Encoder, ProjectionHead, build_backbone, feature_dim
 from engine.optim import build_optimizer, lr_at, scaled_lr
@@ -334,15 +333,3 @@ def train(
     except (DataError, OSError) as exc:
         return end("failed", f"{exc}; the last checkpoint is kept, --resume to go on")
     return end("finished", f"trained {step} steps")
-
-
-def write_failure(run_dir: Path, reason: str) -> None:
-    """Record a failure that happened outside the loop in the run folder, if there is one."""
-    try:
-        write_json_atomic(run_dir / "failure.json", {"reason": reason})
-    except OSError:
-        pass
-
-
-__all__ = ["train", "build_model", "RunResult", "TrainingError", "ConfigError", "DataError",
-           "Manifest"]

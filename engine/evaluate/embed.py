@@ -159,7 +159,7 @@ def embed_file(encoder: Encoder, cfg: TrainConfig, path: Path) -> tuple[np.ndarr
     except OSError as exc:
         raise DataError(f"{path} cannot be read: {exc.strerror or exc}") from None
     device = next(encoder.parameters()).device
-    batch = torch.from_numpy(array[None]).to(device).permute(0, 3, 1, 2)
+    batch = torch.from_numpy(np.array(array[None])).to(device).permute(0, 3, 1, 2)
     h, z = encode(encoder, batch, cfg)
     return h[0], z[0]
 
