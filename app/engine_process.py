@@ -1,0 +1,147 @@
+"""The engine as a child process: start it, read its JSON events, ask it to stop.
+
+Training never runs in the window's process: a crash, an out-of-memory error or a kill in
+the child never takes the window down. The child writes one JSON event per line on stdout
+(see engine.events) and readable logs on stderr; this class turns those into Qt signals.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+
+from PySide6.QtCore import QObject, QProcess, QTimer, Signal
+
+from engine.events import parse_event
+
+#: Kept lines of the child's stderr, shown when a run fails.
+LOG_TAIL_LINES = 200
+
+
+def engine_command() -> tuple[str, list[str]]:
+    """Program and leading arguments that start the engine CLI with this interpreter."""
+    return sys.executable, ["-m", "engine"]
+
+
+class EngineProcess(QObject):
+    """One engine child process.
+
+    Signals:
+        event(dict): a parsed event line from the child's stdout.
+        malformed(str): a stdout line that is not a valid event (reported, then ignored).
+        log(str): a line from the child's stderr.
+        ended(str, int, str): how the child ended: status ("finished", "stopped", "failed",
+            or "crashed" when it died without a run_end event), exit code, and the reason.
+    """
+
+    event = Signal(dict)
+    malformed = Signal(str)
+    log = Signal(str)
+    ended = Signal(str, int, str)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._process: QProcess | None = None
+        self._stdout_buffer = b""
+        self._stderr_buffer = b""
+        self._run_end: dict | None = None
+        self.log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self._kill_timer = QTimer(self)
+        self._kill_timer.setSingleShot(True)
+        self._kill_timer.timeout.connect(self._on_stop_timeout)
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.state() != QProcess.NotRunning
+
+    def start(self, arguments: list[str]) -> None:
+        """Start ``contrastive-engine <arguments>``; one child at a time per object."""
+        if self.is_running():
+            raise RuntimeError("the engine is already running")
+        self._stdout_buffer = self._stderr_buffer = b""
+        self._run_end = None
+        self.log_tail.clear()
+        process = QProcess(self)
+        process.readyReadStandardOutput.connect(self._on_stdout)
+        process.readyReadStandardError.connect(self._on_stderr)
+        process.finished.connect(self._on_finished)
+        process.errorOccurred.connect(self._on_error)
+        program, leading = engine_command()
+        self._process = process
+        process.start(program, leading + list(arguments))
+
+    def stop(self, timeout_ms: int = 60_000) -> None:
+        """Ask the child to checkpoint and stop (``stop`` on its stdin); terminate it only if
+        it has not exited after ``timeout_ms``."""
+        if not self.is_running():
+            return
+        assert self._process is not None
+        self._process.write(b"stop\n")
+        self._kill_timer.start(timeout_ms)
+
+    def kill(self) -> None:
+        if self.is_running():
+            assert self._process is not None
+            self._process.kill()
+
+    def wait(self, ms: int) -> bool:
+        """Block until the child exits (for shutdown and tests only, never on the GUI's
+        normal path)."""
+        return self._process is None or self._process.waitForFinished(ms)
+
+    # --- child output --------------------------------------------------------------------
+
+    def _lines(self, data: bytes, buffer: bytes) -> tuple[list[str], bytes]:
+        buffer += data
+        *complete, rest = buffer.split(b"\n")
+        return [line.decode("utf-8", errors="replace") for line in complete], rest
+
+    def _on_stdout(self) -> None:
+        assert self._process is not None
+        lines, self._stdout_buffer = self._lines(bytes(self._process.readAllStandardOutput()),
+                                                 self._stdout_buffer)
+        for line in lines:
+            if not line.strip():
+                continue
+            event = parse_event(line)
+            if event is None:
+                self.malformed.emit(line[:500])
+                continue
+            if event.get("type") == "run_end":
+                self._run_end = event
+            self.event.emit(event)
+
+    def _on_stderr(self) -> None:
+        assert self._process is not None
+        lines, self._stderr_buffer = self._lines(bytes(self._process.readAllStandardError()),
+                                                 self._stderr_buffer)
+        for line in lines:
+            self.log_tail.append(line)
+            self.log.emit(line)
+
+    def _on_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
+        self._kill_timer.stop()
+        self._on_stdout()
+        if self._stdout_buffer.strip():  # a last line without its newline: a truncated event
+            self.malformed.emit(self._stdout_buffer.decode("utf-8", errors="replace")[:500])
+            self._stdout_buffer = b""
+        if self._run_end is not None:
+            status = str(self._run_end.get("status", "failed"))
+            reason = str(self._run_end.get("reason", ""))
+        else:
+            how = ("was killed" if exit_status == QProcess.CrashExit
+                   else f"exited with code {exit_code}")
+            status, reason = "crashed", (f"the engine {how} without finishing the run; "
+                                         "the last checkpoint, if any, is kept")
+        self.ended.emit(status, exit_code, reason)
+
+    def _on_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.FailedToStart:
+            self.ended.emit("crashed", -1, "the engine could not be started: "
+                            f"{self._process.errorString() if self._process else error}")
+
+    def _on_stop_timeout(self) -> None:
+        if self.is_running():
+            assert self._process is not None
+            self.log_tail.append("the engine did not stop in time; terminating it")
+            self._process.terminate()
+            QTimer.singleShot(5000, self.kill)

@@ -1,0 +1,89 @@
+"""The engine child process seen from the app: events arrive as signals, stop checkpoints,
+and a child that misbehaves or dies never hangs the caller."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("PySide6")
+
+from app import engine_process  # noqa: E402
+from app.engine_process import EngineProcess  # noqa: E402
+from engine.checkpoint import load_checkpoint  # noqa: E402
+from tests.engine.test_train import TINY, make_folder  # noqa: E402
+
+
+def train_args(folder: Path, tmp_path: Path) -> list[str]:
+    args = ["train", "--data", str(folder), "--runs-root", str(tmp_path / "runs"),
+            "--cache-dir", str(tmp_path / "cache"), "--epochs", "1000"]
+    for key, value in TINY.items():
+        args += ["--" + key.replace("_", "-"), str(value)]
+    return args
+
+
+def test_events_arrive_and_stop_checkpoints(qtbot, tmp_path):
+    folder = make_folder(tmp_path / "shapes")
+    child = EngineProcess()
+    events = []
+    child.event.connect(events.append)
+    child.start(train_args(folder, tmp_path))
+    qtbot.waitUntil(lambda: any(e["type"] == "step" for e in events), timeout=120_000)
+    with qtbot.waitSignal(child.ended, timeout=60_000) as ended:
+        child.stop()
+    status, code, _ = ended.args
+    assert (status, code) == ("stopped", 0)
+    types = [e["type"] for e in events]
+    assert types.index("run_start") < types.index("step") and types[-1] == "run_end"
+    run_dir = Path(events[-1]["run_dir"])
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == events[-1]["step"]
+    assert any("step" in line for line in child.log_tail)  # stderr log lines are kept
+
+
+def test_a_killed_child_is_reported_as_crashed(qtbot, tmp_path):
+    folder = make_folder(tmp_path / "shapes")
+    child = EngineProcess()
+    steps = []
+    child.event.connect(lambda e: e["type"] == "step" and steps.append(e))
+    child.start(train_args(folder, tmp_path))
+    qtbot.waitUntil(lambda: bool(steps), timeout=120_000)
+    with qtbot.waitSignal(child.ended, timeout=30_000) as ended:
+        child.kill()
+    assert ended.args[0] == "crashed" and "checkpoint" in ended.args[2]
+    assert not child.is_running()
+
+
+FAKE_ENGINE = r"""
+import sys
+print("not json at all", flush=True)
+print('{"v":1,"type":"step","step":1,"loss":2.0}', flush=True)
+print('{"v":1,"type":"future_event","x":1}', flush=True)
+sys.stderr.write("Traceback: something broke\n")
+sys.stdout.write('{"v":1,"type":"st')
+sys.stdout.flush()
+sys.exit(3)
+"""
+
+
+def test_malformed_and_truncated_lines_are_reported_not_fatal(qtbot, monkeypatch):
+    monkeypatch.setattr(engine_process, "engine_command",
+                        lambda: (sys.executable, ["-c", FAKE_ENGINE]))
+    child = EngineProcess()
+    events, bad = [], []
+    child.event.connect(events.append)
+    child.malformed.connect(bad.append)
+    with qtbot.waitSignal(child.ended, timeout=30_000) as ended:
+        child.start([])
+    assert ended.args[0] == "crashed" and ended.args[1] == 3
+    assert [e["type"] for e in events] == ["step", "future_event"]
+    assert bad == ["not json at all", '{"v":1,"type":"st']
+    assert "Traceback: something broke" in child.log_tail
+
+
+def test_a_child_that_cannot_start_is_reported(qtbot, monkeypatch, tmp_path):
+    monkeypatch.setattr(engine_process, "engine_command",
+                        lambda: (str(tmp_path / "no-such-python"), []))
+    child = EngineProcess()
+    with qtbot.waitSignal(child.ended, timeout=10_000) as ended:
+        child.start([])
+    assert ended.args[0] == "crashed" and "could not be started" in ended.args[2]

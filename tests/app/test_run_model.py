@@ -1,0 +1,56 @@
+"""The app's plain-Python model of runs: curves from events, replay, the runs list."""
+
+import json
+import math
+
+import pytest
+
+from app.run_model import RunHistory, list_runs
+
+
+def step(n, loss, rate=10.0):
+    return {"v": 1, "type": "step", "step": n, "epoch": 0, "loss": loss, "lr": 0.1,
+            "pairs_per_s": rate, "positive_pair_similarity": 0.5, "embedding_std": 0.9}
+
+
+def test_curves_progress_and_eta():
+    h = RunHistory(smoothing=0.5)
+    h.add({"type": "run_start", "total_steps": 10, "steps_per_epoch": 5,
+           "config": {"batch_size": 20}})
+    for n, loss in [(1, 4.0), (2, 2.0), (3, None)]:
+        h.add(step(n, loss))
+    assert h.steps == [1, 2, 3]
+    assert h.curves["loss"][:2] == [4.0, 2.0] and math.isnan(h.curves["loss"][2])
+    assert h.smoothed_loss[:2] == [4.0, 3.0]
+    assert h.progress == pytest.approx(0.3)
+    assert h.eta_seconds() == pytest.approx(7 / (10.0 / 20))  # 7 steps at 0.5 steps/s
+    h.add({"type": "something_new", "x": 1})  # a newer engine's event type
+    h.add({"type": "run_end", "status": "stopped", "reason": "stop requested"})
+    assert h.unknown_events == 1 and h.status == "stopped"
+
+
+def test_replay_skips_truncated_lines_and_marks_interrupted_runs(tmp_path):
+    events = tmp_path / "events.jsonl"
+    lines = [json.dumps({"type": "run_start", "total_steps": 4}), json.dumps(step(1, 3.0)),
+             "{not json", json.dumps(step(2, 2.5))[:20]]
+    events.write_text("\n".join(lines))
+    h = RunHistory.replay(events)
+    assert h.steps == [1] and h.status == "interrupted"
+
+
+def test_runs_list_reads_every_run_and_reports_damage(tmp_path):
+    good = tmp_path / "20261124-100000-simclr-birds"
+    good.mkdir()
+    (good / "config.json").write_text(json.dumps({"method": "simclr", "data": "/x/birds"}))
+    (good / "events.jsonl").write_text(json.dumps(step(5, 1.5)) + "\n" + json.dumps(
+        {"type": "run_end", "status": "finished", "reason": ""}) + "\n")
+    bad = tmp_path / "20261124-110000-moco-cats"
+    bad.mkdir()
+    (bad / "config.json").write_text("{truncated")
+    (tmp_path / "not-a-run").mkdir()
+    runs = list_runs(tmp_path)
+    assert [r.name for r in runs] == [bad.name, good.name]
+    assert runs[0].status == "unreadable" and "config.json" in runs[0].problem
+    assert (runs[1].method, runs[1].dataset, runs[1].status, runs[1].steps) == (
+        "simclr", "birds", "finished", 5)
+    assert list_runs(tmp_path / "missing") == []
