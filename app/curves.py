@@ -1,0 +1,99 @@
+"""Live training curves: loss (raw and smoothed), learning rate, positive-pair similarity
+with the embedding spread, and throughput.
+
+The curves are created once and redrawn from a :class:`~app.run_model.RunHistory` by a
+timer (about 15 times a second), never once per event, so a fast engine cannot flood the
+GUI thread.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QGridLayout, QWidget
+
+from app.run_model import RunHistory
+
+REDRAW_HZ = 15
+COLLAPSE_STD = 0.2  # embedding_std below this suggests the embeddings are collapsing
+
+
+class TrainingCurves(QWidget):
+    """Four plots of one run, with optional overlays of earlier runs for comparison."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.history: RunHistory | None = None
+        self._dirty = False
+        layout = QGridLayout(self)
+        self.plots: dict[str, pg.PlotWidget] = {}
+        for i, (key, title) in enumerate([("loss", "Loss"), ("lr", "Learning rate"),
+                                          ("health", "Positive-pair similarity / spread"),
+                                          ("speed", "Pairs per second")]):
+            plot = pg.PlotWidget(title=title)
+            plot.setLabel("bottom", "step")
+            plot.showGrid(x=True, y=True, alpha=0.2)
+            plot.setDownsampling(auto=True, mode="peak")
+            plot.setClipToView(True)
+            plot.addLegend(offset=(-10, 10))
+            layout.addWidget(plot, i // 2, i % 2)
+            self.plots[key] = plot
+        self.curves = {
+            "loss": self.plots["loss"].plot(name="loss", pen=pg.mkPen((120, 160, 220), width=1)),
+            "smoothed": self.plots["loss"].plot(name="smoothed",
+                                                pen=pg.mkPen((30, 90, 200), width=2)),
+            "lr": self.plots["lr"].plot(pen=pg.mkPen((200, 120, 30), width=2)),
+            "positive_pair_similarity": self.plots["health"].plot(
+                name="positive-pair cosine", pen=pg.mkPen((40, 160, 80), width=2)),
+            "embedding_std": self.plots["health"].plot(
+                name="embedding spread", pen=pg.mkPen((160, 60, 160), width=2)),
+            "pairs_per_s": self.plots["speed"].plot(pen=pg.mkPen((90, 90, 90), width=2)),
+        }
+        self.collapse_line = pg.InfiniteLine(COLLAPSE_STD, angle=0, movable=False,
+                                             pen=pg.mkPen((200, 60, 60), style=Qt.DashLine))
+        self.plots["health"].addItem(self.collapse_line)
+        self._overlays: list[pg.PlotDataItem] = []
+        self._timer = QTimer(self)
+        self._timer.setInterval(1000 // REDRAW_HZ)
+        self._timer.timeout.connect(self.redraw)
+        self._timer.start()
+
+    def show_history(self, history: RunHistory) -> None:
+        self.history = history
+        self._dirty = True
+        self.redraw()
+
+    def mark_dirty(self) -> None:
+        """New events were folded into the history: redraw at the next tick."""
+        self._dirty = True
+
+    def collapsing(self) -> bool:
+        """Whether the latest embedding spread is below the collapse threshold."""
+        if not self.history or not self.history.steps:
+            return False
+        value = self.history.curves["embedding_std"][-1]
+        return bool(np.isfinite(value) and value < COLLAPSE_STD)
+
+    def redraw(self) -> None:
+        if not self._dirty or self.history is None:
+            return
+        self._dirty = False
+        h = self.history
+        steps = np.asarray(h.steps, dtype=np.float64)
+        self.curves["loss"].setData(steps, np.asarray(h.curves["loss"]))
+        self.curves["smoothed"].setData(steps, np.asarray(h.smoothed_loss))
+        for key in ("lr", "positive_pair_similarity", "embedding_std", "pairs_per_s"):
+            self.curves[key].setData(steps, np.asarray(h.curves[key]))
+
+    def add_overlay(self, name: str, history: RunHistory) -> None:
+        """Draw another run's smoothed loss faintly behind this one's, to compare."""
+        item = self.plots["loss"].plot(np.asarray(history.steps, dtype=np.float64),
+                                       np.asarray(history.smoothed_loss), name=name,
+                                       pen=pg.mkPen((150, 150, 150), width=1, style=Qt.DashLine))
+        self._overlays.append(item)
+
+    def clear_overlays(self) -> None:
+        for item in self._overlays:
+            self.plots["loss"].removeItem(item)
+        self._overlays.clear()

@@ -1,0 +1,45 @@
+"""The curves show what the run history holds, redrawn by a timer."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+
+from app.curves import TrainingCurves  # noqa: E402
+from app.run_model import RunHistory  # noqa: E402
+
+
+def step(n, loss, std=0.9):
+    return {"type": "step", "step": n, "loss": loss, "lr": 0.01 * n, "pairs_per_s": 30.0,
+            "positive_pair_similarity": 0.1 * n, "embedding_std": std}
+
+
+def test_curves_follow_the_history_on_the_timer(qtbot):
+    widget = TrainingCurves()
+    qtbot.addWidget(widget)
+    history = RunHistory()
+    widget.show_history(history)
+    for n in range(1, 6):
+        history.add(step(n, 5.0 - n))
+    widget.mark_dirty()
+    def drawn() -> int:
+        x, _ = widget.curves["loss"].getData()
+        return 0 if x is None else len(x)
+
+    assert drawn() == 0  # nothing is drawn until the timer fires
+    qtbot.waitUntil(lambda: drawn() == 5, timeout=2000)
+    x, y = widget.curves["loss"].getData()
+    np.testing.assert_array_equal(x, [1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(y, [4, 3, 2, 1, 0])
+    np.testing.assert_allclose(widget.curves["lr"].getData()[1], [0.01, 0.02, 0.03, 0.04, 0.05])
+    assert not widget.collapsing()
+    history.add(step(6, 0.5, std=0.05))
+    widget.mark_dirty()
+    widget.redraw()
+    assert widget.collapsing()
+    other = RunHistory()
+    other.add(step(1, 3.0))
+    widget.add_overlay("earlier run", other)
+    assert len(widget._overlays) == 1
+    widget.clear_overlays()
+    assert widget._overlays == []

@@ -1,0 +1,52 @@
+"""The settings form accepts and refuses exactly what the engine does."""
+
+import pytest
+
+pytest.importorskip("PySide6")
+
+from app.settings_form import SettingsForm  # noqa: E402
+from engine.config import AugmentConfig, TrainConfig  # noqa: E402
+from engine.settings import ConfigError  # noqa: E402
+
+
+def test_values_are_checked_as_typed_with_the_engines_rules(qtbot):
+    form = SettingsForm(TrainConfig())
+    qtbot.addWidget(form)
+    with qtbot.waitSignal(form.validity_changed) as became:
+        form.set_value("batch_size", "0")
+    assert became.args == [False]
+    with pytest.raises(ConfigError) as engine_says:
+        TrainConfig.from_dict({"batch_size": "0"})
+    assert form.errors()["batch_size"] == str(engine_says.value)
+    assert "batch_size must be an integer from 2" in form._editors["batch_size"].toolTip()
+    with qtbot.waitSignal(form.validity_changed) as became:
+        form.set_value("batch_size", "128")
+    assert became.args == [True] and form.values().batch_size == 128
+    form.set_value("batch_size", "")  # blank means auto
+    assert form.values().batch_size is None and form.is_valid()
+
+
+def test_choices_booleans_and_auto(qtbot):
+    form = SettingsForm(TrainConfig())
+    qtbot.addWidget(form)
+    form.set_value("method", "moco")
+    form.set_value("small_stem", True)
+    form.set_value("compile", True)
+    form.set_value("backbone", "resnet34")
+    values = form.values()
+    assert (values.method, values.small_stem, values.compile, values.backbone) == (
+        "moco", True, True, "resnet34")
+    form.set_value("backbone", None)
+    assert form.values().backbone is None
+
+
+def test_relations_between_fields_are_refused(qtbot):
+    form = SettingsForm(AugmentConfig())
+    qtbot.addWidget(form)
+    form.set_value("crop_scale_min", "0.9")
+    form.set_value("crop_scale_max", "0.5")
+    assert "crop_scale_min (0.9) must not exceed crop_scale_max" in form.errors()[
+        "crop_scale_max"]
+    assert form.values().crop_scale_max == 1.0  # the last valid value is kept
+    form.set_value("crop_scale_max", "0.95")
+    assert form.is_valid() and form.values().crop_scale_max == 0.95
