@@ -217,18 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_training(None, args)
             return _run_training(config_from_args(args), args)
         if args.command == "demo":
-            from engine.data.demo import demo_dataset
+            from engine.data.demo import DEMO_SETTINGS, demo_dataset
 
             folder = demo_dataset()
             print(f"demo dataset: {folder}", file=sys.stderr)
-            # The digits are 8 x 8 scans: 16 px keeps all their detail, and crops smaller
-            # than a quarter of the image (or a low temperature) leave too little of a
-            # digit to match (see benchmarks/bench_learning.py).
             cfg = TrainConfig.from_dict({
-                "data": str(folder), "method": args.method, "epochs": args.epochs,
-                "max_steps": args.max_steps, "device": args.device, "log_every": 5,
-                "image_size": 16, "temperature": 0.2,
-                "augment": {"crop_scale_min": 0.25}})
+                **DEMO_SETTINGS, "data": str(folder), "method": args.method,
+                "epochs": args.epochs, "max_steps": args.max_steps, "device": args.device,
+                "log_every": 5})
             return _run_training(cfg, args)
         if args.command == "data":
             from engine.data.demo import demo_dataset

@@ -109,3 +109,10 @@ def _sync() -> None:
     sync = getattr(os, "sync", None)
     if sync is not None:
         sync()
+
+
+#: Training settings that suit the demo digits (8 x 8 scans): 16 px keeps all their detail,
+#: and crops below a quarter of the image (or a low temperature) leave too little of a digit
+#: to match; see BENCHMARKS.md ("What the learning buys").
+DEMO_SETTINGS = {"image_size": 16, "temperature": 0.2, "epochs": 10,
+                 "augment": {"crop_scale_min": 0.25}}

@@ -1,0 +1,41 @@
+"""``contrastive-explorer``: open the main window."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="contrastive-explorer",
+                                     description="Learn and explore contrastive image "
+                                     "representations on your own images.")
+    parser.add_argument("folder", nargs="?", help="an image folder to open")
+    parser.add_argument("--demo", action="store_true", help="open the built-in demo dataset "
+                        "(1,797 labelled handwritten digits)")
+    parser.add_argument("--runs-root", metavar="DIR", help="the folder of runs")
+    args = parser.parse_args(argv)
+
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
+    from engine.paths import default_runs_root
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Contrastive Explorer")
+    window = MainWindow(Path(args.runs_root) if args.runs_root else default_runs_root())
+    if args.demo:
+        from engine.data.demo import DEMO_SETTINGS, demo_dataset
+
+        window.open_folder(demo_dataset())
+        window.train_page.apply_settings(DEMO_SETTINGS)
+    elif args.folder:
+        window.open_folder(Path(args.folder))
+    window.show()
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The main window: a runs sidebar beside the pages (Train for now)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QTabWidget,
+)
+
+from app.run_model import RunHistory, list_runs
+from app.train_page import TrainPage
+
+ORGANISATION, APPLICATION = "Contrastive Explorer", "Contrastive Explorer"
+
+
+def device_description() -> str:
+    """The training device the engine will find, for the status bar."""
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GB"
+    return f"CPU only ({torch.get_num_threads()} threads): small models and images suit it"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, runs_root: Path, *, cache_dir: Path | None = None,
+                 settings: QSettings | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("Contrastive Explorer")
+        self.runs_root = Path(runs_root)
+        self.settings = settings or QSettings(ORGANISATION, APPLICATION)
+        self.runs = QListWidget()
+        self.runs.setToolTip("Runs in the runs folder; double-click to show a run's curves")
+        self.runs.itemDoubleClicked.connect(self._on_run_opened)
+        self.train_page = TrainPage(self.runs_root, cache_dir)
+        self.train_page.run_changed.connect(self.refresh_runs)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.train_page, "Train")
+        splitter = QSplitter()
+        splitter.addWidget(self.runs)
+        splitter.addWidget(self.tabs)
+        splitter.setSizes([260, 1100])
+        self.setCentralWidget(splitter)
+        self._make_menus()
+        self.statusBar().showMessage(device_description())
+        self.refresh_runs()
+        geometry = self.settings.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1400, 850)
+        last = self.settings.value("last_folder")
+        if last:
+            self.train_page.set_folder(str(last))
+
+    def _make_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        open_action = QAction("&Open image folder…", self)
+        open_action.setShortcut(QKeySequence.Open)
+        open_action.triggered.connect(self._on_open_folder)
+        file_menu.addAction(open_action)
+        quit_action = QAction("&Quit", self)
+        quit_action.setShortcut(QKeySequence.Quit)
+        quit_action.triggered.connect(self.close)
+        file_menu.addAction(quit_action)
+        run_menu = self.menuBar().addMenu("&Run")
+        for text, slot, keys in [("&Start", self.train_page.start, "Ctrl+Return"),
+                                 ("S&top (checkpoint)", self.train_page.stop, "Ctrl+."),
+                                 ("&Resume", self.train_page.resume, None),
+                                 ("Re&fresh runs", self.refresh_runs, QKeySequence.Refresh)]:
+            action = QAction(text, self)
+            if keys is not None:
+                action.setShortcut(QKeySequence(keys))
+            action.triggered.connect(slot)
+            run_menu.addAction(action)
+
+    def _on_open_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Image folder")
+        if folder:
+            self.open_folder(Path(folder))
+
+    def open_folder(self, folder: Path) -> None:
+        self.train_page.set_folder(folder)
+        self.settings.setValue("last_folder", str(folder))
+
+    def refresh_runs(self) -> None:
+        self.runs.clear()
+        page = self.train_page
+        for run in list_runs(self.runs_root):
+            if run.path == page.run_dir and page.engine.is_running():
+                run.status = "running"  # no run_end yet because it is still going
+            text = f"{run.name}\n{run.method} · {run.dataset} · {run.status}"
+            if run.last_loss is not None:
+                text += f" · step {run.steps}, loss {run.last_loss:.3f}"
+            item = QListWidgetItem(text)
+            item.setData(Qt.UserRole, str(run.path))
+            item.setToolTip(run.problem or str(run.path))
+            self.runs.addItem(item)
+
+    def _on_run_opened(self, item: QListWidgetItem) -> None:
+        path = Path(item.data(Qt.UserRole))
+        events = path / "events.jsonl"
+        if not events.is_file():
+            QMessageBox.information(self, "Run", f"{path.name} has no events yet.")
+            return
+        self.train_page.curves.clear_overlays()
+        self.train_page.curves.add_overlay(path.name, RunHistory.replay(events))
+        self.tabs.setCurrentWidget(self.train_page)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        if self.train_page.engine.is_running():
+            answer = QMessageBox.question(
+                self, "Training is running",
+                "Stop the run (a checkpoint is saved) before closing?\n\n"
+                "Yes: stop and close. No: close and leave the run going. Cancel: keep open.",
+                QMessageBox.Yes | QMessageBox.No | QMessageBox.Cancel)
+            if answer == QMessageBox.Cancel:
+                event.ignore()
+                return
+            if answer == QMessageBox.Yes:
+                self.train_page.engine.stop()
+                self.train_page.engine.wait(120_000)
+        self.settings.setValue("geometry", self.saveGeometry())
+        super().closeEvent(event)

@@ -1,0 +1,78 @@
+"""The real window against a real engine child process on a tiny generated folder."""
+
+import pytest
+
+pytest.importorskip("PySide6")
+
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
+
+from app.main_window import MainWindow  # noqa: E402
+from tests.engine.test_train import make_folder  # noqa: E402
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    win = MainWindow(tmp_path / "runs", cache_dir=tmp_path / "cache", settings=settings)
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    if win.train_page.engine.is_running():
+        win.train_page.engine.kill()
+        win.train_page.engine.wait(10_000)
+
+
+def test_train_stop_and_see_the_run_listed(qtbot, window, tmp_path):
+    page = window.train_page
+    window.open_folder(make_folder(tmp_path / "shapes"))
+    for name, value in [("backbone", "resnet18"), ("image_size", "16"), ("batch_size", "8"),
+                        ("epochs", "1000"), ("proj_hidden_dim", "32"), ("proj_out_dim", "16")]:
+        page.form.set_value(name, value)
+    assert page.form.is_valid() and page.start_button.isEnabled()
+    qtbot.mouseClick(page.start_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: len(page.history.steps) >= 2, timeout=120_000)
+    qtbot.waitUntil(lambda: len(page.curves.curves["loss"].getData()[0]) >= 2, timeout=5_000)
+    assert page.progress.value() >= 0 and "step" in page.status.text()
+    assert page.stop_button.isEnabled() and not page.start_button.isEnabled()
+    window.refresh_runs()
+    assert "running" in window.runs.item(0).text()
+    with qtbot.waitSignal(page.engine.ended, timeout=60_000):
+        qtbot.mouseClick(page.stop_button, Qt.LeftButton)
+    assert page.history.status == "stopped" and page.resume_button.isEnabled()
+    assert window.runs.count() == 1
+    assert "stopped" in window.runs.item(0).text()
+    assert window.settings.value("last_folder") == str(tmp_path / "shapes")
+
+
+def test_bad_setting_blocks_start_and_says_why(qtbot, window, tmp_path):
+    page = window.train_page
+    page.set_folder(tmp_path)
+    page.form.set_value("batch_size", "1")
+    assert not page.start_button.isEnabled()
+    page.start()
+    assert "batch_size must be" in page.status.text()
+    assert not page.engine.is_running()
+
+
+def test_a_failing_run_is_reported_in_the_window(qtbot, window, tmp_path):
+    page = window.train_page
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    page.set_folder(empty)
+    with qtbot.waitSignal(page.engine.ended, timeout=60_000) as ended:
+        page.start()
+    assert ended.args[0] == "failed"
+    assert "no usable images" in page.status.text()
+    assert page.failure_box.isVisible()
+    page.failure_box.close()
+
+
+def test_demo_settings_reach_the_engine_arguments(window):
+    from engine.data.demo import DEMO_SETTINGS
+
+    page = window.train_page
+    page.apply_settings(DEMO_SETTINGS)
+    args = page._settings_arguments(page.form.values())
+    pairs = dict(zip(args[::2], args[1::2]))
+    assert pairs["--image-size"] == "16" and pairs["--temperature"] == "0.2"
+    assert pairs["--epochs"] == "10" and pairs["--crop-scale-min"] == "0.25"
