@@ -242,3 +242,16 @@ def test_cli_refuses_bad_values_before_running(folder, tmp_path):
     assert proc.returncode == 2
     assert "temperature must be" in err and out == ""
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_like_the_eager_one(folder, tmp_path):
+    """torch.compile (inductor on the CPU here) gives the same first-step loss; about a
+    minute of compilation, so it runs with `-m slow`."""
+    eager = run({"data": str(folder), "max_steps": 2, "seed": 1}, tmp_path / "eager")
+    compiled = run({"data": str(folder), "max_steps": 2, "seed": 1, "compile": True},
+                   tmp_path / "compiled")
+    assert compiled.status == "finished", compiled.reason
+    first = [next(e for e in events_of(r.run_dir) if e["type"] == "step")["loss"]
+             for r in (eager, compiled)]
+    assert first[0] == pytest.approx(first[1], rel=1e-4)
