@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QTabWidget,
 )
 
+from app.data_page import DataPage
 from app.run_model import RunHistory, list_runs
 from app.train_page import TrainPage
 
@@ -44,7 +45,11 @@ class MainWindow(QMainWindow):
         self.runs.itemDoubleClicked.connect(self._on_run_opened)
         self.train_page = TrainPage(self.runs_root, cache_dir)
         self.train_page.run_changed.connect(self.refresh_runs)
+        self.data_page = DataPage()
+        self.data_page.folder_scanned.connect(
+            lambda manifest: self._remember_folder(Path(manifest.root)))
         self.tabs = QTabWidget()
+        self.tabs.addTab(self.data_page, "Data")
         self.tabs.addTab(self.train_page, "Train")
         splitter = QSplitter()
         splitter.addWidget(self.runs)
@@ -62,6 +67,7 @@ class MainWindow(QMainWindow):
         last = self.settings.value("last_folder")
         if last:
             self.train_page.set_folder(str(last))
+            self.data_page.folder.setText(str(last))
 
     def _make_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -90,6 +96,11 @@ class MainWindow(QMainWindow):
             self.open_folder(Path(folder))
 
     def open_folder(self, folder: Path) -> None:
+        """Show the folder on the Data page and make it the one to train on."""
+        self.data_page.open_folder(folder)
+        self._remember_folder(Path(folder))
+
+    def _remember_folder(self, folder: Path) -> None:
         self.train_page.set_folder(folder)
         self.settings.setValue("last_folder", str(folder))
 
@@ -131,4 +142,5 @@ class MainWindow(QMainWindow):
                 self.train_page.engine.stop()
                 self.train_page.engine.wait(120_000)
         self.settings.setValue("geometry", self.saveGeometry())
+        self.data_page.shutdown()
         super().closeEvent(event)

@@ -20,6 +20,7 @@ def window(qtbot, tmp_path):
     if win.train_page.engine.is_running():
         win.train_page.engine.kill()
         win.train_page.engine.wait(10_000)
+    win.data_page.shutdown()
 
 
 def test_train_stop_and_see_the_run_listed(qtbot, window, tmp_path):
@@ -42,6 +43,8 @@ def test_train_stop_and_see_the_run_listed(qtbot, window, tmp_path):
     assert window.runs.count() == 1
     assert "stopped" in window.runs.item(0).text()
     assert window.settings.value("last_folder") == str(tmp_path / "shapes")
+    qtbot.waitUntil(lambda: window.data_page.report is not None, timeout=30_000)
+    assert window.data_page.report.manifest.classes == ["circles", "squares"]
 
 
 def test_bad_setting_blocks_start_and_says_why(qtbot, window, tmp_path):
