@@ -50,8 +50,14 @@ class RunResult:
 
 
 def log(message: str) -> None:
-    """Human-readable progress goes to stderr; stdout carries only events."""
-    print(message, file=sys.stderr, flush=True)
+    """Human-readable progress goes to stderr; stdout carries only events.
+
+    If whoever reads stderr has gone (the window closed), training goes on regardless.
+    """
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def build_model(cfg: TrainConfig) -> SimCLR | MoCo:

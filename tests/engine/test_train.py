@@ -255,3 +255,28 @@ def test_compiled_model_trains_like_the_eager_one(folder, tmp_path):
     first = [next(e for e in events_of(r.run_dir) if e["type"] == "step")["loss"]
              for r in (eager, compiled)]
     assert first[0] == pytest.approx(first[1], rel=1e-4)
+
+
+def test_the_run_goes_on_when_its_reader_goes_away(folder, tmp_path):
+    """The window that started the engine may close: the engine keeps training and
+    writing events.jsonl, and still stops cleanly on SIGTERM."""
+    proc = cli(tiny_flags(folder, tmp_path) + ["--epochs", "1000"])
+    try:
+        start, _ = read_until(proc, "run_start")
+        read_until(proc, "step")
+        proc.stdout.close()
+        proc.stderr.close()
+        run_dir = Path(start["run_dir"])
+        steps_then = sum(1 for e in events_of(run_dir) if e["type"] == "step")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if sum(1 for e in events_of(run_dir) if e["type"] == "step") >= steps_then + 3:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    events = events_of(run_dir)
+    assert sum(1 for e in events if e["type"] == "step") >= steps_then + 3
+    assert events[-1]["type"] == "run_end" and events[-1]["status"] == "stopped"
