@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from engine.data.demo import DEMO_SETTINGS, demo_dataset
 
         window.open_folder(demo_dataset())
-        window.train_page.apply_settings(DEMO_SETTINGS)
+        window.apply_settings(DEMO_SETTINGS)
     elif args.folder:
         window.open_folder(Path(args.folder))
     window.show()

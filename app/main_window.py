@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt
@@ -16,6 +17,7 @@ from PySide6.QtWidgets import (
     QTabWidget,
 )
 
+from app.augment_page import AugmentPreview
 from app.data_page import DataPage
 from app.run_model import RunHistory, list_runs
 from app.train_page import TrainPage
@@ -48,8 +50,13 @@ class MainWindow(QMainWindow):
         self.data_page = DataPage()
         self.data_page.folder_scanned.connect(
             lambda manifest: self._remember_folder(Path(manifest.root)))
+        self.augment_page = AugmentPreview()
+        self.data_page.folder_scanned.connect(
+            lambda manifest: self.augment_page.set_folder(manifest.root))
+        self.augment_page.pairs_ready.connect(self._sync_augmentations)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.data_page, "Data")
+        self.tabs.addTab(self.augment_page, "Augmentations")
         self.tabs.addTab(self.train_page, "Train")
         splitter = QSplitter()
         splitter.addWidget(self.runs)
@@ -100,6 +107,21 @@ class MainWindow(QMainWindow):
         self.data_page.open_folder(folder)
         self._remember_folder(Path(folder))
 
+    def apply_settings(self, values: dict) -> None:
+        """Show settings (e.g. the demo's) on the Train and Augmentations pages."""
+        self.train_page.apply_settings(values)
+        for name, value in (values.get("augment") or {}).items():
+            self.augment_page.form.set_value(name, value)
+        if values.get("image_size"):
+            self.augment_page.size_box.setValue(int(values["image_size"]))
+
+    def _sync_augmentations(self) -> None:
+        """The trainer gets exactly the augmentations shown on the preview."""
+        cfg = self.augment_page.augment_config()
+        self.train_page.augment_overrides = {
+            f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+            if f.metadata and f.metadata["cli"] and getattr(cfg, f.name) is not None}
+
     def _remember_folder(self, folder: Path) -> None:
         self.train_page.set_folder(folder)
         self.settings.setValue("last_folder", str(folder))
@@ -143,4 +165,5 @@ class MainWindow(QMainWindow):
                 self.train_page.engine.wait(120_000)
         self.settings.setValue("geometry", self.saveGeometry())
         self.data_page.shutdown()
+        self.augment_page.close()  # waits for a preview still being made
         super().closeEvent(event)

@@ -21,6 +21,7 @@ def window(qtbot, tmp_path):
         win.train_page.engine.kill()
         win.train_page.engine.wait(10_000)
     win.data_page.shutdown()
+    win.augment_page.close()
 
 
 def test_train_stop_and_see_the_run_listed(qtbot, window, tmp_path):
@@ -79,3 +80,19 @@ def test_demo_settings_reach_the_engine_arguments(window):
     pairs = dict(zip(args[::2], args[1::2]))
     assert pairs["--image-size"] == "16" and pairs["--temperature"] == "0.2"
     assert pairs["--epochs"] == "10" and pairs["--crop-scale-min"] == "0.25"
+
+
+def test_the_trainer_gets_the_previewed_augmentations(qtbot, window, tmp_path):
+    from engine.data.demo import DEMO_SETTINGS
+
+    window.open_folder(make_folder(tmp_path / "shapes"))
+    window.apply_settings(DEMO_SETTINGS)
+    assert window.augment_page.image_size() == 16
+    with qtbot.waitSignal(window.augment_page.pairs_ready, timeout=60_000):
+        window.augment_page.form.set_value("grayscale_p", "0.5")
+    qtbot.waitUntil(lambda: window.train_page.augment_overrides.get("grayscale_p") == 0.5,
+                    timeout=10_000)
+    page = window.train_page
+    args = page._settings_arguments(page.form.values())
+    pairs = dict(zip(args[::2], args[1::2]))
+    assert pairs["--grayscale-p"] == "0.5" and pairs["--crop-scale-min"] == "0.25"
