@@ -27,12 +27,13 @@ ORGANISATION, APPLICATION = "Contrastive Explorer", "Contrastive Explorer"
 
 def device_description() -> str:
     """The training device the engine will find, for the status bar."""
-    import torch
+    from engine.resolve import resolve_device
 
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        return f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GB"
-    return f"CPU only ({torch.get_num_threads()} threads): small models and images suit it"
+    _, info = resolve_device("auto")
+    if info.type == "cpu":
+        return f"CPU only, {info.name}: small models and images suit it"
+    memory = f", {info.memory_gb:.0f} GB" if info.memory_gb else ""
+    return f"GPU: {info.name}{memory}"
 
 
 class MainWindow(QMainWindow):

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from engine.events import EventWriter
+from engine.io import to_jsonable
 
 VERBS = ("embed", "map", "neighbours", "knn", "probe", "export")
 
@@ -105,21 +104,9 @@ def _settings_from(args: argparse.Namespace, cls: type) -> Any:
 def _print_result(args: argparse.Namespace, result: dict[str, Any],
                   text: Callable[[dict[str, Any]], str]) -> None:
     if args.json:
-        print(json.dumps({"v": 1, "type": "result", **_plain(result)}), flush=True)
+        print(json.dumps({"v": 1, "type": "result", **to_jsonable(result)}), flush=True)
     else:
         print(text(result))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _pct(x: Any) -> str:

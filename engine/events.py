@@ -22,7 +22,6 @@ Types and their fields (see README, "Event stream"):
 from __future__ import annotations
 
 import json
-import math
 import sys
 import threading
 import time
@@ -30,18 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from engine.io import to_jsonable
+
 SCHEMA_VERSION = 1
-
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN or infinity: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
 
 
 class EventWriter:
@@ -65,7 +55,7 @@ class EventWriter:
 
     def emit(self, type: str, **fields: Any) -> dict[str, Any]:
         event = {"v": SCHEMA_VERSION, "type": type, "time": round(time.time(), 3)}
-        event.update(_clean(fields))
+        event.update(to_jsonable(fields))
         line = json.dumps(event, separators=(",", ":")) + "\n"
         with self._lock:
             if self._stream is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -43,3 +44,23 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 def write_json_atomic(path: Path, value: Any) -> None:
     data = (json.dumps(value, indent=2, sort_keys=False) + "\n").encode("utf-8")
     write_atomic(path, lambda f: f.write(data))
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays, paths and non-finite floats made plain for
+    JSON (NaN and infinity, which JSON lacks, become null)."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value

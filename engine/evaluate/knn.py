@@ -12,7 +12,6 @@ defaults; DINO reports k = 20 as the best of 10, 20, 100, 200).
 
 from __future__ import annotations
 
-import math
 import operator
 import re
 import time
@@ -23,7 +22,7 @@ import numpy as np
 
 from engine.data.scan import DataError
 from engine.evaluate.neighbours import NeighbourIndex, check_finite
-from engine.io import write_json_atomic
+from engine.io import to_jsonable, write_json_atomic
 
 NO_LABELS_MESSAGE = (
     "the folder has no class sub-folders, so there are no labels to evaluate against: "
@@ -170,23 +169,6 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, *, k: int = 20,
     return result
 
 
-def _jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars and arrays turned into plain Python for JSON."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN or infinity
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def save_result(result: dict[str, Any], probes_dir: Path, name: str) -> Path:
     """Write an evaluation result as ``probes_dir/<name>.json`` (atomically) and return the
     path. ``name`` is a file name stem such as "knn-last-h" or "linear-last-h-10pct"."""
@@ -196,5 +178,5 @@ def save_result(result: dict[str, Any], probes_dir: Path, name: str) -> Path:
     probes_dir = Path(probes_dir)
     probes_dir.mkdir(parents=True, exist_ok=True)
     path = probes_dir / f"{name}.json"
-    write_json_atomic(path, _jsonable(result))
+    write_json_atomic(path, to_jsonable(result))
     return path
