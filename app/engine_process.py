@@ -30,11 +30,16 @@ class EngineProcess(QObject):
         event(dict): a parsed event line from the child's stdout.
         malformed(str): a stdout line that is not a valid event (reported, then ignored).
         log(str): a line from the child's stderr.
+        result(dict): a ``{"type": "result"}`` event of an exploring verb (embed, map,
+            neighbours, knn, probe, export run with ``--json``).
         ended(str, int, str): how the child ended: status ("finished", "stopped", "failed",
-            or "crashed" when it died without a run_end event), exit code, and the reason.
+            or "crashed" when it died without saying how), exit code, and the reason. A
+            training run says how in its run_end event; an exploring verb finishes with exit
+            code 0 or fails with an ``error`` event.
     """
 
     event = Signal(dict)
+    result = Signal(dict)
     malformed = Signal(str)
     log = Signal(str)
     ended = Signal(str, int, str)
@@ -45,6 +50,7 @@ class EngineProcess(QObject):
         self._stdout_buffer = b""
         self._stderr_buffer = b""
         self._run_end: dict | None = None
+        self._error: str | None = None
         self.log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._kill_timer = QTimer(self)
         self._kill_timer.setSingleShot(True)
@@ -59,6 +65,7 @@ class EngineProcess(QObject):
             raise RuntimeError("the engine is already running")
         self._stdout_buffer = self._stderr_buffer = b""
         self._run_end = None
+        self._error = None
         self.log_tail.clear()
         process = QProcess(self)
         process.readyReadStandardOutput.connect(self._on_stdout)
@@ -106,9 +113,14 @@ class EngineProcess(QObject):
             if event is None:
                 self.malformed.emit(line[:500])
                 continue
-            if event.get("type") == "run_end":
+            kind = event.get("type")
+            if kind == "run_end":
                 self._run_end = event
+            elif kind == "error":
+                self._error = str(event.get("message", "the engine reported an error"))
             self.event.emit(event)
+            if kind == "result":
+                self.result.emit(event)
 
     def _on_stderr(self) -> None:
         assert self._process is not None
@@ -127,11 +139,18 @@ class EngineProcess(QObject):
         if self._run_end is not None:
             status = str(self._run_end.get("status", "failed"))
             reason = str(self._run_end.get("reason", ""))
+        elif self._error is not None:
+            status, reason = "failed", self._error
+        elif exit_status == QProcess.NormalExit and exit_code == 0:
+            status, reason = "finished", "done"
         else:
             how = ("was killed" if exit_status == QProcess.CrashExit
                    else f"exited with code {exit_code}")
-            status, reason = "crashed", (f"the engine {how} without finishing the run; "
-                                         "the last checkpoint, if any, is kept")
+            last = next((line for line in reversed(self.log_tail) if line.strip()), "")
+            status, reason = "crashed", (f"the engine {how} without finishing; the last "
+                                         "checkpoint, if any, is kept"
+                                         + (f" (last message: {last.strip()[:300]})"
+                                            if last else ""))
         self.ended.emit(status, exit_code, reason)
 
     def _on_error(self, error: QProcess.ProcessError) -> None:

@@ -87,3 +87,39 @@ def test_a_child_that_cannot_start_is_reported(qtbot, monkeypatch, tmp_path):
     with qtbot.waitSignal(child.ended, timeout=10_000) as ended:
         child.start([])
     assert ended.args[0] == "crashed" and "could not be started" in ended.args[2]
+
+
+def fake(code: str):
+    return lambda: (sys.executable, ["-c", code])
+
+
+def test_an_exploring_verb_finishes_with_its_result(qtbot, monkeypatch):
+    monkeypatch.setattr(engine_process, "engine_command", fake(
+        'print(\'{"v":1,"type":"progress","phase":"embed","done":1,"total":2}\')\n'
+        'print(\'{"v":1,"type":"result","top1":0.5}\')'))
+    child = EngineProcess()
+    results = []
+    child.result.connect(results.append)
+    with qtbot.waitSignal(child.ended, timeout=30_000) as ended:
+        child.start([])
+    assert ended.args[:2] == ["finished", 0]
+    assert results == [{"v": 1, "type": "result", "top1": 0.5}]
+
+
+def test_an_error_event_is_the_reason_of_a_failure(qtbot, monkeypatch):
+    monkeypatch.setattr(engine_process, "engine_command", fake(
+        'import sys\nprint(\'{"v":1,"type":"error","message":"the folder has no labels"}\')\n'
+        'sys.exit(2)'))
+    child = EngineProcess()
+    with qtbot.waitSignal(child.ended, timeout=30_000) as ended:
+        child.start([])
+    assert ended.args == ["failed", 2, "the folder has no labels"]
+
+
+def test_a_crash_names_the_last_thing_the_child_said(qtbot, monkeypatch):
+    monkeypatch.setattr(engine_process, "engine_command", fake(
+        'import sys\nsys.stderr.write("MemoryError: out of memory\\n")\nsys.exit(1)'))
+    child = EngineProcess()
+    with qtbot.waitSignal(child.ended, timeout=30_000) as ended:
+        child.start([])
+    assert ended.args[0] == "crashed" and "MemoryError: out of memory" in ended.args[2]

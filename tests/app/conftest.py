@@ -1,0 +1,32 @@
+"""Shared fixtures of the app tests: one short trained run, copied for each test that
+writes into it (maps, probes, exports)."""
+
+import shutil
+
+import pytest
+
+from engine.config import TrainConfig
+from engine.events import EventWriter
+from engine.train import train
+from tests.engine.test_train import TINY, make_folder
+
+
+@pytest.fixture(scope="session")
+def trained_run_template(tmp_path_factory):
+    """A finished 2-epoch SimCLR run on a tiny labelled folder (2 classes x 12 images)."""
+    tmp = tmp_path_factory.mktemp("trained")
+    folder = make_folder(tmp / "shapes")
+    cfg = TrainConfig.from_dict({**TINY, "data": str(folder), "epochs": 2})
+    result = train(cfg, runs_root=tmp / "runs", cache_dir=tmp / "cache",
+                   events=EventWriter(None))
+    assert result.status == "finished"
+    return result.run_dir, tmp / "cache"
+
+
+@pytest.fixture
+def trained_run(trained_run_template, tmp_path):
+    """(run_dir, cache_dir): a private copy of the trained run, free to write into."""
+    run_dir, cache = trained_run_template
+    copy = tmp_path / "runs" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    return copy, cache
