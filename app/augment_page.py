@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtCore import Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.settings_form import SettingsForm
+from app.workers import Relay, Task
 from engine.augment import make_pairs, to_uint8_hwc
 from engine.config import AugmentConfig, TrainConfig, augment_preset
 from engine.data.cache import BadImage, decode_image
@@ -105,33 +106,6 @@ def preview_pairs(images: np.ndarray, cfg: AugmentConfig, size: int, seed: int
     return to_uint8_hwc(view1), to_uint8_hwc(view2)
 
 
-class _Relay(QObject):
-    """Carries a task's result back to the GUI thread (queued: the receiver lives there)."""
-
-    done = Signal(int, object)
-    failed = Signal(int, str)
-
-
-class _Task(QRunnable):
-    def __init__(self, work: Callable[[], Any], generation: int, relay: _Relay) -> None:
-        super().__init__()
-        self._work, self._generation, self._relay = work, generation, relay
-
-    def run(self) -> None:
-        try:
-            result = self._work()
-        except Exception as exc:  # noqa: BLE001 - reported in the status line
-            self._emit(self._relay.failed, str(exc) or type(exc).__name__)
-        else:
-            self._emit(self._relay.done, result)
-
-    def _emit(self, signal: Any, value: Any) -> None:
-        try:
-            signal.emit(self._generation, value)
-        except RuntimeError:  # the page was deleted while this ran
-            pass
-
-
 def to_qimage(array: np.ndarray) -> QImage:
     """uint8 (H, W, 3) RGB -> a QImage that owns a copy of the pixels."""
     array = np.ascontiguousarray(array)
@@ -167,11 +141,11 @@ class AugmentPreview(QWidget):
         self._folder_generation = 0
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)  # one request at a time; queued stale ones are cleared
-        self._made = _Relay(self)
+        self._made = Relay(self)
         self._made.done.connect(self._on_made)
         self._made.failed.connect(
             lambda g, text: self._fail(text) if g == self._generation else None)
-        self._listed = _Relay(self)
+        self._listed = Relay(self)
         self._listed.done.connect(self._on_listed)
         self._listed.failed.connect(
             lambda g, text: self._fail(text) if g == self._folder_generation else None)
@@ -240,7 +214,7 @@ class AugmentPreview(QWidget):
         folder is scanned in a worker thread)."""
         self._folder_generation += 1
         self._say(f"Reading {folder}…")
-        self._pool.start(_Task(lambda: pick_images(folder, self.num_images),
+        self._pool.start(Task(lambda: pick_images(folder, self.num_images),
                                self._folder_generation, self._listed))
 
     def set_images(self, paths: Sequence[str | Path]) -> None:
@@ -341,7 +315,7 @@ class AugmentPreview(QWidget):
 
         self._pool.clear()  # requests not yet started are stale
         self._say("Making pairs…")
-        self._pool.start(_Task(work, generation, self._made))
+        self._pool.start(Task(work, generation, self._made))
 
     def _on_listed(self, generation: int, paths: list[str]) -> None:
         if generation != self._folder_generation:
