@@ -16,15 +16,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--demo", action="store_true", help="open the built-in demo dataset "
                         "(1,797 labelled handwritten digits)")
     parser.add_argument("--runs-root", metavar="DIR", help="the folder of runs")
+    parser.add_argument("--theme", choices=("auto", "light", "dark"), default="auto",
+                        help="colour scheme (default: follow the desktop)")
     args = parser.parse_args(argv)
 
     from PySide6.QtWidgets import QApplication
 
     from app.main_window import MainWindow
+    from app.style import apply_style
     from engine.paths import default_runs_root
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Contrastive Explorer")
+    apply_style(app, dark=None if args.theme == "auto" else args.theme == "dark")
     window = MainWindow(Path(args.runs_root) if args.runs_root else default_runs_root())
     if args.demo:
         from engine.data.demo import DEMO_SETTINGS, demo_dataset

@@ -1,17 +1,19 @@
-"""The main window: a runs sidebar beside the pages (Train for now)."""
+"""The main window: a runs sidebar beside the pages (Data, Augmentations, Train, ...)."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QSettings, Qt, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
+    QInputDialog,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QSplitter,
     QTabWidget,
@@ -19,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from app.augment_page import AugmentPreview
 from app.data_page import DataPage
+from app.run_actions import RunActionError, delete_run, display_name, rename_run
 from app.run_model import RunHistory, list_runs
 from app.train_page import TrainPage
 
@@ -37,6 +40,14 @@ def device_description() -> str:
 
 
 class MainWindow(QMainWindow):
+    """Runs sidebar + one page per job. Drop a folder on the window to open it.
+
+    Signals:
+        run_selected(object): the run folder (Path) selected in the sidebar, or None.
+    """
+
+    run_selected = Signal(object)
+
     def __init__(self, runs_root: Path, *, cache_dir: Path | None = None,
                  settings: QSettings | None = None) -> None:
         super().__init__()
@@ -44,8 +55,14 @@ class MainWindow(QMainWindow):
         self.runs_root = Path(runs_root)
         self.settings = settings or QSettings(ORGANISATION, APPLICATION)
         self.runs = QListWidget()
-        self.runs.setToolTip("Runs in the runs folder; double-click to show a run's curves")
+        self.runs.setObjectName("runs")
+        self.runs.setToolTip("Runs in the runs folder. Select one to explore it; double-click "
+                             "to show its curves; right-click to rename or delete it.")
         self.runs.itemDoubleClicked.connect(self._on_run_opened)
+        self.runs.currentItemChanged.connect(self._on_run_selected)
+        self.runs.setContextMenuPolicy(Qt.CustomContextMenu)
+        self.runs.customContextMenuRequested.connect(self._on_runs_menu)
+        self.setAcceptDrops(True)
         self.train_page = TrainPage(self.runs_root, cache_dir)
         self.train_page.run_changed.connect(self.refresh_runs)
         self.data_page = DataPage()
@@ -128,18 +145,121 @@ class MainWindow(QMainWindow):
         self.settings.setValue("last_folder", str(folder))
 
     def refresh_runs(self) -> None:
+        """List the runs again, keeping the selected one selected."""
+        selected = self.selected_run()
+        self.runs.blockSignals(True)
         self.runs.clear()
         page = self.train_page
         for run in list_runs(self.runs_root):
             if run.path == page.run_dir and page.engine.is_running():
                 run.status = "running"  # no run_end yet because it is still going
-            text = f"{run.name}\n{run.method} · {run.dataset} · {run.status}"
+            text = f"{display_name(run.path)}\n{run.method} · {run.dataset} · {run.status}"
             if run.last_loss is not None:
                 text += f" · step {run.steps}, loss {run.last_loss:.3f}"
             item = QListWidgetItem(text)
             item.setData(Qt.UserRole, str(run.path))
             item.setToolTip(run.problem or str(run.path))
             self.runs.addItem(item)
+            if run.path == selected:
+                self.runs.setCurrentItem(item)
+        self.runs.blockSignals(False)
+        if self.selected_run() != selected:
+            self.run_selected.emit(self.selected_run())
+
+    def selected_run(self) -> Path | None:
+        item = self.runs.currentItem()
+        return Path(item.data(Qt.UserRole)) if item is not None else None
+
+    def select_run(self, run_dir: Path) -> None:
+        for row in range(self.runs.count()):
+            if Path(self.runs.item(row).data(Qt.UserRole)) == Path(run_dir):
+                self.runs.setCurrentRow(row)
+                return
+        raise ValueError(f"{run_dir} is not in the runs list")
+
+    def _on_run_selected(self, current: QListWidgetItem | None, _previous=None) -> None:
+        self.run_selected.emit(Path(current.data(Qt.UserRole)) if current else None)
+
+    def _on_runs_menu(self, position) -> None:
+        item = self.runs.itemAt(position)
+        if item is None:
+            return
+        self.runs.setCurrentItem(item)
+        menu = QMenu(self)
+        menu.addAction("Show curves", lambda: self._on_run_opened(item))
+        menu.addAction("Rename…", self.rename_selected_run)
+        menu.addAction("Show in file manager", lambda: QDesktopServices.openUrl(
+            QUrl.fromLocalFile(item.data(Qt.UserRole))))
+        menu.addSeparator()
+        menu.addAction("Delete…", self.delete_selected_run)
+        menu.popup(self.runs.viewport().mapToGlobal(position))
+
+    def rename_selected_run(self, name: str | None = None) -> None:
+        """Ask for (or take) a new display name for the selected run."""
+        run_dir = self.selected_run()
+        if run_dir is None:
+            return
+        if name is None:
+            name, ok = QInputDialog.getText(self, "Rename run", "Name (empty: the folder's "
+                                            "name):", text=display_name(run_dir))
+            if not ok:
+                return
+        try:
+            rename_run(run_dir, name)
+        except RunActionError as exc:
+            QMessageBox.warning(self, "Cannot rename the run", str(exc))
+        self.refresh_runs()
+
+    def delete_selected_run(self, confirm: bool = True) -> bool:
+        """Delete the selected run folder after asking; a running run is refused."""
+        run_dir = self.selected_run()
+        if run_dir is None:
+            return False
+        if run_dir == self.train_page.run_dir and self.train_page.engine.is_running():
+            QMessageBox.information(self, "Run is training", "Stop the run before deleting "
+                                    "it (Run ▸ Stop).")
+            return False
+        if confirm and QMessageBox.question(
+                self, "Delete run", f"Permanently delete “{display_name(run_dir)}” and "
+                f"everything in it (checkpoints, embeddings, probes, exports)?\n\n{run_dir}",
+                QMessageBox.Yes | QMessageBox.No, QMessageBox.No) != QMessageBox.Yes:
+            return False
+        try:
+            delete_run(run_dir, self.runs_root)
+        except RunActionError as exc:
+            QMessageBox.warning(self, "Cannot delete the run", str(exc))
+            return False
+        finally:
+            self.refresh_runs()
+        return True
+
+    # --- drag and drop -------------------------------------------------------------------
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        if any(url.isLocalFile() for url in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        paths = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.open_dropped(paths[0])
+
+    def open_dropped(self, path: Path) -> None:
+        """A dropped folder is opened as the image folder; a dropped image is looked up
+        among the selected run's images."""
+        if path.is_dir():
+            self.open_folder(path)
+            self.tabs.setCurrentWidget(self.data_page)
+        elif path.is_file():
+            self.query_image_file(path)
+        else:
+            self.statusBar().showMessage(f"{path} does not exist", 10_000)
+
+    def query_image_file(self, path: Path) -> None:
+        self.statusBar().showMessage(
+            f"Select a trained run, then drop {path.name} on the Explore page to see its "
+            "nearest neighbours", 10_000)
 
     def _on_run_opened(self, item: QListWidgetItem) -> None:
         path = Path(item.data(Qt.UserRole))

@@ -96,3 +96,63 @@ def test_the_trainer_gets_the_previewed_augmentations(qtbot, window, tmp_path):
     args = page._settings_arguments(page.form.values())
     pairs = dict(zip(args[::2], args[1::2]))
     assert pairs["--grayscale-p"] == "0.5" and pairs["--crop-scale-min"] == "0.25"
+
+
+@pytest.fixture
+def window_on_run(qtbot, tmp_path, trained_run):
+    """A window whose runs root holds one finished run."""
+    run_dir, cache = trained_run
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    win = MainWindow(run_dir.parent, cache_dir=cache, settings=settings)
+    qtbot.addWidget(win)
+    yield win, run_dir
+    win.data_page.shutdown()
+    win.augment_page.close()
+
+
+def test_runs_are_selected_renamed_and_deleted(qtbot, window_on_run):
+    win, run_dir = window_on_run
+    assert win.runs.count() == 1 and run_dir.name in win.runs.item(0).text()
+    with qtbot.waitSignal(win.run_selected) as selected:
+        win.select_run(run_dir)
+    assert selected.args == [run_dir]
+    win.rename_selected_run("  shapes,  first try ")
+    assert win.runs.item(0).text().startswith("shapes, first try\n")
+    assert win.selected_run() == run_dir  # refreshing keeps the selection
+    assert (run_dir / "config.json").is_file()  # the folder itself keeps its name
+    win.rename_selected_run("")
+    assert win.runs.item(0).text().startswith(run_dir.name)
+    with qtbot.waitSignal(win.run_selected) as selected:
+        assert win.delete_selected_run(confirm=False)
+    assert selected.args == [None]
+    assert not run_dir.exists() and win.runs.count() == 0
+
+
+def test_only_run_folders_under_the_runs_root_are_deleted(tmp_path, trained_run):
+    from app.run_actions import RunActionError, delete_run
+
+    run_dir, _ = trained_run
+    with pytest.raises(RunActionError, match="not a run folder"):
+        delete_run(run_dir, tmp_path)  # not directly under this root
+    with pytest.raises(RunActionError, match="not a run folder"):
+        delete_run(run_dir / "checkpoints", run_dir)
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_dropped_folder_is_opened(qtbot, window, tmp_path):
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+
+    folder = make_folder(tmp_path / "dropped")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(folder))])
+    enter = QDragEnterEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    window.dragEnterEvent(enter)
+    assert enter.isAccepted()
+    window.tabs.setCurrentWidget(window.train_page)
+    window.dropEvent(QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton,
+                                Qt.NoModifier))
+    assert window.tabs.currentWidget() is window.data_page
+    qtbot.waitUntil(lambda: window.data_page.report is not None, timeout=30_000)
+    assert window.data_page.report.manifest.classes == ["circles", "squares"]
+    assert window.settings.value("last_folder") == str(folder)
