@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="contrastive-explorer",
                                      description="Learn and explore contrastive image "
                                      "representations on your own images.")
@@ -18,8 +20,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs-root", metavar="DIR", help="the folder of runs")
     parser.add_argument("--theme", choices=("auto", "light", "dark"), default="auto",
                         help="colour scheme (default: follow the desktop)")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def create_window(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The QApplication and the main window for parsed arguments, not yet shown."""
     from PySide6.QtWidgets import QApplication
 
     from app.main_window import MainWindow
@@ -37,6 +42,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         window.apply_settings(DEMO_SETTINGS)
     elif args.folder:
         window.open_folder(Path(args.folder))
+    # The start-up heap (torch, Qt wrappers, pyqtgraph) lives as long as the window: keep it
+    # out of the garbage collector's full passes, which otherwise stall the event loop for
+    # 70-180 ms every few seconds while a run's events arrive (benchmarks/bench_gui.py).
+    gc.collect()
+    gc.freeze()
+    return app, window
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    app, window = create_window(args)
     window.show()
     return app.exec()
 

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from app.augment_page import AugmentPreview
 from app.data_page import DataPage
+from app.export_dialog import ExportDialog
 from app.run_actions import RunActionError, delete_run, display_name, rename_run
 from app.run_model import RunHistory, list_runs
 from app.train_page import TrainPage
@@ -53,6 +54,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.setWindowTitle("Contrastive Explorer")
         self.runs_root = Path(runs_root)
+        self.cache_dir = cache_dir
         self.settings = settings or QSettings(ORGANISATION, APPLICATION)
         self.runs = QListWidget()
         self.runs.setObjectName("runs")
@@ -108,12 +110,26 @@ class MainWindow(QMainWindow):
         for text, slot, keys in [("&Start", self.train_page.start, "Ctrl+Return"),
                                  ("S&top (checkpoint)", self.train_page.stop, "Ctrl+."),
                                  ("&Resume", self.train_page.resume, None),
+                                 ("&Export encoder or embeddings…", self.open_export_dialog,
+                                  "Ctrl+E"),
                                  ("Re&fresh runs", self.refresh_runs, QKeySequence.Refresh)]:
             action = QAction(text, self)
             if keys is not None:
                 action.setShortcut(QKeySequence(keys))
             action.triggered.connect(slot)
             run_menu.addAction(action)
+
+    def open_export_dialog(self) -> ExportDialog | None:
+        """Export the selected run's encoder or embeddings (a dialog that stays open)."""
+        run_dir = self.selected_run()
+        if run_dir is None:
+            QMessageBox.information(self, "Export", "Select a run in the runs list first.")
+            return None
+        dialog = ExportDialog(run_dir, self.cache_dir, self)
+        dialog.setAttribute(Qt.WA_DeleteOnClose)
+        dialog.open()
+        self.export_dialog = dialog
+        return dialog
 
     def _on_open_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Image folder")
@@ -188,6 +204,7 @@ class MainWindow(QMainWindow):
         menu = QMenu(self)
         menu.addAction("Show curves", lambda: self._on_run_opened(item))
         menu.addAction("Rename…", self.rename_selected_run)
+        menu.addAction("Export…", self.open_export_dialog)
         menu.addAction("Show in file manager", lambda: QDesktopServices.openUrl(
             QUrl.fromLocalFile(item.data(Qt.UserRole))))
         menu.addSeparator()

@@ -180,8 +180,8 @@ def run(args: argparse.Namespace) -> int:
                 + f" on {r['test']} held-out images; saved {r['path']}"))
     elif args.command == "export":
         if args.format in ("npy", "csv"):
-            out = Path(args.out) if args.out else (
-                run_dir / "exports" / f"embeddings-{args.checkpoint}-{args.space}.{args.format}")
+            out = Path(args.out) if args.out else explore.default_export_path(
+                run_dir, args.checkpoint, args.format, args.space)
             out.parent.mkdir(parents=True, exist_ok=True)
             result = explore.export_embeddings(run_dir, out, checkpoint=args.checkpoint,
                                                space=args.space, **common)

@@ -136,18 +136,31 @@ def probe(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
     return result
 
 
+EMBEDDING_FORMATS = ("npy", "csv")
+
+
+def default_export_path(run_dir: Path, checkpoint: str, fmt: str, space: str = "h") -> Path:
+    """Where an export goes when no file is named: the run's exports/ folder."""
+    from engine.export import SUFFIXES
+
+    exports = Path(run_dir) / "exports"
+    if fmt in EMBEDDING_FORMATS:
+        return exports / f"embeddings-{checkpoint}-{space}.{fmt}"
+    return exports / f"encoder-{checkpoint}{SUFFIXES[fmt]}"
+
+
 def export_encoder_of_run(run_dir: Path, fmt: str, out: Path | None = None, *,
                           checkpoint: str = "last",
                           include_head: bool = False) -> dict[str, Any]:
     """Export a checkpoint's encoder (see engine.export), verified on real images of the
     run's folder when its cache is at hand. Default destination: the run's exports/."""
-    from engine.export import SUFFIXES, export_encoder
+    from engine.export import export_encoder
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     encoder, cfg, info = load_encoder(run_dir, checkpoint, "cpu")
     if out is None:
-        out = run_dir / "exports" / f"encoder-{info['checkpoint']}{SUFFIXES.get(fmt, '')}"
+        out = default_export_path(run_dir, info["checkpoint"], fmt)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     manifest_path = run_dir / "manifest.json"
     summary = None
@@ -190,9 +203,11 @@ def export_embeddings(run_dir: Path, out: Path, *, checkpoint: str = "last", spa
     meta = {"source_run": str(run_dir), "checkpoint": emb.checkpoint, "space": space,
             "images": len(emb.paths), "dim": int(vectors.shape[1]), "root": emb.root,
             "classes": emb.classes}
-    write_json_atomic(out.with_name(out.name + ".json"), meta)
-    return {"path": str(out), **meta}
+    meta_path = out.with_name(out.name + ".json")
+    write_json_atomic(meta_path, meta)
+    return {"path": str(out), "metadata": str(meta_path), "format": out.suffix.lower()[1:],
+            **meta}
 
 
 __all__ = ["embeddings", "make_map", "neighbours", "knn", "probe", "export_encoder_of_run",
-           "export_embeddings", "RunError", "SPACES"]
+           "export_embeddings", "default_export_path", "RunError", "SPACES"]

@@ -156,3 +156,14 @@ def test_a_dropped_folder_is_opened(qtbot, window, tmp_path):
     qtbot.waitUntil(lambda: window.data_page.report is not None, timeout=30_000)
     assert window.data_page.report.manifest.classes == ["circles", "squares"]
     assert window.settings.value("last_folder") == str(folder)
+
+
+def test_export_opens_for_the_selected_run(qtbot, window_on_run):
+    win, run_dir = window_on_run
+    win.runs.setCurrentRow(-1)
+    assert win.selected_run() is None
+    win.select_run(run_dir)
+    dialog = win.open_export_dialog()
+    assert dialog.isVisible() and dialog.run_dir == run_dir
+    assert dialog.checkpoint_box.checkpoint() == "last"
+    dialog.close()

@@ -1,0 +1,162 @@
+"""The Export dialog against a real engine child: what it shows is what the engine wrote, and
+the loading code it copies really loads the export."""
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+
+import torch  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from app import engine_process, export_dialog  # noqa: E402
+from app.export_dialog import FORMATS, ExportDialog  # noqa: E402
+from engine.explore import default_export_path  # noqa: E402
+from engine.evaluate.embed import load_embeddings, load_encoder  # noqa: E402
+from engine.export import MissingExtra, _require_extras  # noqa: E402
+
+ENGINE_MS = 180_000
+
+
+@pytest.fixture
+def dialog(qtbot, trained_run):
+    run_dir, cache = trained_run
+    dlg = ExportDialog(run_dir, cache_dir=cache)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    yield dlg
+    if dlg.engine.is_running():
+        dlg.engine.kill()
+        dlg.engine.wait(10_000)
+
+
+def run_export(qtbot, dlg):
+    with qtbot.waitSignal(dlg.engine.ended, timeout=ENGINE_MS) as ended:
+        qtbot.mouseClick(dlg.export_button, Qt.LeftButton)
+    return ended.args
+
+
+def test_choices_follow_the_format_and_build_the_engine_arguments(dialog, trained_run):
+    run_dir, cache = trained_run
+    assert all(dialog.format_box.itemData(i, Qt.ToolTipRole)
+               for i in range(dialog.format_box.count()))
+    assert dialog.format_box.count() == len(FORMATS)
+    dialog.set_format("torchscript")
+    assert dialog.head_check.isEnabled() and not dialog.space_box.isEnabled()
+    assert dialog.output_path() == run_dir / "exports" / "encoder-last.torchscript"
+    dialog.head_check.setChecked(True)
+    assert dialog.arguments() == [
+        "export", "--run", str(run_dir), "--checkpoint", "last", "--format", "torchscript",
+        "--out", str(run_dir / "exports" / "encoder-last.torchscript"), "--json",
+        "--include-head", "--cache-dir", str(cache)]
+    dialog.set_format("npy")
+    dialog.space_box.setCurrentIndex(dialog.space_box.findData("z"))
+    dialog.checkpoint_box.set_checkpoint("epoch-0002")
+    assert dialog.space_box.isEnabled() and not dialog.head_check.isEnabled()
+    assert dialog.output_path() == default_export_path(run_dir, "epoch-0002", "npy", "z")
+    args = dialog.arguments()
+    assert "--include-head" not in args and args[args.index("--space") + 1] == "z"
+    # A name the person typed is kept; only its suffix follows the format.
+    dialog.out_edit.textEdited.emit("mine.npy")
+    dialog.out_edit.setText("mine.npy")
+    dialog.set_format("onnx")
+    assert dialog.output_path() == run_dir / "exports" / "mine.onnx"
+
+
+def test_cancel_stops_the_child_and_says_so(qtbot, dialog, monkeypatch):
+    monkeypatch.setattr(engine_process, "engine_command",
+                        lambda: (sys.executable, ["-c", "import time; time.sleep(60)"]))
+    assert not dialog.cancel_button.isVisible()
+    qtbot.mouseClick(dialog.export_button, Qt.LeftButton)
+    assert dialog.cancel_button.isVisible() and not dialog.export_button.isEnabled()
+    with qtbot.waitSignal(dialog.engine.ended, timeout=20_000):
+        qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
+    assert "cancelled" in dialog.status.text()
+    assert dialog.export_button.isEnabled() and not dialog.cancel_button.isVisible()
+    assert not dialog.output_path().exists()
+
+
+def test_torchvision_export_is_verified_and_its_loading_code_works(qtbot, dialog, trained_run,
+                                                                    monkeypatch):
+    run_dir, _ = trained_run
+    dialog.set_format("torchvision")
+    status, _code, reason = run_export(qtbot, dialog)
+    assert status == "finished", reason
+    path = run_dir / "exports" / "encoder-last.pt"
+    assert path.is_file() and dialog.file_label.text() == str(path)
+    on_disk = json.loads((path.parent / (path.name + ".json")).read_text())
+    assert json.loads(dialog.metadata_text.toPlainText()) == on_disk
+    check = on_disk["verification"]
+    assert check["passed"]
+    shown = dialog.verification_label.text()
+    assert shown.startswith("verified") and f"{check['max_abs_diff']:.2e}" in shown
+    assert f"{check['tolerance']:.2e}" in shown
+    assert dialog.verification_label.property("role") == "ok"
+    assert f"{path.stat().st_size:,} bytes" in dialog.size_label.text()
+
+    qtbot.mouseClick(dialog.copy_code_button, Qt.LeftButton)
+    code = QApplication.clipboard().text()
+    assert str(path) in code
+    size = on_disk["input_size"]
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
+    namespace = {"x": x}
+    exec(code, namespace)  # the copied snippet, as a person would paste it
+    encoder, _cfg, _info = load_encoder(run_dir, "last")
+    with torch.no_grad():
+        expected, _z = encoder(x)
+    torch.testing.assert_close(namespace["h"].detach(), expected, rtol=1e-5, atol=1e-5)
+
+    opened = []
+    monkeypatch.setattr(export_dialog.QDesktopServices, "openUrl",
+                        staticmethod(lambda url: opened.append(url) or True))
+    qtbot.mouseClick(dialog.show_folder_button, Qt.LeftButton)
+    assert [Path(u.toLocalFile()) for u in opened] == [path.parent]
+
+
+def test_embeddings_csv_holds_the_saved_features(qtbot, dialog, trained_run):
+    run_dir, _ = trained_run
+    dialog.set_format("csv")
+    dialog.checkpoint_box.set_checkpoint("epoch-0002")
+    status, _code, reason = run_export(qtbot, dialog)
+    assert status == "finished", reason
+    path = run_dir / "exports" / "embeddings-epoch-0002-h.csv"
+    assert dialog.file_label.text() == str(path)
+    saved = load_embeddings(run_dir / "embeddings" / "epoch-0002")
+    header, *rows = list(csv.reader(path.open(newline="")))
+    assert len(rows) == 24 == len(saved.paths)
+    assert [r[0] for r in rows] == saved.paths
+    vectors = np.array([[float(v) for v in r[3:]] for r in rows], dtype=np.float32)
+    np.testing.assert_allclose(vectors, saved.features, rtol=1e-6, atol=1e-7)
+    meta = json.loads((path.parent / (path.name + ".json")).read_text())
+    assert json.loads(dialog.metadata_text.toPlainText()) == meta
+    assert meta["images"] == 24 and meta["dim"] == saved.features.shape[1]
+
+    qtbot.mouseClick(dialog.copy_code_button, Qt.LeftButton)
+    namespace: dict = {}
+    exec(QApplication.clipboard().text(), namespace)
+    np.testing.assert_allclose(namespace["h"], saved.features, rtol=1e-6, atol=1e-7)
+    assert namespace["paths"] == saved.paths
+
+
+def test_missing_onnx_names_the_extra_to_install(qtbot, dialog, monkeypatch):
+    # The real engine, in a child that cannot import onnx.
+    script = ("import sys; sys.modules['onnx'] = None; from engine.cli import main; "
+              "sys.exit(main(sys.argv[1:]))")
+    monkeypatch.setattr(engine_process, "engine_command",
+                        lambda: (sys.executable, ["-c", script]))
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(MissingExtra) as missing:
+        _require_extras("onnx")
+    dialog.set_format("onnx")
+    status, _code, reason = run_export(qtbot, dialog)
+    assert status == "failed" and reason == str(missing.value)
+    assert str(missing.value) in dialog.status.text()
+    assert "pip install 'contrastive-explorer[onnx]'" in dialog.status.text()
+    assert dialog.status.property("role") == "error"
+    assert not dialog.output_path().exists() and not dialog.copy_code_button.isEnabled()
