@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from app.augment_page import AugmentPreview
 from app.data_page import DataPage
+from app.explore_page import ExplorePage
 from app.export_dialog import ExportDialog
 from app.run_actions import RunActionError, delete_run, display_name, rename_run
 from app.run_model import RunHistory, list_runs
@@ -74,10 +75,14 @@ class MainWindow(QMainWindow):
         self.data_page.folder_scanned.connect(
             lambda manifest: self.augment_page.set_folder(manifest.root))
         self.augment_page.pairs_ready.connect(self._sync_augmentations)
+        self.explore_page = ExplorePage(cache_dir)
+        self.run_selected.connect(self.explore_page.set_run)
+        self.data_page.image_activated.connect(self.show_neighbours_of_image)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.data_page, "Data")
         self.tabs.addTab(self.augment_page, "Augmentations")
         self.tabs.addTab(self.train_page, "Train")
+        self.tabs.addTab(self.explore_page, "Explore")
         splitter = QSplitter()
         splitter.addWidget(self.runs)
         splitter.addWidget(self.tabs)
@@ -274,9 +279,31 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"{path} does not exist", 10_000)
 
     def query_image_file(self, path: Path) -> None:
-        self.statusBar().showMessage(
-            f"Select a trained run, then drop {path.name} on the Explore page to see its "
-            "nearest neighbours", 10_000)
+        """Nearest neighbours of an image file from anywhere, in the selected run."""
+        if self.selected_run() is None:
+            self.statusBar().showMessage(
+                f"Select a trained run in the runs list to see the neighbours of {path.name}",
+                10_000)
+            return
+        self.tabs.setCurrentWidget(self.explore_page)
+        self.explore_page.show_neighbours_of_file(path)
+
+    def show_neighbours_of_image(self, path: str) -> None:
+        """Neighbours of an image of the Data page: found on the selected run's map when it
+        is there, otherwise embedded as a file."""
+        if self.selected_run() is None:
+            self.statusBar().showMessage("Select a trained run in the runs list to see the "
+                                         "nearest neighbours of an image", 10_000)
+            return
+        data = self.explore_page.map_view.data
+        index = None
+        if data is not None:
+            index = next((i for i in range(len(data)) if data.absolute_path(i) == path), None)
+        self.tabs.setCurrentWidget(self.explore_page)
+        if index is not None:
+            self.explore_page.show_neighbours(index)
+        else:
+            self.explore_page.show_neighbours_of_file(path)
 
     def _on_run_opened(self, item: QListWidgetItem) -> None:
         path = Path(item.data(Qt.UserRole))
@@ -304,4 +331,5 @@ class MainWindow(QMainWindow):
         self.settings.setValue("geometry", self.saveGeometry())
         self.data_page.shutdown()
         self.augment_page.close()  # waits for a preview still being made
+        self.explore_page.cancel(quiet=True)
         super().closeEvent(event)

@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         result = explore.make_map(run_dir, args.checkpoint, space=args.space, params=params,
                                   progress=message, **common)
         if args.csv:
-            _write_map_csv(Path(args.csv), result)
+            write_map_csv(Path(args.csv), result)
         _print_result(args, result, lambda r: (
             f"{r['params']['method']} map of {len(r['paths'])} images ({r['checkpoint']}, "
             f"{r['space']}) in {r['seconds']} s; saved under {run_dir / 'maps'}"))
@@ -208,7 +208,8 @@ def _neighbours_text(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_map_csv(path: Path, result: dict[str, Any]) -> None:
+def write_map_csv(path: Path, result: dict[str, Any]) -> None:
+    """The coordinates of a map as CSV: path, label, class, x, y (one row per image)."""
     import csv
     import io
 

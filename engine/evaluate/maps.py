@@ -302,7 +302,7 @@ def map_path(cache_dir: Path, params: MapParams, tag: str) -> Path:
     return Path(cache_dir) / f"{params.method}-{tag}-{params.key()}.npy"
 
 
-def _load_cached(path: Path, fingerprint: str, n: int) -> np.ndarray | None:
+def load_cached_map(path: Path, fingerprint: str, n: int) -> np.ndarray | None:
     """The stored map at ``path`` if it is intact and was made from these features."""
     try:
         meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
@@ -328,7 +328,7 @@ def load_or_compute_map(features: np.ndarray, params: MapParams, cache_dir: Path
     features = check_features(features)
     path = map_path(cache_dir, params, tag)
     fingerprint = features_fingerprint(features)
-    cached = _load_cached(path, fingerprint, len(features))
+    cached = load_cached_map(path, fingerprint, len(features))
     if cached is not None:
         if progress is not None:
             progress(f"Loaded the {params.method.upper()} map from {path.name}")

@@ -17,8 +17,8 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app import engine_process, export_dialog  # noqa: E402
 from app.export_dialog import FORMATS, ExportDialog  # noqa: E402
-from engine.explore import default_export_path  # noqa: E402
 from engine.evaluate.embed import load_embeddings, load_encoder  # noqa: E402
+from engine.explore import default_export_path  # noqa: E402
 from engine.export import MissingExtra, _require_extras  # noqa: E402
 
 ENGINE_MS = 180_000

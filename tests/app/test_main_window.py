@@ -1,5 +1,7 @@
 """The real window against a real engine child process on a tiny generated folder."""
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("PySide6")
@@ -167,3 +169,25 @@ def test_export_opens_for_the_selected_run(qtbot, window_on_run):
     assert dialog.isVisible() and dialog.run_dir == run_dir
     assert dialog.checkpoint_box.checkpoint() == "last"
     dialog.close()
+
+
+def test_an_image_of_the_data_page_shows_its_neighbours_on_the_explore_page(
+        qtbot, window_on_run):
+    from engine import explore
+    from engine.evaluate.maps import MapParams
+
+    win, run_dir = window_on_run
+    cache = win.cache_dir
+    made = explore.make_map(run_dir, "last", params=MapParams(method="pca"), cache_dir=cache,
+                            device="cpu")
+    win.explore_page.method_box.setCurrentIndex(win.explore_page.method_box.findData("pca"))
+    with qtbot.waitSignal(win.explore_page.map_shown, timeout=30_000):
+        win.select_run(run_dir)  # the saved map is loaded, no engine child needed
+    path = str(Path(made["root"]) / made["paths"][5])
+    with qtbot.waitSignal(win.explore_page.neighbours_shown, timeout=30_000):
+        win.show_neighbours_of_image(path)
+    assert win.tabs.currentWidget() is win.explore_page
+    shown = win.explore_page.neighbours_result
+    expected = explore.neighbours(run_dir, 5, len(shown["neighbours"]) + 1, cache_dir=cache,
+                                  device="cpu")["neighbours"][1:]
+    assert [n["index"] for n in shown["neighbours"]] == [n["index"] for n in expected]
