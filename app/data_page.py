@@ -44,6 +44,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.style import set_role
 from engine.data.cache import BadImage, decode_image
 from engine.data.scan import DataError, Manifest, SkippedFile, scan_folder
 
@@ -57,7 +58,6 @@ MAX_PENDING = 512
 #: The same guard as training (engine.config.TrainConfig.max_image_pixels).
 MAX_PIXELS = 178_956_970
 
-_ERROR_STYLE = "color: #d9534f; font-weight: bold;"
 
 
 # --- the folder report (no Qt) ----------------------------------------------------------
@@ -327,7 +327,7 @@ class DataPage(QWidget):
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._on_browse)
         self.error = QLabel()
-        self.error.setStyleSheet(_ERROR_STYLE)
+        set_role(self.error, "error")
         self.error.setWordWrap(True)
         self.error.hide()
         self.status = QLabel("Choose a folder to see what is in it.")

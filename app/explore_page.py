@@ -38,13 +38,13 @@ from app.engine_jobs import EngineJob, EngineQueue
 from app.explore_data import MapData, saved_map, saved_neighbours
 from app.map_view import MapView
 from app.neighbours_panel import NeighboursPanel, ThumbnailCache, ThumbnailGrid, TileInfo
+from app.style import set_role
 from app.workers import Relay, Task
 from engine.evaluate.embed import checkpoint_name, list_checkpoints
 from engine.evaluate.maps import MapParams
 
 #: Thumbnails shown for a box selection (the rest are counted, not drawn).
 MAX_SELECTION_TILES = 200
-_ERROR_STYLE = "color: #d9534f; font-weight: bold;"
 
 
 # --- the page ---------------------------------------------------------------------------------
@@ -504,10 +504,10 @@ class ExplorePage(QWidget):
         self.csv_button.setEnabled(has_map)
 
     def _say(self, text: str) -> None:
-        self.status.setStyleSheet("")
+        set_role(self.status, "")
         self.status.setText(text)
 
     def _fail(self, text: str) -> None:
-        self.status.setStyleSheet(_ERROR_STYLE)
+        set_role(self.status, "error")
         self.status.setText(text)
         self.failed.emit(text)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.style import set_role
 from app.workers import Relay, Task
 from engine.data.cache import BadImage, decode_image
 
@@ -33,7 +34,6 @@ THUMBNAIL_PX = 96
 THUMBNAIL_CACHE = 2000
 #: The same guard as training (engine.config.TrainConfig.max_image_pixels).
 MAX_PIXELS = 178_956_970
-_ERROR_STYLE = "color: #d9534f;"
 
 
 def decode_thumbnail(path: str, size: int) -> tuple[str, QImage | None, str]:
@@ -233,13 +233,13 @@ class NeighboursPanel(QWidget):
         layout.addWidget(self.grid, 1)
 
     def show_result(self, title: str, query: TileInfo, neighbours: list[TileInfo]) -> None:
-        self.title.setStyleSheet("")
+        set_role(self.title, "")
         self.title.setText(title)
         self.query.set_tiles([query])
         self.grid.set_tiles(neighbours)
 
     def show_message(self, text: str, *, error: bool = False, clear: bool = False) -> None:
-        self.title.setStyleSheet(_ERROR_STYLE if error else "")
+        set_role(self.title, "error" if error else "")
         self.title.setText(text)
         if clear:
             self.query.set_tiles([])

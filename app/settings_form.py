@@ -13,9 +13,8 @@ from typing import Any
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QWidget
 
+from app.style import set_invalid
 from engine.settings import ConfigError, coerce, describe_allowed, field_types
-
-_ERROR_STYLE = "border: 1px solid #d9534f;"
 
 
 class SettingsForm(QWidget):
@@ -102,12 +101,12 @@ class SettingsForm(QWidget):
         if message is None:
             self._errors.pop(name, None)
             if editor is not None:
-                editor.setStyleSheet("")
+                set_invalid(editor, False)
                 editor.setToolTip(editor.toolTip().split("\n\n")[0])
         else:
             self._errors[name] = message
             if editor is not None:
-                editor.setStyleSheet(_ERROR_STYLE)
+                set_invalid(editor, True)
                 editor.setToolTip(editor.toolTip().split("\n\n")[0] + "\n\n" + message)
         if was_valid != (not self._errors):
             self.validity_changed.emit(not self._errors)

@@ -93,7 +93,18 @@ def apply_style(app: QApplication, dark: bool | None = None) -> Colours:
 
 
 def set_role(widget: QWidget, role: str) -> None:
-    """Mark a label as heading / metric / error / ok for the style sheet, and restyle it."""
-    widget.setProperty("role", role)
-    widget.style().unpolish(widget)
+    """Mark a label as heading / metric / error / ok ("" for none) for the style sheet."""
+    set_style_property(widget, "role", role)
+
+
+def set_invalid(widget: QWidget, invalid: bool) -> None:
+    """Mark a setting field as holding a value the engine refuses (a red border)."""
+    set_style_property(widget, "invalid", "true" if invalid else "false")
+
+
+def set_style_property(widget: QWidget, name: str, value: str) -> None:
+    if widget.property(name) == value:
+        return
+    widget.setProperty(name, value)
+    widget.style().unpolish(widget)  # style sheets read properties when a widget is polished
     widget.style().polish(widget)
