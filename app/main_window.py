@@ -10,6 +10,7 @@ from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
     QInputDialog,
+    QLabel,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
@@ -17,6 +18,8 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QSplitter,
     QTabWidget,
+    QVBoxLayout,
+    QWidget,
 )
 
 from app.augment_page import AugmentPreview
@@ -25,6 +28,7 @@ from app.explore_page import ExplorePage
 from app.export_dialog import ExportDialog
 from app.run_actions import RunActionError, delete_run, display_name, rename_run
 from app.run_model import RunHistory, list_runs
+from app.style import set_role
 from app.train_page import TrainPage
 
 ORGANISATION, APPLICATION = "Contrastive Explorer", "Contrastive Explorer"
@@ -59,6 +63,8 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings(ORGANISATION, APPLICATION)
         self.runs = QListWidget()
         self.runs.setObjectName("runs")
+        self.runs.setWordWrap(True)
+        self.runs.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.runs.setToolTip("Runs in the runs folder. Select one to explore it; double-click "
                              "to show its curves; right-click to rename or delete it.")
         self.runs.itemDoubleClicked.connect(self._on_run_opened)
@@ -83,8 +89,17 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.augment_page, "Augmentations")
         self.tabs.addTab(self.train_page, "Train")
         self.tabs.addTab(self.explore_page, "Explore")
+        runs_panel = QWidget()
+        runs_layout = QVBoxLayout(runs_panel)
+        runs_layout.setContentsMargins(4, 4, 0, 0)
+        runs_title = QLabel("Runs")
+        set_role(runs_title, "heading")
+        runs_layout.addWidget(runs_title)
+        runs_layout.addWidget(self.runs, 1)
+        runs_panel.setMinimumWidth(200)
         splitter = QSplitter()
-        splitter.addWidget(self.runs)
+        splitter.addWidget(runs_panel)
+        splitter.setCollapsible(0, False)
         splitter.addWidget(self.tabs)
         splitter.setSizes([260, 1100])
         self.setCentralWidget(splitter)

@@ -130,6 +130,7 @@ class MapView(QWidget):
         top.addWidget(self.caption, 1)
         top.addWidget(self.select_button)
         top.addWidget(self.fit_button)
+        self.toolbar = top  # pages add their own buttons (export) here
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
