@@ -236,6 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in VERBS:
             return _run_explore(run, args)
     except ConfigError as exc:
+        if args.command in ("train", "demo"):  # their stdout is an event stream
+            from engine.events import EventWriter
+
+            EventWriter(sys.stdout).emit("run_end", status="failed", reason=str(exc),
+                                         step=0, epoch=0)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     parser.error(f"unknown command {args.command}")

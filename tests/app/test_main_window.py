@@ -191,3 +191,19 @@ def test_an_image_of_the_data_page_shows_its_neighbours_on_the_explore_page(
     expected = explore.neighbours(run_dir, 5, len(shown["neighbours"]) + 1, cache_dir=cache,
                                   device="cpu")["neighbours"][1:]
     assert [n["index"] for n in shown["neighbours"]] == [n["index"] for n in expected]
+
+
+def test_asking_for_a_gpu_that_is_not_there_says_so(qtbot, window, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    page = window.train_page
+    page.set_folder(make_folder(tmp_path / "shapes"))
+    page.form.set_value("device", "cuda")
+    with qtbot.waitSignal(page.engine.ended, timeout=60_000) as ended:
+        page.start()
+    assert ended.args[0] == "failed"
+    assert "no usable CUDA GPU" in page.status.text() and "--device cpu" in page.status.text()
+    assert page.failure_box.isVisible()
+    page.failure_box.close()

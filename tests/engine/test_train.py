@@ -240,7 +240,11 @@ def test_cli_refuses_bad_values_before_running(folder, tmp_path):
     proc = cli(tiny_flags(folder, tmp_path) + ["--temperature", "-1"])
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
-    assert "temperature must be" in err and out == ""
+    assert "temperature must be" in err
+    # stdout is an event stream: the refusal is its one event, so a reader learns why
+    (event,) = [json.loads(line) for line in out.splitlines()]
+    assert event["type"] == "run_end" and event["status"] == "failed"
+    assert "temperature must be" in event["reason"]
     assert not (tmp_path / "runs").exists()
 
 
