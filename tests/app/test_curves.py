@@ -27,7 +27,7 @@ def test_curves_follow_the_history_on_the_timer(qtbot):
         return 0 if x is None else len(x)
 
     assert drawn() == 0  # nothing is drawn until the timer fires
-    qtbot.waitUntil(lambda: drawn() == 5, timeout=2000)
+    qtbot.waitUntil(lambda: not widget._dirty, timeout=2000)  # every plot, tick by tick
     x, y = widget.curves["loss"].getData()
     np.testing.assert_array_equal(x, [1, 2, 3, 4, 5])
     np.testing.assert_array_equal(y, [4, 3, 2, 1, 0])
@@ -43,3 +43,27 @@ def test_curves_follow_the_history_on_the_timer(qtbot):
     assert len(widget._overlays) == 1
     widget.clear_overlays()
     assert widget._overlays == []
+
+
+def test_each_tick_redraws_one_plot_in_turn(qtbot):
+    widget = TrainingCurves()
+    qtbot.addWidget(widget)
+    widget._timer.stop()  # ticks by hand
+    history = RunHistory()
+    widget.show_history(history)
+    history.add(step(1, 4.0))
+    history.add(step(2, 3.0))
+    widget.mark_dirty()
+
+    def points(key):
+        x, _ = widget.curves[key].getData()
+        return 0 if x is None else len(x)
+
+    order = []
+    for _ in range(4):
+        widget.redraw()
+        order.append([k for k in ("loss", "lr", "embedding_std", "pairs_per_s")
+                      if points(k) == 2])
+    assert order == [["loss"], ["loss", "lr"], ["loss", "lr", "embedding_std"],
+                     ["loss", "lr", "embedding_std", "pairs_per_s"]]
+    assert points("smoothed") == 2 and points("positive_pair_similarity") == 2
