@@ -26,6 +26,7 @@ from app.augment_page import AugmentPreview
 from app.data_page import DataPage
 from app.explore_page import ExplorePage
 from app.export_dialog import ExportDialog
+from app.probe_page import ProbePage
 from app.run_actions import RunActionError, delete_run, display_name, rename_run
 from app.run_model import RunHistory, list_runs
 from app.style import set_role
@@ -83,12 +84,15 @@ class MainWindow(QMainWindow):
         self.augment_page.pairs_ready.connect(self._sync_augmentations)
         self.explore_page = ExplorePage(cache_dir)
         self.run_selected.connect(self.explore_page.set_run)
+        self.probe_page = ProbePage(cache_dir)
+        self.run_selected.connect(self.probe_page.set_run)
         self.data_page.image_activated.connect(self.show_neighbours_of_image)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.data_page, "Data")
         self.tabs.addTab(self.augment_page, "Augmentations")
         self.tabs.addTab(self.train_page, "Train")
         self.tabs.addTab(self.explore_page, "Explore")
+        self.tabs.addTab(self.probe_page, "Probe")
         runs_panel = QWidget()
         runs_layout = QVBoxLayout(runs_panel)
         runs_layout.setContentsMargins(4, 4, 0, 0)
@@ -347,4 +351,5 @@ class MainWindow(QMainWindow):
         self.data_page.shutdown()
         self.augment_page.close()  # waits for a preview still being made
         self.explore_page.cancel(quiet=True)
+        self.probe_page.cancel(quiet=True)
         super().closeEvent(event)

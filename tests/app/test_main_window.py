@@ -207,3 +207,16 @@ def test_asking_for_a_gpu_that_is_not_there_says_so(qtbot, window, tmp_path):
     assert "no usable CUDA GPU" in page.status.text() and "--device cpu" in page.status.text()
     assert page.failure_box.isVisible()
     page.failure_box.close()
+
+
+def test_selecting_a_run_shows_its_saved_probes(qtbot, window_on_run):
+    import json
+
+    win, run_dir = window_on_run
+    (run_dir / "probes").mkdir()
+    (run_dir / "probes" / "knn-last-h.json").write_text(json.dumps(
+        {"kind": "knn", "checkpoint": "last", "space": "h", "top1": 0.5, "train": 20,
+         "test": 4}))
+    win.select_run(run_dir)
+    assert win.probe_page.run_dir == run_dir and win.probe_page.table.rowCount() == 1
+    assert win.probe_page.table.item(0, 4).text() == "50.0%"

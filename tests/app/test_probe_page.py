@@ -1,0 +1,99 @@
+"""The Probe page against real engine children: what it shows equals what the engine
+computes and saves."""
+
+import json
+import shutil
+
+import numpy as np
+import pyqtgraph as pg
+import pytest
+
+pytest.importorskip("PySide6")
+
+from app.probe_page import ProbePage  # noqa: E402
+from engine import explore  # noqa: E402
+from engine.evaluate.probe import ProbeParams  # noqa: E402
+from tests.engine.test_train import make_folder  # noqa: E402
+
+
+@pytest.fixture
+def page(qtbot):
+    widget = ProbePage()
+    qtbot.addWidget(widget)
+    yield widget
+    widget.cancel(quiet=True)
+
+
+def test_knn_and_probe_with_the_baseline_match_the_engine(qtbot, page, trained_run):
+    run_dir, cache = trained_run
+    page.jobs.cache_dir = cache
+    page.set_run(run_dir)
+    assert page.run_button.isEnabled() and page.table.rowCount() == 0
+    with qtbot.waitSignal(page.evaluated, timeout=180_000):
+        page.run_probes()
+    rows = {(page.table.item(r, 0).text(), page.table.item(r, 1).text()): r
+            for r in range(page.table.rowCount())}
+    assert set(rows) == {("kNN", "last"), ("kNN", "random"), ("linear probe", "last"),
+                         ("linear probe", "random")}
+    saved = {p.stem: json.loads(p.read_text()) for p in (run_dir / "probes").glob("*.json")}
+    for (kind, ckpt), row in rows.items():
+        name = (f"knn-{ckpt}-h" if kind == "kNN" else f"probe-{ckpt}-h-labels1")
+        assert page.table.item(row, 4).text() == f"{100 * saved[name]['top1']:.1f}%"
+    # The same evaluation computed here, directly, gives the same numbers.
+    direct = explore.probe(run_dir, "last", params=ProbeParams(label_fraction=1.0, seed=0,
+                                                               test_fraction=0.2),
+                           cache_dir=cache, device="cpu")
+    assert direct["top1"] == saved["probe-last-h-labels1"]["top1"]
+    knn = explore.knn(run_dir, "random", cache_dir=cache, device="cpu")
+    assert knn["top1"] == saved["knn-random-h"]["top1"]
+    assert f"{100 * direct['top1']:.1f}%" in page.summary.text()
+    assert "random init" in page.summary.text()
+    # The selected probe row shows its confusion matrix: every held-out image once.
+    page.table.selectRow(rows[("linear probe", "last")])
+    shown = page.confusion_shown()
+    np.testing.assert_array_equal(shown, np.asarray(direct["confusion"]))
+    assert shown.sum() == direct["test"] > 0
+    (bars,) = [i for i in page.per_class_plot.getPlotItem().items
+               if isinstance(i, pg.BarGraphItem)]
+    np.testing.assert_allclose(bars.opts["height"],
+                               [100 * v for v in direct["per_class"].values()])
+
+
+def test_a_folder_without_classes_says_so(qtbot, page, trained_run, tmp_path):
+    run_dir, cache = trained_run
+    config = json.loads((run_dir / "config.json").read_text())
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for image in make_folder(tmp_path / "shapes").rglob("*.*"):
+        shutil.copy(image, flat / image.name)  # the same images, no class sub-folders
+    config["data"] = str(flat)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    page.jobs.cache_dir = cache
+    page.set_run(run_dir)
+    with qtbot.waitSignal(page.failed, timeout=120_000) as failed:
+        page.run_probes()
+    assert "class sub-folders" in failed.args[0]
+    assert "class sub-folders" in page.status.text() and page.status.property("role") == "error"
+    qtbot.waitUntil(lambda: not page.is_busy(), timeout=30_000)
+    assert page.table.rowCount() == 0 and page.run_button.isEnabled()
+
+
+def test_saved_results_are_listed_and_damaged_ones_skipped(qtbot, page, trained_run):
+    run_dir, _ = trained_run
+    probes = run_dir / "probes"
+    probes.mkdir()
+    good = {"kind": "linear-probe", "checkpoint": "epoch-0002", "space": "z", "top1": 0.75,
+            "label_fraction": 0.1, "train": 2, "test": 6, "per_class": {"circles": 1.0,
+                                                                        "squares": 0.5},
+            "confusion": [[3, 0], [1, 2]]}
+    (probes / "probe-epoch-0002-z-labels0p1.json").write_text(json.dumps(good))
+    (probes / "knn-last-h.json").write_text('{"kind": "knn", "top1": 0.')  # cut short
+    page.set_run(run_dir)
+    assert page.table.rowCount() == 1
+    assert [page.table.item(0, c).text() for c in range(6)] == [
+        "linear probe", "epoch-0002", "z", "10.0%", "75.0%", ""]
+    assert "knn-last-h.json" in page.damaged_label.text() and page.damaged_label.isVisibleTo(page)
+    np.testing.assert_array_equal(page.confusion_shown(), [[3, 0], [1, 2]])
+    page.set_run(None)
+    assert page.table.rowCount() == 0 and not page.run_button.isEnabled()
+    assert page.confusion_shown() is None
