@@ -187,8 +187,7 @@ class ProbePage(QWidget):
         self.per_class_plot.setLabel("left", "top-1 %")
         self.per_class_plot.setYRange(0, 100)
         self.per_class_plot.setMouseEnabled(x=False, y=False)
-        self.confusion_plot = pg.PlotWidget(title="Confusion matrix (rows: true, columns: "
-                                            "predicted)")
+        self.confusion_plot = pg.PlotWidget(title="Confusion: rows true, columns predicted")
         self.confusion_plot.setAspectLocked(True)
         self.confusion_plot.invertY(True)
         self.confusion_image = pg.ImageItem(axisOrder="row-major")
@@ -283,8 +282,9 @@ class ProbePage(QWidget):
         else:
             self.damaged_label.hide()
         self._show_summary()
-        if self.records:
-            self.table.selectRow(0)
+        if self.records:  # the newest result of a trained checkpoint, not its baseline
+            self.table.selectRow(next((i for i, r in enumerate(self.records)
+                                       if r.checkpoint != RANDOM_INIT), 0))
         else:
             self._show_details(None)
 
