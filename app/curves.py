@@ -1,5 +1,5 @@
 """Live training curves: loss (raw and smoothed), learning rate, positive-pair similarity
-with the embedding spread, and throughput.
+with the embedding spread, kNN accuracy per epoch (with labels), and throughput.
 
 The curves are created once and redrawn from a :class:`~app.run_model.RunHistory` by a
 timer (about 15 times a second), never once per event, so a fast engine cannot flood the
@@ -22,7 +22,7 @@ COLLAPSE_STD = 0.2  # embedding_std below this suggests the embeddings are colla
 #: The curves of each plot, in the order the plots are redrawn.
 PLOT_CURVES = {"loss": ("loss", "smoothed"), "lr": ("lr",),
                "health": ("positive_pair_similarity", "embedding_std"),
-               "speed": ("pairs_per_s",)}
+               "speed": ("pairs_per_s",), "knn": ("knn",)}
 
 
 class TrainingCurves(QWidget):
@@ -34,17 +34,21 @@ class TrainingCurves(QWidget):
         self._dirty: set[str] = set()
         layout = QGridLayout(self)
         self.plots: dict[str, pg.PlotWidget] = {}
-        for i, (key, title) in enumerate([("loss", "Loss"), ("lr", "Learning rate"),
-                                          ("health", "Positive-pair similarity / spread"),
-                                          ("speed", "Pairs per second")]):
+        for key, title, row, column in [("loss", "Loss", 0, 0), ("lr", "Learning rate", 0, 1),
+                                        ("health", "Positive-pair similarity / spread", 1, 0),
+                                        ("knn", "kNN accuracy (%)", 1, 1),
+                                        ("speed", "Pairs per second", 0, 2)]:
             plot = pg.PlotWidget(title=title)
             plot.setLabel("bottom", "step")
             plot.showGrid(x=True, y=True, alpha=0.2)
             plot.setDownsampling(auto=True, mode="peak")
             plot.setClipToView(True)
             plot.addLegend(offset=(-10, 10))
-            layout.addWidget(plot, i // 2, i % 2)
+            layout.addWidget(plot, row, column)
             self.plots[key] = plot
+        # Five plots: the speed plot spans the right column.
+        layout.removeWidget(self.plots["speed"])
+        layout.addWidget(self.plots["speed"], 0, 2, 2, 1)
         self.curves = {
             "loss": self.plots["loss"].plot(name="loss", pen=pg.mkPen((120, 160, 220), width=1)),
             "smoothed": self.plots["loss"].plot(name="smoothed",
@@ -55,11 +59,21 @@ class TrainingCurves(QWidget):
             "embedding_std": self.plots["health"].plot(
                 name="embedding spread", pen=pg.mkPen((160, 60, 160), width=2)),
             "pairs_per_s": self.plots["speed"].plot(pen=pg.mkPen((90, 90, 90), width=2)),
+            "knn": self.plots["knn"].plot(pen=pg.mkPen((200, 90, 40), width=2), symbol="o",
+                                          symbolSize=6, symbolBrush=(200, 90, 40)),
         }
+        self.plots["knn"].setToolTip(
+            "Weighted kNN top-1 accuracy (k=20) of the frozen features on a fixed held-out "
+            "split, measured at the end of each epoch; it needs class sub-folders.")
+        self.no_labels = pg.TextItem("no labels: kNN accuracy needs class sub-folders",
+                                     anchor=(0.5, 0.5), color=(130, 130, 130))
+        self.no_labels.setPos(0.5, 0.5)  # the middle of an empty plot's default range
+        self.plots["knn"].addItem(self.no_labels, ignoreBounds=True)
+        self.no_labels.hide()
         self.collapse_line = pg.InfiniteLine(COLLAPSE_STD, angle=0, movable=False,
                                              pen=pg.mkPen((200, 60, 60), style=Qt.DashLine))
         self.plots["health"].addItem(self.collapse_line)
-        self._overlays: list[pg.PlotDataItem] = []
+        self._overlays: list[tuple[pg.PlotWidget, pg.PlotDataItem]] = []
         self._timer = QTimer(self)
         self._timer.setInterval(1000 // REDRAW_HZ)
         self._timer.timeout.connect(self.redraw)
@@ -93,19 +107,33 @@ class TrainingCurves(QWidget):
         plot = next(p for p in PLOT_CURVES if p in self._dirty)
         self._dirty.discard(plot)
         h = self.history
+        if plot == "knn":
+            self.no_labels.setVisible(h.has_labels is False)
+            if h.knn:
+                steps, top1 = zip(*h.knn)
+                self.curves["knn"].setData(np.asarray(steps, dtype=np.float64),
+                                           100 * np.asarray(top1))
+            else:
+                self.curves["knn"].setData([], [])
+            return
         steps = np.asarray(h.steps, dtype=np.float64)
         for key in PLOT_CURVES[plot]:
             values = h.smoothed_loss if key == "smoothed" else h.curves[key]
             self.curves[key].setData(steps, np.asarray(values))
 
     def add_overlay(self, name: str, history: RunHistory) -> None:
-        """Draw another run's smoothed loss faintly behind this one's, to compare."""
+        """Draw another run's smoothed loss (and kNN accuracy) faintly behind this one's."""
+        pen = pg.mkPen((150, 150, 150), width=1, style=Qt.DashLine)
         item = self.plots["loss"].plot(np.asarray(history.steps, dtype=np.float64),
-                                       np.asarray(history.smoothed_loss), name=name,
-                                       pen=pg.mkPen((150, 150, 150), width=1, style=Qt.DashLine))
-        self._overlays.append(item)
+                                       np.asarray(history.smoothed_loss), name=name, pen=pen)
+        self._overlays.append((self.plots["loss"], item))
+        if history.knn:
+            steps, top1 = zip(*history.knn)
+            item = self.plots["knn"].plot(np.asarray(steps, dtype=np.float64),
+                                          100 * np.asarray(top1), name=name, pen=pen)
+            self._overlays.append((self.plots["knn"], item))
 
     def clear_overlays(self) -> None:
-        for item in self._overlays:
-            self.plots["loss"].removeItem(item)
+        for plot, item in self._overlays:
+            plot.removeItem(item)
         self._overlays.clear()

@@ -196,6 +196,8 @@ class MainWindow(QMainWindow):
             text = f"{display_name(run.path)}\n{run.method} · {run.dataset} · {run.status}"
             if run.last_loss is not None:
                 text += f" · step {run.steps}, loss {run.last_loss:.3f}"
+            if run.best_knn is not None:
+                text += f" · best kNN {100 * run.best_knn:.1f}%"
             item = QListWidgetItem(text)
             item.setData(Qt.UserRole, str(run.path))
             item.setToolTip(run.problem or str(run.path))

@@ -25,6 +25,8 @@ class RunHistory:
     curves: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in CURVES})
     smoothed_loss: list[float] = field(default_factory=list)
     epoch_losses: list[tuple[int, float]] = field(default_factory=list)
+    #: (step, weighted kNN top-1 accuracy) from the engine's "eval" events, in step order.
+    knn: list[tuple[int, float]] = field(default_factory=list)
     total_steps: int | None = None
     steps_per_epoch: int | None = None
     status: str = "running"
@@ -65,6 +67,10 @@ class RunHistory:
         elif kind == "epoch_end":
             self.epoch_losses.append((int(event.get("epoch", 0)), float(event.get("loss")
                                                                         or math.nan)))
+        elif kind == "eval":
+            step, top1 = event.get("step"), event.get("knn_top1")
+            if isinstance(step, int) and isinstance(top1, (int, float)):
+                self.knn = [(s, v) for s, v in self.knn if s < step] + [(step, float(top1))]
         elif kind == "warning":
             self.warnings.append(str(event.get("message", "")))
         elif kind == "run_end":
@@ -79,6 +85,18 @@ class RunHistory:
         del self.smoothed_loss[keep:]
         for values in self.curves.values():
             del values[keep:]
+
+    @property
+    def has_labels(self) -> bool | None:
+        """Whether the run's folder has classes (None before its run_start)."""
+        if not self.dataset:
+            return None
+        return len(self.dataset.get("classes") or []) >= 2
+
+    @property
+    def best_knn(self) -> float | None:
+        """The best kNN accuracy measured so far, or None."""
+        return max((v for _, v in self.knn), default=None)
 
     @property
     def progress(self) -> float | None:
@@ -119,6 +137,7 @@ class RunSummary:
     status: str
     steps: int
     last_loss: float | None
+    best_knn: float | None = None
     problem: str = ""
 
 
@@ -128,14 +147,14 @@ def summarise_run(path: Path) -> RunSummary:
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        return RunSummary(path, name, "?", "?", "unreadable", 0, None,
+        return RunSummary(path, name, "?", "?", "unreadable", 0, None, None,
                           f"config.json cannot be read ({type(exc).__name__})")
     events = path / "events.jsonl"
     history = RunHistory.replay(events) if events.is_file() else RunHistory(status="new")
     last = history.curves["loss"][-1] if history.steps else None
     return RunSummary(path, name, str(config.get("method", "?")),
                       Path(str(config.get("data", "?"))).name, history.status,
-                      history.steps[-1] if history.steps else 0, last)
+                      history.steps[-1] if history.steps else 0, last, history.best_knn)
 
 
 def list_runs(runs_root: Path) -> list[RunSummary]:

@@ -204,10 +204,17 @@ class TrainPage(QWidget):
             eta = self.history.eta_seconds()
             warning = ("  Embeddings may be collapsing (spread below 0.2)."
                        if self.curves.collapsing() else "")
+            knn = (f", kNN accuracy {100 * self.history.knn[-1][1]:.1f}%"
+                   if self.history.knn else "")
             self._say(f"step {event.get('step')} of {self.history.total_steps}, loss "
-                      f"{event.get('loss', float('nan')):.4f}"
+                      f"{event.get('loss', float('nan')):.4f}{knn}"
                       + (f", about {_duration(eta)} left" if eta is not None else "")
                       + warning)
+        elif kind == "eval":
+            self.curves.mark_dirty()
+            self.log.appendPlainText(
+                f"epoch {event.get('epoch')}: kNN accuracy {100 * event['knn_top1']:.1f}% "
+                f"({event.get('images')} images, {event.get('seconds', 0):.1f} s)")
         elif kind == "warning":
             self.log.appendPlainText("warning: " + str(event.get("message", "")))
 

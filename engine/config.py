@@ -192,6 +192,14 @@ class TrainConfig:
     keep_every: int = setting(
         10, "Keep a numbered checkpoint (epoch-NNNN.pt) every this many epochs; last.pt "
         "is rewritten every epoch.", min=1, max=10**6)
+    knn_every: int = setting(
+        1, "With labels (class sub-folders): measure weighted kNN accuracy (k=20, T=0.07, "
+        "a fixed 20% held-out split) on the frozen features every this many epochs and at "
+        "the end; 0 turns it off. It only reads the model: training is unchanged.",
+        min=0, max=10**6)
+    knn_max_images: int = setting(
+        5000, "Images used for the per-epoch kNN accuracy at most (a fixed random "
+        "sample of larger folders).", min=10, max=10**7)
     num_threads: int | None = setting(
         None, "CPU threads for PyTorch.", min=1, max=1024, auto="every core")
     max_image_pixels: int = setting(

@@ -15,6 +15,8 @@ Types and their fields (see README, "Event stream"):
 - ``step``: step, epoch, loss, lr, pairs_per_s, positive_pair_similarity, embedding_std
   (and momentum for MoCo)
 - ``epoch_end``: epoch, step, loss (mean over the epoch), seconds
+- ``eval``: epoch (epochs done), step, knn_top1 (weighted kNN accuracy of the frozen
+  features on a fixed held-out split, 0-1), knn_k, images, seconds; only with labels
 - ``checkpoint``: path, epoch, step
 - ``run_end``: status ("finished", "stopped" or "failed"), reason, step, epoch
 """

@@ -24,6 +24,7 @@ from engine.config import TrainConfig, load_config_file
 from engine.data.cache import build_cache
 from engine.data.loader import BatchLoader, typical_side
 from engine.data.scan import DataError, scan_folder
+from engine.evaluate.monitor import KnnMonitor
 from engine.events import EventWriter
 from engine.methods import MoCo, SimCLR, key_encoder_momentum
 from engine.models import Encoder, ProjectionHead, build_backbone, feature_dim
@@ -33,7 +34,7 @@ from engine.resolve import resolve_config, resolve_device
 from engine.settings import ConfigError
 
 RESUMABLE_OVERRIDES = ("epochs", "max_steps", "log_every", "keep_every", "device",
-                       "num_threads", "compile")
+                       "num_threads", "compile", "knn_every", "knn_max_images")
 
 
 class TrainingError(Exception):
@@ -196,6 +197,9 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     aug_gen = torch.Generator().manual_seed(cfg.seed)
     loader = BatchLoader(cache, cfg.batch_size, seed=cfg.seed, device=device)
+    knn_monitor = KnnMonitor.for_run(cache, cfg, device)
+    if knn_monitor is not None and knn_monitor.sampled:
+        log(f"kNN accuracy per epoch on a fixed sample of {len(knn_monitor.indices)} images")
     steps_per_epoch = loader.steps_per_epoch
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
@@ -327,6 +331,10 @@ def train(
                                "lower --lr; the last good checkpoint is kept")
                 keep = (finished_epoch % cfg.keep_every == 0) or step == total_steps
                 save(finished_epoch, keep=keep and step % steps_per_epoch == 0)
+                if knn_monitor is not None and (step == total_steps or (
+                        finished_epoch % cfg.knn_every == 0 and step % steps_per_epoch == 0)):
+                    events.emit("eval", epoch=finished_epoch, step=step,
+                                **knn_monitor.measure(model.online_encoder))
                 epoch_loss.zero_()
                 epoch_steps = 0
                 epoch_start = time.perf_counter()

@@ -9,7 +9,8 @@ with integer labels (-1 where an image has no class), these modules compute
 - :mod:`engine.evaluate.knn`: weighted k-nearest-neighbour accuracy (Wu et al., 2018), the
   stratified train/test split and saving results;
 - :mod:`engine.evaluate.probe`: the linear evaluation protocol (a linear classifier on frozen
-  features, as in SimCLR).
+  features, as in SimCLR);
+- :mod:`engine.evaluate.monitor`: the kNN accuracy measured at the end of training epochs.
 
 Nothing here imports Qt; the app calls these from worker threads, the CLI from a process.
 """

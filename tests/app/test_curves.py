@@ -67,3 +67,40 @@ def test_each_tick_redraws_one_plot_in_turn(qtbot):
     assert order == [["loss"], ["loss", "lr"], ["loss", "lr", "embedding_std"],
                      ["loss", "lr", "embedding_std", "pairs_per_s"]]
     assert points("smoothed") == 2 and points("positive_pair_similarity") == 2
+
+
+def test_the_knn_curve_holds_the_eval_events(qtbot):
+    widget = TrainingCurves()
+    qtbot.addWidget(widget)
+    history = RunHistory()
+    history.add({"type": "run_start", "dataset": {"classes": ["a", "b"]}, "total_steps": 9})
+    for n in range(1, 7):
+        history.add(step(n, 5.0 - n / 2))
+    history.add({"type": "eval", "epoch": 1, "step": 3, "knn_top1": 0.55, "knn_k": 20})
+    history.add({"type": "eval", "epoch": 2, "step": 6, "knn_top1": 0.75, "knn_k": 20})
+    history.add({"type": "eval", "epoch": 2, "step": "6", "knn_top1": 0.9})  # malformed
+    widget.show_history(history)
+    x, y = widget.curves["knn"].getData()
+    np.testing.assert_array_equal(x, [3, 6])
+    np.testing.assert_allclose(y, [55.0, 75.0])
+    assert history.best_knn == 0.75 and not widget.no_labels.isVisible()
+    flat = RunHistory()
+    flat.add({"type": "run_start", "dataset": {"classes": []}})
+    widget.show_history(flat)
+    x, _ = widget.curves["knn"].getData()
+    assert widget.no_labels.isVisible() and (x is None or len(x) == 0)
+
+
+def test_replayed_runs_know_their_best_knn(tmp_path):
+    import json
+
+    from app.run_model import list_runs
+
+    run = tmp_path / "20260101-000000-simclr-x"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"method": "simclr", "data": "/x"}))
+    lines = [step(1, 3.0), {"type": "eval", "step": 1, "epoch": 1, "knn_top1": 0.6},
+             step(2, 2.0), {"type": "eval", "step": 2, "epoch": 2, "knn_top1": 0.5}]
+    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    (summary,) = list_runs(tmp_path)
+    assert summary.best_knn == 0.6 and summary.steps == 2
