@@ -113,6 +113,9 @@ class MainWindow(QMainWindow):
         geometry = self.settings.value("geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
+            state = self.settings.value("window_state")
+            if state is not None:
+                self.restoreState(state)
         else:
             self.resize(1400, 850)
         last = self.settings.value("last_folder")
@@ -121,27 +124,56 @@ class MainWindow(QMainWindow):
             self.data_page.folder.setText(str(last))
 
     def _make_menus(self) -> None:
+        """Menus, the toolbar and their shortcuts (each action is made once, used in both)."""
+        self.actions: dict[str, QAction] = {}
+
+        def action(key: str, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+            made = QAction(text, self)
+            if shortcut is not None:
+                made.setShortcut(QKeySequence(shortcut))
+            made.setToolTip(tip or text.replace("&", "").rstrip("…"))
+            made.setStatusTip(made.toolTip())
+            made.triggered.connect(slot)
+            self.actions[key] = made
+            return made
+
         file_menu = self.menuBar().addMenu("&File")
-        open_action = QAction("&Open image folder…", self)
-        open_action.setShortcut(QKeySequence.Open)
-        open_action.triggered.connect(self._on_open_folder)
-        file_menu.addAction(open_action)
-        quit_action = QAction("&Quit", self)
-        quit_action.setShortcut(QKeySequence.Quit)
-        quit_action.triggered.connect(self.close)
-        file_menu.addAction(quit_action)
+        file_menu.addAction(action("open", "&Open image folder…", self._on_open_folder,
+                                   QKeySequence.Open, "Open a folder of images (Ctrl+O); "
+                                   "class sub-folders give labels"))
+        file_menu.addSeparator()
+        file_menu.addAction(action("quit", "&Quit", self.close, QKeySequence.Quit))
         run_menu = self.menuBar().addMenu("&Run")
-        for text, slot, keys in [("&Start", self.train_page.start, "Ctrl+Return"),
-                                 ("S&top (checkpoint)", self.train_page.stop, "Ctrl+."),
-                                 ("&Resume", self.train_page.resume, None),
-                                 ("&Export encoder or embeddings…", self.open_export_dialog,
-                                  "Ctrl+E"),
-                                 ("Re&fresh runs", self.refresh_runs, QKeySequence.Refresh)]:
-            action = QAction(text, self)
-            if keys is not None:
-                action.setShortcut(QKeySequence(keys))
-            action.triggered.connect(slot)
-            run_menu.addAction(action)
+        page = self.train_page
+        for key, text, slot, keys, tip in [
+                ("start", "&Start training", page.start, "Ctrl+Return",
+                 "Start a new run with the Train page's settings (Ctrl+Return)"),
+                ("stop", "S&top (checkpoint)", page.stop, "Ctrl+.",
+                 "Save a checkpoint and stop the run (Ctrl+.)"),
+                ("resume", "&Resume", page.resume, None, "Continue the stopped run"),
+                ("export", "&Export encoder or embeddings…", self.open_export_dialog,
+                 "Ctrl+E", "Export the selected run's encoder or embeddings (Ctrl+E)"),
+                ("refresh", "Re&fresh runs", self.refresh_runs, QKeySequence.Refresh, "")]:
+            run_menu.addAction(action(key, text, slot, keys, tip))
+        view_menu = self.menuBar().addMenu("&View")
+        for i in range(self.tabs.count()):
+            view_menu.addAction(action(
+                f"page{i}", self.tabs.tabText(i),
+                lambda _=False, i=i: self.tabs.setCurrentIndex(i), f"Ctrl+{i + 1}",
+                f"Show the {self.tabs.tabText(i)} page (Ctrl+{i + 1})"))
+        toolbar = self.addToolBar("Main")
+        toolbar.setObjectName("main-toolbar")  # saveState needs a name
+        toolbar.setMovable(False)
+        toolbar.setToolButtonStyle(Qt.ToolButtonTextOnly)
+        for key in ("open", "start", "stop", "export"):
+            toolbar.addAction(self.actions[key])
+        page.engine_state_changed.connect(self._update_actions)
+        self._update_actions()
+
+    def _update_actions(self) -> None:
+        running = self.train_page.engine.is_running()
+        self.actions["start"].setEnabled(not running)
+        self.actions["stop"].setEnabled(running)
 
     def open_export_dialog(self) -> ExportDialog | None:
         """Export the selected run's encoder or embeddings (a dialog that stays open)."""
@@ -350,6 +382,7 @@ class MainWindow(QMainWindow):
                 self.train_page.engine.stop()
                 self.train_page.engine.wait(120_000)
         self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("window_state", self.saveState())
         self.data_page.shutdown()
         self.augment_page.close()  # waits for a preview still being made
         self.explore_page.cancel(quiet=True)

@@ -40,9 +40,11 @@ class TrainPage(QWidget):
 
     Signals:
         run_changed(): a run started, ended, or wrote its first event (refresh run lists).
+        engine_state_changed(): the engine child started or ended.
     """
 
     run_changed = Signal()
+    engine_state_changed = Signal()
 
     def __init__(self, runs_root: Path, cache_dir: Path | None = None,
                  parent: QWidget | None = None) -> None:
@@ -65,7 +67,6 @@ class TrainPage(QWidget):
         self.form.validity_changed.connect(lambda ok: self._update_buttons())
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Start a new run in a background process (Ctrl+Return)")
-        self.start_button.setShortcut("Ctrl+Return")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Save a checkpoint and stop the run")
         self.resume_button = QPushButton("Resume")
@@ -235,6 +236,7 @@ class TrainPage(QWidget):
 
     def _update_buttons(self) -> None:
         running = self.engine.is_running()
+        self.engine_state_changed.emit()
         self.start_button.setEnabled(not running and self.form.is_valid())
         self.stop_button.setEnabled(running)
         self.resume_button.setEnabled(not running and self.run_dir is not None

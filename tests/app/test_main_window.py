@@ -220,3 +220,18 @@ def test_selecting_a_run_shows_its_saved_probes(qtbot, window_on_run):
     win.select_run(run_dir)
     assert win.probe_page.run_dir == run_dir and win.probe_page.table.rowCount() == 1
     assert win.probe_page.table.item(0, 4).text() == "50.0%"
+
+
+def test_actions_have_shortcuts_and_follow_the_engine(window):
+    from PySide6.QtGui import QKeySequence
+
+    actions = window.actions
+    assert actions["open"].shortcut() == QKeySequence(QKeySequence.Open)
+    assert actions["start"].shortcut().toString() == "Ctrl+Return"
+    assert actions["start"].isEnabled() and not actions["stop"].isEnabled()
+    actions["page3"].trigger()
+    assert window.tabs.currentWidget() is window.explore_page
+    # No two actions (or buttons) share a shortcut: Qt would run neither.
+    keys = [a.shortcut().toString() for a in actions.values() if not a.shortcut().isEmpty()]
+    assert len(keys) == len(set(keys))
+    assert window.train_page.start_button.shortcut().isEmpty()
