@@ -176,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from engine.cli_explore import add_parsers
 
+    bench = sub.add_parser(
+        "bench", help="this machine's training speed for a few configurations (~1 minute)",
+        description="Time SimCLR training steps on random images for a few backbones, image "
+        "sizes and batches that suit the device, and print pairs per second, FLOPs per pair "
+        "and (GPU) peak memory, with the time an epoch of 10,000 images would take.")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+    bench.add_argument("--seconds", type=float, default=50.0, help="Time budget for all "
+                       "configurations together (default 50; each gets at least one step).")
+    bench.add_argument("--json", action="store_true", help="One JSON result on stdout.")
     add_parsers(sub)
     return parser
 
@@ -195,6 +204,21 @@ def _run_explore(run: Any, args: argparse.Namespace) -> int:
     except (ConfigError, DataError, RunError, ValueError) as exc:
         _report_error(args, str(exc))
         return EXIT_USAGE
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.bench import run_bench, summary
+    from engine.io import to_jsonable
+
+    if args.seconds <= 0:
+        raise ConfigError(f"--seconds must be positive; got {args.seconds:g}")
+    report = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    results = run_bench(args.device, args.seconds, report=report)
+    if args.json:
+        print(json.dumps({"v": 1, "type": "result", **to_jsonable(summary(results))}))
+    return EXIT_OK
 
 
 def _report_error(args: argparse.Namespace, message: str) -> None:
@@ -226,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "epochs": args.epochs, "max_steps": args.max_steps, "device": args.device,
                 "log_every": 5})
             return _run_training(cfg, args)
+        if args.command == "bench":
+            return _run_bench(args)
         if args.command == "data":
             from engine.data.demo import demo_dataset
 

@@ -1,0 +1,34 @@
+"""`contrastive-engine bench`: real steps are timed and the FLOP count is the model's."""
+
+import pytest
+import torch
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+from engine.bench import bench_one
+from engine.cli import main
+
+
+def test_one_configuration_is_timed_and_counted():
+    result = bench_one("resnet18", 16, 4, "cpu", seconds=0.5)
+    assert result.timed_steps >= 1 and result.step_seconds > 0
+    assert result.pairs_per_s == pytest.approx(4 / result.step_seconds)
+    assert result.peak_memory_gb is None and result.precision == "fp32"
+    # Reference: the forward FLOPs of torchvision's ResNet-18 with the same small-image stem
+    # (3x3 conv, no max-pool) on one 16 px image. A training pair is two images forward and
+    # backward, and backward costs about twice the forward pass; the head adds a little.
+    net = torchvision.models.resnet18(num_classes=10)
+    net.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    net.maxpool = torch.nn.Identity()
+    net.fc = torch.nn.Identity()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        net(torch.zeros(1, 3, 16, 16))
+    forward_per_image = counter.get_total_flops()
+    ratio = result.gflops_per_pair * 1e9 / (2 * forward_per_image)
+    assert 2.5 < ratio < 3.2, ratio
+
+
+def test_the_budget_must_be_positive(capsys):
+    assert main(["bench", "--seconds", "0"]) == 2
+    assert "--seconds must be positive" in capsys.readouterr().err
