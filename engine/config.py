@@ -180,9 +180,10 @@ class TrainConfig:
         min=0.0, max=10000.0, auto="10 epochs or a tenth of the run, whichever is shorter")
     precision: str | None = setting(
         None, "Numeric precision of the forward pass.", choices=("fp32", "bf16", "fp16"),
-        auto="bf16 on GPUs that support it, else fp16 on a GPU, fp32 on the CPU")
+        auto="bf16 on GPUs that support it, else fp16 on a GPU; on the CPU bf16 where it has "
+        "bf16 instructions (AVX-512 BF16, AMX), else fp32")
     channels_last: bool | None = setting(
-        None, "Channels-last memory format for the convolutions.", auto="on a GPU")
+        None, "Channels-last memory format for the convolutions.", auto="on, except on Apple MPS")
     compile: bool = setting(False, "Compile the model with torch.compile (GPU).")
     device: str = setting("auto", "Training device: auto, cpu, cuda or cuda:N.")
     seed: int = setting(0, "Random seed; a seeded run on the CPU is reproducible.",
@@ -263,6 +264,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # binary garbage, e.g. a file overwritten by a crash
+        raise ConfigError(f"config file {path} is not valid JSON: not UTF-8 text "
+                          f"(byte {exc.start})") from None
     try:
         values = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -11,6 +11,13 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be > 0; got {temperature}")
 
 
+def _full_precision(like: torch.Tensor) -> torch.autocast:
+    """Autocast off: the similarity logits are computed in float32 even inside a bf16/fp16
+    forward pass (autocast would run their matmul in low precision, where a logit of 10 at
+    temperature 0.1 has a rounding step of about 0.06)."""
+    return torch.autocast(like.device.type, enabled=False)
+
+
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """Normalised temperature-scaled cross entropy (SimCLR, Chen et al. 2020, eq. 1).
 
@@ -23,11 +30,12 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     if z1.shape != z2.shape or z1.dim() != 2:
         raise ValueError(f"z1 and z2 must both be (N, D); got {tuple(z1.shape)}, {tuple(z2.shape)}")
     n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2N, D)
-    logits = z @ z.T / temperature  # (2N, 2N)
-    logits.fill_diagonal_(float("-inf"))  # a view is not its own negative
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(logits, targets)
+    with _full_precision(z1):
+        z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2N, D)
+        logits = z @ z.T / temperature  # (2N, 2N)
+        logits.fill_diagonal_(float("-inf"))  # a view is not its own negative
+        targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+        return F.cross_entropy(logits, targets)
 
 
 def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
@@ -38,11 +46,12 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
     All are L2-normalised here, so the similarity is cosine.
     """
     _check_temperature(temperature)
-    q = F.normalize(q.float(), dim=1)
-    k = F.normalize(k.float(), dim=1)
-    queue = F.normalize(queue.float(), dim=1)
-    l_pos = (q * k).sum(dim=1, keepdim=True)  # (N, 1)
-    l_neg = q @ queue.T  # (N, K)
-    logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # (N, 1+K)
-    targets = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)  # positive is column 0
-    return F.cross_entropy(logits, targets)
+    with _full_precision(q):
+        q = F.normalize(q.float(), dim=1)
+        k = F.normalize(k.float(), dim=1)
+        queue = F.normalize(queue.float(), dim=1)
+        l_pos = (q * k).sum(dim=1, keepdim=True)  # (N, 1)
+        l_neg = q @ queue.T  # (N, K)
+        logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # (N, 1+K)
+        targets = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)  # column 0
+        return F.cross_entropy(logits, targets)

@@ -7,13 +7,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine.bench import bench_one
 from engine.cli import main
+from engine.resolve import cpu_has_native_bf16
 
 
 def test_one_configuration_is_timed_and_counted():
     result = bench_one("resnet18", 16, 4, "cpu", seconds=0.5)
     assert result.timed_steps >= 1 and result.step_seconds > 0
     assert result.pairs_per_s == pytest.approx(4 / result.step_seconds)
-    assert result.peak_memory_gb is None and result.precision == "fp32"
+    assert result.peak_memory_gb is None
+    assert result.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
     # Reference: the forward FLOPs of torchvision's ResNet-18 with the same small-image stem
     # (3x3 conv, no max-pool) on one 16 px image. A training pair is two images forward and
     # backward, and backward costs about twice the forward pass; the head adds a little.

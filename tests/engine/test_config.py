@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from engine.cli import build_parser, config_from_args
 from engine.config import AugmentConfig, TrainConfig, augment_preset, preset
-from engine.resolve import DeviceInfo, resolve_config
+from engine.resolve import DeviceInfo, cpu_has_native_bf16, resolve_config, resolve_device
 from engine.settings import ConfigError
 
 CPU = DeviceInfo("cpu", "test cpu", None, False)
@@ -57,10 +57,19 @@ def test_batch_larger_than_dataset_is_refused_with_what_was_found():
                        typical_side=None, num_images=10)
 
 
-def test_gpu_precision_on_cpu_is_refused():
-    with pytest.raises(ConfigError, match="precision bf16 needs a GPU"):
-        resolve_config(dataclasses.replace(preset("simclr"), precision="bf16"), CPU,
+def test_cpu_precision_follows_its_bf16_instructions():
+    with pytest.raises(ConfigError, match="precision fp16 needs a GPU"):
+        resolve_config(dataclasses.replace(preset("simclr"), precision="fp16"), CPU,
                        typical_side=None, num_images=1000)
+    plain, why = resolve_config(preset("simclr"), CPU, typical_side=None, num_images=1000)
+    assert (plain.precision, plain.channels_last) == ("fp32", True)
+    asked, why = resolve_config(dataclasses.replace(preset("simclr"), precision="bf16"), CPU,
+                                typical_side=None, num_images=1000)
+    assert asked.precision == "bf16" and "emulated" in why["precision"]
+    bf16_cpu = dataclasses.replace(CPU, bf16=True)
+    auto, why = resolve_config(preset("simclr"), bf16_cpu, typical_side=None, num_images=1000)
+    assert auto.precision == "bf16" and "bf16 instructions" in why["precision"]
+    assert resolve_device("cpu")[1].bf16 == cpu_has_native_bf16()
 
 
 def test_json_round_trip_and_unknown_keys():

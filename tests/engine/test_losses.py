@@ -98,3 +98,16 @@ def test_info_nce_is_cross_entropy_with_positive_first():
     logits = torch.cat([(qn * kn).sum(1, keepdim=True), qn @ qun.T], 1) / 0.2
     expected = F.cross_entropy(logits, torch.zeros(5, dtype=torch.long))
     assert info_nce(q, k, queue, 0.2).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_losses_stay_in_float32_inside_a_bf16_autocast():
+    # Autocast would run the logits' matmul in bf16 (about 3 significant digits); the losses
+    # turn it off for their own arithmetic, so they equal the float32 losses exactly.
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(32, 64, generator=g), torch.randn(32, 64, generator=g)
+    queue = torch.randn(256, 64, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = nt_xent(z1, z2, 0.1), info_nce(z1, z2, queue, 0.2)
+    assert low[0].dtype == low[1].dtype == torch.float32
+    assert torch.equal(low[0], nt_xent(z1, z2, 0.1))
+    assert torch.equal(low[1], info_nce(z1, z2, queue, 0.2))
