@@ -3,7 +3,8 @@
 For a few configurations that suit the device (small images and ResNet-18 on a CPU,
 ResNet-50 up to 224 px on a GPU) it times whole SimCLR training steps on random uint8
 images: the batched augmentations, forward, NT-Xent, backward and the optimiser step, with
-the device's automatic settings (bf16 and channels-last on a GPU). Each configuration gets
+the device's automatic settings (bf16 autocast on a GPU and on CPUs with bf16 instructions,
+channels-last). Each configuration gets
 an equal share of the time budget: one warm-up step, then as many timed steps as fit (at
 least one). The figures are pairs per second (median step), the model's FLOPs per pair
 (counted with torch.utils.flop_counter for one forward and backward pass; a multiply-add
@@ -44,6 +45,9 @@ class BenchResult:
     gflops_per_pair: float
     peak_memory_gb: float | None
     precision: str
+    method: str = "simclr"
+    channels_last: bool = False
+    compiled: bool = False
 
     def epoch_minutes(self, images: int) -> float:
         return images / self.pairs_per_s / 60
@@ -61,19 +65,27 @@ def _flops_per_pair(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor) 
 
 
 def bench_one(backbone: str, image_size: int, batch: int, device_name: str,
-              seconds: float) -> BenchResult:
-    """Time SimCLR training steps of one configuration for about ``seconds``."""
+              seconds: float, *, method: str = "simclr",
+              settings: dict[str, Any] | None = None) -> BenchResult:
+    """Time training steps of one configuration for about ``seconds``.
+
+    ``settings``: further TrainConfig values (e.g. precision, channels_last, compile,
+    queue_size) over the automatic ones.
+    """
     from engine.train import _autocast, build_model
 
     device, info = resolve_device(device_name)
     cfg = TrainConfig.from_dict({"data": ".", "backbone": backbone, "image_size": image_size,
-                                 "batch_size": batch, "device": device_name, "epochs": 1})
-    cfg, _ = resolve_config(cfg, info, typical_side=image_size, num_images=10 * batch)
+                                 "batch_size": batch, "device": device_name, "epochs": 1,
+                                 "method": method, **(settings or {})})
+    # Many images: MoCo's queue keeps its configured size.
+    cfg, _ = resolve_config(cfg, info, typical_side=image_size, num_images=10**7)
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     model = build_model(cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    train_model = torch.compile(model) if cfg.compile else model
     optimizer = build_optimizer(model, cfg.optimizer, 0.1, cfg.weight_decay, 0.9)
     assert cfg.cache_size is not None
     images = torch.randint(0, 256, (batch, 3, cfg.cache_size, cfg.cache_size),
@@ -84,8 +96,11 @@ def bench_one(backbone: str, image_size: int, batch: int, device_name: str,
     def step() -> float:
         started = time.perf_counter()
         x1, x2 = make_pairs(images, cfg.augment, image_size, generator)
+        if cfg.channels_last:
+            x1 = x1.contiguous(memory_format=torch.channels_last)
+            x2 = x2.contiguous(memory_format=torch.channels_last)
         with _autocast(device, cfg.precision or "fp32"):
-            out = model(x1, x2)
+            out = train_model(x1, x2)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
@@ -94,7 +109,7 @@ def bench_one(backbone: str, image_size: int, batch: int, device_name: str,
         return time.perf_counter() - started
 
     deadline = time.perf_counter() + seconds
-    step()  # warm-up: allocations, cuDNN autotuning
+    step()  # warm-up: allocations, cuDNN autotuning, compilation
     times = [step()]
     while time.perf_counter() + statistics.median(times) < deadline:
         times.append(step())
@@ -105,7 +120,8 @@ def bench_one(backbone: str, image_size: int, batch: int, device_name: str,
     memory = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
               else None)
     return BenchResult(backbone, image_size, batch, batch / median, median, len(times),
-                       flops / 1e9, memory, cfg.precision or "fp32")
+                       flops / 1e9, memory, cfg.precision or "fp32", method,
+                       bool(cfg.channels_last), bool(cfg.compile))
 
 
 def run_bench(device_name: str = "auto", seconds: float = 50.0,
@@ -131,3 +147,32 @@ def run_bench(device_name: str = "auto", seconds: float = 50.0,
 
 def summary(results: list[BenchResult]) -> dict[str, Any]:
     return {"results": [dataclasses.asdict(r) for r in results]}
+
+
+def largest_batch(fits: Callable[[int], bool], start: int, limit: int) -> int:
+    """The largest batch in [start, limit] for which ``fits(batch)`` is true, assuming that
+    a batch that fits means every smaller one fits too; 0 if ``start`` does not fit.
+
+    Doubles from ``start`` until a batch fails, then bisects between the last batch that fit
+    and the first that did not: about 2 log2(limit / start) calls.
+    """
+    if start < 1 or limit < start:
+        raise ValueError(f"need 1 <= start <= limit; got start {start}, limit {limit}")
+    if not fits(start):
+        return 0
+    good, bad = start, None
+    while bad is None:
+        trial = min(good * 2, limit)
+        if trial == good:
+            return good
+        if fits(trial):
+            good = trial
+        else:
+            bad = trial
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if fits(middle):
+            good = middle
+        else:
+            bad = middle
+    return good

@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.bench import bench_one
+from engine.bench import bench_one, largest_batch
 from engine.cli import main
 from engine.resolve import cpu_has_native_bf16
 
@@ -34,3 +34,33 @@ def test_one_configuration_is_timed_and_counted():
 def test_the_budget_must_be_positive(capsys):
     assert main(["bench", "--seconds", "0"]) == 2
     assert "--seconds must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("capacity", [0, 1, 7, 8, 9, 100, 4095, 5000, 10_000])
+def test_largest_batch_finds_the_capacity(capacity):
+    calls = []
+
+    def fits(batch):
+        calls.append(batch)
+        return batch <= capacity
+
+    expected = 0 if capacity < 1 else min(capacity, 5000)
+    assert largest_batch(fits, 1, 5000) == expected
+    assert len(calls) <= 2 * 13 + 2  # about 2 log2(5000) trials, not a linear scan
+
+
+def test_largest_batch_refuses_an_empty_range():
+    with pytest.raises(ValueError, match="start"):
+        largest_batch(lambda b: True, 8, 4)
+
+
+def test_moco_and_settings_reach_the_timed_model():
+    result = bench_one("resnet18", 16, 4, "cpu", seconds=0.2, method="moco",
+                       settings={"precision": "fp32", "channels_last": False,
+                                 "queue_size": 64})
+    assert (result.method, result.precision, result.channels_last) == ("moco", "fp32", False)
+    # MoCo: the key encoder's forward pass has no backward, so a pair costs less than
+    # SimCLR's two forward and backward passes.
+    simclr = bench_one("resnet18", 16, 4, "cpu", seconds=0.2,
+                       settings={"precision": "fp32"})
+    assert 0.5 < result.gflops_per_pair / simclr.gflops_per_pair < 0.9

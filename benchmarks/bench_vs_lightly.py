@@ -1,0 +1,267 @@
+"""The same SimCLR and MoCo v2 training, side by side in one run: this project against the
+lightly library with torchvision's standard PIL augmentation pipeline.
+
+Both train ResNet-18 with the small-image stem (3x3 conv, no max-pool) on the same folder of
+JPEGs, at the same image size and batch, for the same number of steps, with SGD (momentum
+0.9), the same augmentations (random resized crop, flip, colour jitter 0.8/0.8/0.8/0.2 with
+p=0.8, grayscale p=0.2; no blur at these sizes) and the same heads and losses:
+
+- SimCLR: 512-512-128 projection head with batch norm, NT-Xent at temperature 0.5;
+- MoCo v2: 512-512-128 head, momentum key encoder (m = 0.99), a queue of 4096 negatives,
+  InfoNCE at temperature 0.2.
+
+Variants:
+
+- ours: `engine.train.train` itself with its automatic settings for this machine
+  (decode-once uint8 cache, batched augmentations, and on a CPU with bf16 instructions bf16
+  autocast and channels-last); pairs per second come from its step events (log_every=1);
+- ours fp32: the same with precision fp32 and the NCHW layout, lightly's numerics;
+- lightly: `LightlyDataset` + lightly's `SimCLRTransform`/`MoCoV2Transform` (PIL,
+  torchvision transforms) in a torch DataLoader with one worker per core, torchvision's
+  resnet18, lightly's projection heads, `NTXentLoss` (with `memory_bank_size` for MoCo),
+  `update_momentum`; fp32, as lightly trains by default; pairs per second timed per step
+  the same way (data wait included, as in any training loop);
+- lightly bf16 (where the CPU has bf16 instructions, or on a GPU): the same loop with
+  bf16 autocast and channels-last, what a lightly user could add by hand.
+
+Rounds alternate the variants so that all see the same machine state; the report gives each
+round's figures and the ratios against lightly from the same round, and appends them to
+benchmarks/results/vs_lightly.csv. It also checks that our NT-Xent equals lightly's
+NTXentLoss on the same inputs.
+
+Needs the benchmark extra: pip install -e '.[bench]'.
+
+Run:  .venv/bin/python benchmarks/bench_vs_lightly.py [--methods simclr moco] [--size 32]
+      [--batch 64] [--steps 10] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_train import make_jpeg_folder  # noqa: E402
+from results import RESULTS, record  # noqa: E402
+
+from engine.config import TrainConfig  # noqa: E402
+from engine.events import EventWriter  # noqa: E402
+from engine.losses import nt_xent  # noqa: E402
+from engine.resolve import cpu_has_native_bf16  # noqa: E402
+from engine.train import train  # noqa: E402
+
+LR, MOMENTUM, WEIGHT_DECAY = 0.06, 0.9, 5e-4
+TEMPERATURE = {"simclr": 0.5, "moco": 0.2}
+QUEUE, KEY_MOMENTUM = 4096, 0.99
+JITTER = {"cj_strength": 1.0, "cj_bright": 0.8, "cj_contrast": 0.8, "cj_sat": 0.8,
+          "cj_hue": 0.2, "cj_prob": 0.8, "random_gray_scale": 0.2, "gaussian_blur": 0.0,
+          "min_scale": 0.08}
+
+
+class Collect:
+    """An event stream that keeps the step events."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict] = []
+
+    def write(self, line: str) -> None:
+        for part in line.splitlines():
+            event = json.loads(part)
+            if event.get("type") == "step":
+                self.steps.append(event)
+
+    def flush(self) -> None:
+        pass
+
+
+def ours(method: str, folder: Path, size: int, batch: int, steps: int, warmup: int,
+         work: Path, device: str, fp32: bool) -> tuple[float, str]:
+    """Median pairs/s of the engine's own training, and the precision it used."""
+    settings = {
+        "data": str(folder), "method": method, "backbone": "resnet18", "image_size": size,
+        "batch_size": batch, "epochs": 1000, "max_steps": warmup + steps, "log_every": 1,
+        "temperature": TEMPERATURE[method], "optimizer": "sgd", "lr": LR,
+        "weight_decay": WEIGHT_DECAY, "sgd_momentum": MOMENTUM, "proj_hidden_dim": 512,
+        "proj_out_dim": 128, "knn_every": 0, "device": device, "small_stem": True,
+        "augment": {"crop_scale_min": 0.08, "blur_p": 0.0}}
+    if method == "moco":
+        settings.update(queue_size=QUEUE, moco_momentum=KEY_MOMENTUM)
+    if fp32:
+        settings.update(precision="fp32", channels_last=False)
+    if device == "cpu":
+        settings["num_threads"] = os.cpu_count()
+    stream = Collect()
+    result = train(TrainConfig.from_dict(settings), runs_root=work / "runs",
+                   cache_dir=work / "cache", events=EventWriter(stream))
+    assert result.status == "finished", result.reason
+    config = json.loads((result.run_dir / "config.json").read_text())
+    precision = config.get("precision", "?")
+    if config.get("channels_last"):
+        precision += " channels-last"
+    return statistics.median(e["pairs_per_s"] for e in stream.steps[warmup:]), precision
+
+
+def lightly_rate(method: str, folder: Path, size: int, batch: int, steps: int, warmup: int,
+                 device_name: str, bf16: bool) -> float:
+    """Median pairs/s of lightly's building blocks in a plain PyTorch training loop."""
+    import torchvision
+    from lightly.data import LightlyDataset
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import MoCoProjectionHead, SimCLRProjectionHead
+    from lightly.models.utils import deactivate_requires_grad, update_momentum
+    from lightly.transforms import MoCoV2Transform, SimCLRTransform
+
+    device = torch.device(device_name)
+    if method == "simclr":
+        transform = SimCLRTransform(input_size=size, **JITTER)
+        head = SimCLRProjectionHead(512, 512, 128)
+        criterion = NTXentLoss(temperature=TEMPERATURE[method])
+    else:
+        transform = MoCoV2Transform(input_size=size, **JITTER)
+        head = MoCoProjectionHead(512, 512, 128)
+        criterion = NTXentLoss(temperature=TEMPERATURE[method], memory_bank_size=(QUEUE, 128))
+    dataset = LightlyDataset(str(folder), transform=transform)
+    workers = os.cpu_count() or 1
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True,
+                                         drop_last=True, num_workers=workers,
+                                         persistent_workers=True,
+                                         pin_memory=device.type == "cuda")
+    backbone = torchvision.models.resnet18()
+    backbone.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    backbone.maxpool = torch.nn.Identity()
+    backbone.fc = torch.nn.Identity()
+    model = torch.nn.Sequential(backbone, head).to(device)
+    memory_format = torch.channels_last if bf16 else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    key_model = None
+    if method == "moco":
+        key_model = copy.deepcopy(model)
+        deactivate_requires_grad(key_model)
+    criterion = criterion.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM,
+                                weight_decay=WEIGHT_DECAY)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else \
+            contextlib.nullcontext()
+
+    times = []
+    done = 0
+    started = time.perf_counter()
+    while done < warmup + steps:
+        for (x0, x1), _, _ in loader:
+            x0 = x0.to(device, non_blocking=True, memory_format=memory_format)
+            x1 = x1.to(device, non_blocking=True, memory_format=memory_format)
+            with autocast():
+                if key_model is None:
+                    loss = criterion(model(x0), model(x1))
+                else:
+                    update_momentum(model, key_model, m=KEY_MOMENTUM)
+                    query = model(x0)
+                    with torch.no_grad():
+                        key = key_model(x1)
+                    loss = criterion(query, key)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            now = time.perf_counter()
+            if done >= warmup:
+                times.append(now - started)
+            started = now
+            done += 1
+            if done >= warmup + steps:
+                break
+    del loader
+    return batch / statistics.median(times)
+
+
+def check_nt_xent() -> float:
+    """Largest difference between our NT-Xent and lightly's NTXentLoss (float32)."""
+    from lightly.loss import NTXentLoss
+
+    worst = 0.0
+    generator = torch.Generator().manual_seed(0)
+    for n, d, t in [(8, 16, 0.1), (64, 128, 0.5), (256, 128, 0.2)]:
+        z1 = torch.randn(n, d, generator=generator)
+        z2 = torch.randn(n, d, generator=generator)
+        theirs = NTXentLoss(temperature=t)(z1, z2)
+        worst = max(worst, abs(float(nt_xent(z1, z2, t) - theirs)))
+    return worst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", nargs="+", default=["simclr", "moco"],
+                        choices=["simclr", "moco"])
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--source-px", type=int, default=96,
+                        help="side of the JPEGs (the crops are resized from them)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="folder of the results tables (default: benchmarks/results)")
+    args = parser.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    low_precision = cpu_has_native_bf16() if args.device == "cpu" else \
+        torch.cuda.is_bf16_supported()
+    print(f"NT-Xent: ours vs lightly NTXentLoss, largest difference {check_nt_xent():.2e} "
+          "(float32, 3 shapes and temperatures)")
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, device {args.device}; "
+          f"ResNet-18 small stem, {args.size} px, batch {args.batch}, {args.steps} timed "
+          f"steps after {args.warmup}, {args.images} JPEGs of {args.source_px} px")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        folder = make_jpeg_folder(work / "images" / "all", args.images, args.source_px,
+                                  args.source_px).parent
+        common = (folder, args.size, args.batch, args.steps, args.warmup)
+        for method in args.methods:
+            for r in range(args.rounds):
+                rates: dict[str, float] = {}
+                rates["ours"], precision = ours(method, *common, work / f"{method}{r}a",
+                                                args.device, fp32=False)
+                rates["lightly"] = lightly_rate(method, *common, args.device, bf16=False)
+                rates["ours fp32"], _ = ours(method, *common, work / f"{method}{r}b",
+                                             args.device, fp32=True)
+                if low_precision:
+                    rates["lightly bf16"] = lightly_rate(method, *common, args.device,
+                                                         bf16=True)
+                line = ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
+                print(f"{method} round {r + 1} (pairs/s; ours: {precision}): {line}; "
+                      f"ratio ours/lightly {rates['ours'] / rates['lightly']:.2f}, fp32 vs "
+                      f"fp32 {rates['ours fp32'] / rates['lightly']:.2f}", flush=True)
+                rows.append({"method": method, "size": args.size, "batch": args.batch,
+                             "device": args.device, "round": r + 1,
+                             "ours_precision": precision,
+                             **{k.replace(" ", "_"): v for k, v in rates.items()},
+                             "ratio": rates["ours"] / rates["lightly"],
+                             "ratio_fp32": rates["ours fp32"] / rates["lightly"]})
+    for method in args.methods:
+        mine = [row for row in rows if row["method"] == method]
+        print(f"{method}: median ratio ours/lightly "
+              f"{statistics.median(row['ratio'] for row in mine):.2f}, fp32 vs fp32 "
+              f"{statistics.median(row['ratio_fp32'] for row in mine):.2f}")
+    record("vs_lightly", rows, args.results)
+
+
+if __name__ == "__main__":
+    main()
