@@ -16,6 +16,7 @@ import statistics
 import time
 
 import torch
+from bench_results import record
 
 from engine.augment import make_pairs, resolved_blur_p
 from engine.config import augment_preset
@@ -71,11 +72,16 @@ def main() -> None:
     device = torch.device(args.device)
     print(f"device: {device_name(device)}; {args.method} preset; batch {args.batch}; "
           f"median of {args.repeats}")
+    rows = []
     for cache, size in SETTINGS:
         images = smooth_batch(args.batch, cache, device)
         rate = pairs_per_second(images, args.method, size, args.repeats)
         blur = resolved_blur_p(augment_preset(args.method), size)
         print(f"cache {cache:>3} -> views {size:>3} (blur p {blur}): {rate:8.1f} pairs/s")
+        rows.append({"device": device_name(device), "method": args.method,
+                     "batch": args.batch, "cache_px": cache, "size": size, "blur_p": blur,
+                     "pairs_per_s": rate})
+    record("augment", rows)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_results import record
 from PIL import Image
 from torchvision import datasets, transforms
 
@@ -129,6 +130,10 @@ def main() -> None:
         for name, seconds, count in rows:
             rate = f"{count / seconds:,.0f}" if count else "-"
             print(f"{name:<54} {seconds:>9.4f} {rate:>11}")
+        record("data_path", [{"jpegs": n, "jpeg_size": f"{args.width}x{args.height}",
+                              "cache_px": args.size, "step": name.strip(), "seconds": seconds,
+                              "images_per_s": count / seconds if count else ""}
+                             for name, seconds, count in rows])
         print(f"\nper epoch: cache read is {baseline / batches:,.0f}x faster than decoding; "
               f"building the cache costs {build / baseline:.2f} epochs of decoding")
 

@@ -11,6 +11,7 @@ import statistics
 import time
 
 import torch
+from bench_results import record
 
 from engine.config import preset
 from engine.evaluate.embed import encode
@@ -28,6 +29,7 @@ def main() -> None:
     device, info = resolve_device(args.device)
     print(f"device: {info.name}; batch {args.batch_size}; median of {args.repeats}")
     print(f"{'backbone':<9} {'px':>4} {'images/s':>9}")
+    rows = []
     for spec in args.configs.split(","):
         backbone, size = spec.split(":")
         cfg = preset("simclr")
@@ -42,7 +44,12 @@ def main() -> None:
             start = time.perf_counter()
             encode(encoder, images, cfg)  # returns numpy: includes the device sync
             times.append(time.perf_counter() - start)
-        print(f"{backbone:<9} {size:>4} {args.batch_size / statistics.median(times):>9.1f}")
+        rate = args.batch_size / statistics.median(times)
+        print(f"{backbone:<9} {size:>4} {rate:>9.1f}")
+        rows.append({"device": info.name, "backbone": backbone, "size": int(size),
+                     "batch": args.batch_size, "precision": cfg.precision,
+                     "images_per_s": rate})
+    record("embed", rows)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_results import record
 
 from engine.evaluate.knn import knn_accuracy
 from engine.evaluate.maps import MapParams, compute_map
@@ -220,6 +221,8 @@ def print_table() -> None:
     print(f"|{'-' * 52}|{'-' * 18}|{'-' * 60}")
     for what, size, result in rows:
         print(f"| {what:<50} | {size:<16} | {result}")
+    record("explore", [{"what": what, "size": size, "result": result}
+                       for what, size, result in rows])
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from results import RESULTS, record  # noqa: E402
+from bench_results import RESULTS, record  # noqa: E402
 
 from engine.bench import bench_one, largest_batch  # noqa: E402
 from engine.resolve import resolve_device  # noqa: E402

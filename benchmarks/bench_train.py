@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_results import record
 from PIL import Image
 
 from engine.augment import make_pairs
@@ -160,6 +161,8 @@ def main() -> None:
         print(f"{backbone:<9} {size:>4} {r['data_cached']:>12.1f} {r['data_decoding']:>14.1f} "
               f"{r['data_cached'] / r['data_decoding']:>6.2f} {r['train_cached']:>13.2f} "
               f"{r['train_decoding']:>15.2f} {r['train_cached'] / r['train_decoding']:>6.2f}")
+    record("train_cache", [{"backbone": b, "size": s, "batch": args.batch_size, **r}
+                           for b, s, r in rows])
 
 
 if __name__ == "__main__":

@@ -53,8 +53,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_results import RESULTS, record  # noqa: E402
 from bench_train import make_jpeg_folder  # noqa: E402
-from results import RESULTS, record  # noqa: E402
 
 from engine.config import TrainConfig  # noqa: E402
 from engine.events import EventWriter  # noqa: E402
