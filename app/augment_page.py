@@ -133,6 +133,7 @@ class AugmentPreview(QWidget):
         self.seed = seed
         self._max_pixels = TrainConfig().max_image_pixels
         self._paths: list[str] = []
+        self._folder: str | None = None  # the folder the images come from, if one
         #: cache size, paths kept, their decoded images, the files skipped and why
         self._decoded: tuple[int, list[str], np.ndarray, list[str]] | None = None
         self._pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -213,6 +214,7 @@ class AugmentPreview(QWidget):
         """Preview up to ``num_images`` images of ``folder``, spread over its classes (the
         folder is scanned in a worker thread)."""
         self._folder_generation += 1
+        self._folder = str(folder)
         self._say(f"Reading {folder}…")
         self._pool.start(Task(lambda: pick_images(folder, self.num_images),
                                self._folder_generation, self._listed))
@@ -220,6 +222,7 @@ class AugmentPreview(QWidget):
     def set_images(self, paths: Sequence[str | Path]) -> None:
         """Preview these image files (the first ``num_images``)."""
         self._folder_generation += 1  # a folder still being read must not replace them
+        self._folder = None
         self._paths = [str(p) for p in paths][:self.num_images]
         self._decoded = None
         self.refresh()
@@ -302,12 +305,15 @@ class AugmentPreview(QWidget):
             self.image_size(), self.seed
         cache = cache_size_for(size)
         decoded = self._decoded if self._decoded and self._decoded[0] == cache else None
-        paths, max_pixels = list(self._paths), self._max_pixels
+        paths, max_pixels, folder = list(self._paths), self._max_pixels, self._folder
 
         def work() -> tuple:
             nonlocal decoded
             if decoded is None:
                 decoded = (cache, *decode_images(paths, cache, max_pixels))
+            if len(decoded[2]) == 0 and folder is not None and not Path(folder).is_dir():
+                raise ValueError(f"the folder {folder} is gone: it was unplugged, moved or "
+                                 "deleted. Plug it in again or open another folder.")
             if len(decoded[2]) == 0:
                 raise ValueError("none of the images could be read: " + "; ".join(decoded[3]))
             view1, view2 = preview_pairs(decoded[2], cfg, size, seed)

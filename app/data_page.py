@@ -326,6 +326,10 @@ class DataPage(QWidget):
         self.folder.returnPressed.connect(lambda: self.open_folder(self.folder.text().strip()))
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._on_browse)
+        self.rescan_button = QPushButton("Rescan")
+        self.rescan_button.setToolTip("Scan the folder again (after files were added, removed "
+                                      "or the drive was plugged in again)")
+        self.rescan_button.clicked.connect(self.rescan)
         self.error = QLabel()
         set_role(self.error, "error")
         self.error.setWordWrap(True)
@@ -357,6 +361,7 @@ class DataPage(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.folder, 1)
         top.addWidget(browse)
+        top.addWidget(self.rescan_button)
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
@@ -380,6 +385,8 @@ class DataPage(QWidget):
         """Scan ``path`` in a worker thread; a scan still running is superseded."""
         self._generation += 1
         generation, signals = self._generation, self._signals
+        shown = self.report.manifest.root if self.report is not None else None
+        was_open = shown is not None and Path(shown) == Path(path).expanduser().absolute()
         self.folder.setText(str(path))
         self.error.hide()
         self.status.setText(f"Scanning {path}…")
@@ -392,11 +399,20 @@ class DataPage(QWidget):
                 result: FolderReport | str = describe_folder(path, progress=progress)
             except DataError as exc:
                 result = str(exc)
+                if was_open and not Path(path).expanduser().exists():
+                    result = (f"The folder {path} is gone: it was unplugged, moved or deleted "
+                              "since it was opened. Plug it in again (or choose another "
+                              "folder), then press Rescan.")
             except Exception as exc:  # noqa: BLE001 - the page must report, not die
                 result = f"could not scan {path}: {exc}"
             signals.done.emit(generation, result)
 
         self._pool.start(_Task(work))
+
+    def rescan(self) -> None:
+        """Scan the folder shown again."""
+        if self.folder.text().strip():
+            self.open_folder(self.folder.text().strip())
 
     def shutdown(self, msecs: int = 10_000) -> None:
         """Drop pending thumbnails and wait for the worker threads (before closing)."""

@@ -16,6 +16,8 @@ from engine.events import parse_event
 
 #: Kept lines of the child's stderr, shown when a run fails.
 LOG_TAIL_LINES = 200
+#: Verbs whose child reports the end of its run with a run_end event.
+TRAINING_VERBS = ("train", "demo")
 
 
 def engine_command() -> tuple[str, list[str]]:
@@ -34,8 +36,9 @@ class EngineProcess(QObject):
             neighbours, knn, probe, export run with ``--json``).
         ended(str, int, str): how the child ended: status ("finished", "stopped", "failed",
             or "crashed" when it died without saying how), exit code, and the reason. A
-            training run says how in its run_end event; an exploring verb finishes with exit
-            code 0 or fails with an ``error`` event.
+            training run says how in its run_end event (without one it "crashed", whatever
+            its exit code); an exploring verb finishes with exit code 0 or fails with an
+            ``error`` event.
     """
 
     event = Signal(dict)
@@ -51,6 +54,7 @@ class EngineProcess(QObject):
         self._stderr_buffer = b""
         self._run_end: dict | None = None
         self._error: str | None = None
+        self._expects_run_end = False
         self.log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._kill_timer = QTimer(self)
         self._kill_timer.setSingleShot(True)
@@ -66,6 +70,7 @@ class EngineProcess(QObject):
         self._stdout_buffer = self._stderr_buffer = b""
         self._run_end = None
         self._error = None
+        self._expects_run_end = bool(arguments) and arguments[0] in TRAINING_VERBS
         self.log_tail.clear()
         process = QProcess(self)
         process.readyReadStandardOutput.connect(self._on_stdout)
@@ -89,6 +94,32 @@ class EngineProcess(QObject):
         if self.is_running():
             assert self._process is not None
             self._process.kill()
+
+    def pid(self) -> int | None:
+        """The child's process id while it runs, else None."""
+        return int(self._process.processId()) if self.is_running() else None
+
+    def detach(self) -> int | None:
+        """Let the child run on without this object (the window is closing during a run):
+        its output is no longer read and its stdin is closed, so only SIGTERM or SIGINT can
+        stop it now (with a checkpoint). Returns its process id, or None if none runs.
+
+        A QProcess that is destroyed kills a child it still thinks is running, and the
+        window's objects are destroyed when it closes; so the QProcess is first told that
+        its child is gone. The engine keeps writing its events to the run directory and
+        goes on when stdout and stderr have no reader any more.
+        """
+        if not self.is_running():
+            return None
+        process, self._process = self._process, None
+        assert process is not None
+        pid = int(process.processId())
+        self._kill_timer.stop()
+        process.blockSignals(True)  # no ended(): this object no longer follows the child
+        process.closeWriteChannel()
+        process.setProcessState(QProcess.NotRunning)
+        process.deleteLater()
+        return pid
 
     def wait(self, ms: int) -> bool:
         """Block until the child exits (for shutdown and tests only, never on the GUI's
@@ -137,17 +168,22 @@ class EngineProcess(QObject):
             self.malformed.emit(self._stdout_buffer.decode("utf-8", errors="replace")[:500])
             self._stdout_buffer = b""
         if self._run_end is not None:
-            status = str(self._run_end.get("status", "failed"))
+            status = self._run_end.get("status")
+            status = status if isinstance(status, str) and status else "failed"
             reason = str(self._run_end.get("reason", ""))
         elif self._error is not None:
             status, reason = "failed", self._error
-        elif exit_status == QProcess.NormalExit and exit_code == 0:
+        elif exit_status == QProcess.NormalExit and exit_code == 0 and not self._expects_run_end:
             status, reason = "finished", "done"
         else:
-            how = ("was killed" if exit_status == QProcess.CrashExit
-                   else f"exited with code {exit_code}")
+            if exit_status == QProcess.CrashExit:
+                how = "was killed without finishing"
+            elif exit_code == 0:  # a training child that never said how its run ended
+                how = "exited (code 0) without reporting how the run ended"
+            else:
+                how = f"exited with code {exit_code} without finishing"
             last = next((line for line in reversed(self.log_tail) if line.strip()), "")
-            status, reason = "crashed", (f"the engine {how} without finishing; the last "
+            status, reason = "crashed", (f"the engine {how}; the last "
                                          "checkpoint, if any, is kept"
                                          + (f" (last message: {last.strip()[:300]})"
                                             if last else ""))

@@ -237,7 +237,7 @@ class ExplorePage(QWidget):
 
     def compute_map(self) -> None:
         """Make the map in engine children: PCA first (shown at once), then UMAP if chosen."""
-        if not self.has_checkpoints():
+        if self._run_is_gone() or not self.has_checkpoints():
             return
         try:
             params = self.map_params()
@@ -327,6 +327,8 @@ class ExplorePage(QWidget):
         if self.run_dir is None:
             self.map_view.clear("Choose a run in the sidebar to explore it.")
             self._say("Choose a run in the sidebar to explore it.")
+        elif self._run_is_gone():
+            self.map_view.clear("This run's folder is gone.")
         elif not self.has_checkpoints():
             self.map_view.clear("This run has no checkpoint yet.")
             self._say(f"{self.run_dir.name} has no checkpoint yet: train it for at least one "
@@ -354,7 +356,7 @@ class ExplorePage(QWidget):
             self._say(f"Loaded the saved {data.describe()}.")
 
     def _query_neighbours(self) -> None:
-        if self.query is None or not self.has_checkpoints():
+        if self.query is None or self._run_is_gone() or not self.has_checkpoints():
             return
         kind, value = self.query
         self._query_generation += 1
@@ -485,6 +487,14 @@ class ExplorePage(QWidget):
             self._say(f"Saved {path}.")
 
     # --- small helpers ---------------------------------------------------------------------
+
+    def _run_is_gone(self) -> bool:
+        """Whether the run's folder was deleted or moved since it was chosen (said so)."""
+        if self.run_dir is None or self.run_dir.is_dir():
+            return False
+        self._fail(f"The run folder {self.run_dir} is gone: it was deleted or moved outside "
+                   "the app. Choose another run in the runs list.")
+        return True
 
     def _checkpoint(self) -> str:
         return self.checkpoint_box.checkpoint() or "last"

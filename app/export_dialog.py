@@ -348,6 +348,11 @@ class ExportDialog(QDialog):
         """Start the export in an engine child (nothing happens while one runs)."""
         if self.engine.is_running():
             return
+        if not (self.run_dir / "config.json").is_file():
+            self._say(f"Cannot export: the run folder {self.run_dir} is gone (deleted or "
+                      "moved outside the app). Close this window and choose another run.",
+                      "error")
+            return
         self._clear_result()
         self._pending = None
         self._cancelled = False

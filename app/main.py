@@ -50,9 +50,20 @@ def create_window(args: argparse.Namespace) -> tuple[Any, Any]:
     return app, window
 
 
+def install_error_reporter(window: Any) -> Any:
+    """Report exceptions that nothing caught (in slots, timers, worker threads) in a message
+    box over ``window`` and in ``errors.log`` of the app's data folder, instead of losing
+    them on a terminal nobody sees; the app goes on."""
+    from app.error_report import ErrorReporter
+    from engine.paths import user_data_dir
+
+    return ErrorReporter(user_data_dir() / "errors.log", window).install()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     app, window = create_window(args)
+    window.error_reporter = install_error_reporter(window)
     window.show()
     return app.exec()
 

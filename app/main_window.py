@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QUrl, Signal
+from PySide6.QtCore import QFileSystemWatcher, QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -27,12 +27,24 @@ from app.data_page import DataPage
 from app.explore_page import ExplorePage
 from app.export_dialog import ExportDialog
 from app.probe_page import ProbePage
-from app.run_actions import RunActionError, delete_run, display_name, rename_run
+from app.run_actions import (
+    RunActionError,
+    background_process,
+    delete_run,
+    display_name,
+    rename_run,
+)
 from app.run_model import RunHistory, list_runs
 from app.style import set_role
 from app.train_page import TrainPage
 
 ORGANISATION, APPLICATION = "Contrastive Explorer", "Contrastive Explorer"
+#: The runs list is made again this long after the runs folder changed (runs added,
+#: deleted or moved by anyone), so a burst of changes costs one refresh.
+REFRESH_DELAY_MS = 300
+#: How often the selected run's folder is checked to still exist, for file systems whose
+#: changes the watcher does not see (network shares).
+SELECTED_RUN_CHECK_MS = 5000
 
 
 def device_description() -> str:
@@ -48,6 +60,10 @@ def device_description() -> str:
 
 class MainWindow(QMainWindow):
     """Runs sidebar + one page per job. Drop a folder on the window to open it.
+
+    The runs list follows the runs folder: a run deleted or moved from outside is taken off
+    it (a file-system watcher, and a periodic check of the selected run), and an action on
+    a run whose folder has gone says so.
 
     Signals:
         run_selected(object): the run folder (Path) selected in the sidebar, or None.
@@ -72,6 +88,19 @@ class MainWindow(QMainWindow):
         self.runs.currentItemChanged.connect(self._on_run_selected)
         self.runs.setContextMenuPolicy(Qt.CustomContextMenu)
         self.runs.customContextMenuRequested.connect(self._on_runs_menu)
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(REFRESH_DELAY_MS)
+        self._refresh_timer.timeout.connect(self.refresh_runs)
+        self._runs_watcher = QFileSystemWatcher(self)
+        self._runs_watcher.directoryChanged.connect(lambda _path: self._refresh_timer.start())
+        self._selected_check = QTimer(self)
+        self._selected_check.setInterval(SELECTED_RUN_CHECK_MS)
+        self._selected_check.timeout.connect(self._check_selected_run)
+        self._selected_check.start()
+        self._closing_after_stop = False
+        #: The last message box shown without blocking (see _tell).
+        self.message_box: QMessageBox | None = None
         self.setAcceptDrops(True)
         self.train_page = TrainPage(self.runs_root, cache_dir)
         self.train_page.run_changed.connect(self.refresh_runs)
@@ -177,9 +206,11 @@ class MainWindow(QMainWindow):
 
     def open_export_dialog(self) -> ExportDialog | None:
         """Export the selected run's encoder or embeddings (a dialog that stays open)."""
-        run_dir = self.selected_run()
-        if run_dir is None:
+        if self.selected_run() is None:
             QMessageBox.information(self, "Export", "Select a run in the runs list first.")
+            return None
+        run_dir = self._selected_run_folder("export the run")
+        if run_dir is None:
             return None
         dialog = ExportDialog(run_dir, self.cache_dir, self)
         dialog.setAttribute(Qt.WA_DeleteOnClose)
@@ -218,6 +249,10 @@ class MainWindow(QMainWindow):
 
     def refresh_runs(self) -> None:
         """List the runs again, keeping the selected one selected."""
+        self._refresh_timer.stop()
+        root = str(self.runs_root)
+        if self.runs_root.is_dir() and root not in self._runs_watcher.directories():
+            self._runs_watcher.addPath(root)  # (again, after the folder was made or replaced)
         selected = self.selected_run()
         self.runs.blockSignals(True)
         self.runs.clear()
@@ -230,6 +265,8 @@ class MainWindow(QMainWindow):
                 text += f" · step {run.steps}, loss {run.last_loss:.3f}"
             if run.best_knn is not None:
                 text += f" · best kNN {100 * run.best_knn:.1f}%"
+            if run.checkpoint and run.status not in ("finished", "running"):
+                text += f" · {run.checkpoint}"
             item = QListWidgetItem(text)
             item.setData(Qt.UserRole, str(run.path))
             item.setToolTip(run.problem or str(run.path))
@@ -238,7 +275,37 @@ class MainWindow(QMainWindow):
                 self.runs.setCurrentItem(item)
         self.runs.blockSignals(False)
         if self.selected_run() != selected:
+            if selected is not None and not selected.exists():
+                self.statusBar().showMessage(
+                    f"The run {selected.name} is gone: its folder was deleted or moved "
+                    "outside the app.", 15_000)
             self.run_selected.emit(self.selected_run())
+
+    def _check_selected_run(self) -> None:
+        run_dir = self.selected_run()
+        if run_dir is not None and not run_dir.is_dir():
+            self.refresh_runs()
+
+    def _selected_run_folder(self, action: str) -> Path | None:
+        """The selected run's folder, or None after saying why there is none to ``action``
+        (its folder was deleted or moved outside the app: the list is refreshed)."""
+        run_dir = self.selected_run()
+        if run_dir is None:
+            return None
+        if not (run_dir / "config.json").is_file():
+            self._tell(f"Cannot {action}", f"The run folder {run_dir} is gone: it was deleted "
+                       "or moved outside the app. It is no longer in the runs list.")
+            self.refresh_runs()
+            return None
+        return run_dir
+
+    def _tell(self, title: str, text: str) -> QMessageBox:
+        """A warning that does not block the event loop (runs and children go on)."""
+        box = QMessageBox(QMessageBox.Warning, title, text, QMessageBox.Ok, self)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.open()
+        self.message_box = box
+        return box
 
     def selected_run(self) -> Path | None:
         item = self.runs.currentItem()
@@ -271,7 +338,7 @@ class MainWindow(QMainWindow):
 
     def rename_selected_run(self, name: str | None = None) -> None:
         """Ask for (or take) a new display name for the selected run."""
-        run_dir = self.selected_run()
+        run_dir = self._selected_run_folder("rename the run")
         if run_dir is None:
             return
         if name is None:
@@ -287,12 +354,18 @@ class MainWindow(QMainWindow):
 
     def delete_selected_run(self, confirm: bool = True) -> bool:
         """Delete the selected run folder after asking; a running run is refused."""
-        run_dir = self.selected_run()
+        run_dir = self._selected_run_folder("delete the run")
         if run_dir is None:
             return False
         if run_dir == self.train_page.run_dir and self.train_page.engine.is_running():
             QMessageBox.information(self, "Run is training", "Stop the run before deleting "
                                     "it (Run ▸ Stop).")
+            return False
+        pid = background_process(run_dir)
+        if pid is not None:
+            self._tell("Run is training", f"This run goes on training in the background "
+                       f"(process {pid}). Stop it first: `kill -TERM {pid}` saves a checkpoint "
+                       "and stops it.")
             return False
         if confirm and QMessageBox.question(
                 self, "Delete run", f"Permanently delete “{display_name(run_dir)}” and "
@@ -361,6 +434,11 @@ class MainWindow(QMainWindow):
     def _on_run_opened(self, item: QListWidgetItem) -> None:
         path = Path(item.data(Qt.UserRole))
         events = path / "events.jsonl"
+        if not path.is_dir():
+            self._tell("Cannot show the run", f"The run folder {path} is gone: it was deleted "
+                       "or moved outside the app. It is no longer in the runs list.")
+            self.refresh_runs()
+            return
         if not events.is_file():
             QMessageBox.information(self, "Run", f"{path.name} has no events yet.")
             return
@@ -368,23 +446,64 @@ class MainWindow(QMainWindow):
         self.train_page.curves.add_overlay(path.name, RunHistory.replay(events))
         self.tabs.setCurrentWidget(self.train_page)
 
+    def ask_close_choice(self) -> str:
+        """Ask what becomes of the run that is training when the window closes: "stop"
+        (save a checkpoint, then close), "leave" (close; the run goes on in the background)
+        or "cancel" (keep the window open)."""
+        box = QMessageBox(QMessageBox.Question, "Training is running",
+                          "A run is training. Stop it before closing, or leave it running?",
+                          QMessageBox.NoButton, self)
+        box.setInformativeText(
+            "Stop and close: a checkpoint is saved first; Resume goes on from it.\n"
+            "Leave running: the run goes on without the window and keeps writing to its "
+            "folder; open it from the runs list later.")
+        stop = box.addButton("Stop and close", QMessageBox.AcceptRole)
+        leave = box.addButton("Leave running", QMessageBox.DestructiveRole)
+        box.addButton(QMessageBox.Cancel)
+        box.setDefaultButton(stop)
+        box.exec()
+        clicked = box.clickedButton()
+        return "stop" if clicked is stop else "leave" if clicked is leave else "cancel"
+
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        if self.train_page.engine.is_running():
-            answer = QMessageBox.question(
-                self, "Training is running",
-                "Stop the run (a checkpoint is saved) before closing?\n\n"
-                "Yes: stop and close. No: close and leave the run going. Cancel: keep open.",
-                QMessageBox.Yes | QMessageBox.No | QMessageBox.Cancel)
-            if answer == QMessageBox.Cancel:
+        page = self.train_page
+        if page.engine.is_running():
+            if self._closing_after_stop:
+                self.statusBar().showMessage("Still saving the checkpoint: the window closes "
+                                             "when the run has stopped.")
                 event.ignore()
                 return
-            if answer == QMessageBox.Yes:
-                self.train_page.engine.stop()
-                self.train_page.engine.wait(120_000)
+            choice = self.ask_close_choice()
+            if choice == "cancel":
+                event.ignore()
+                return
+            if choice == "stop":
+                # The window stays responsive while the engine checkpoints, and closes when
+                # the child has ended (the engine terminates it if it does not stop in time).
+                event.ignore()
+                self._closing_after_stop = True
+                page.engine.ended.connect(self._close_after_stop)
+                page.stop()
+                self.statusBar().showMessage("Stopping the run (saving a checkpoint); the "
+                                             "window closes when it has stopped…")
+                return
+            page.detach()
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.saveState())
         self.data_page.shutdown()
         self.augment_page.close()  # waits for a preview still being made
         self.explore_page.cancel(quiet=True)
         self.probe_page.cancel(quiet=True)
+        self._selected_check.stop()
         super().closeEvent(event)
+
+    def _close_after_stop(self, status: str, _code: int = 0, _reason: str = "") -> None:
+        self.train_page.engine.ended.disconnect(self._close_after_stop)
+        self._closing_after_stop = False
+        if status in ("stopped", "finished"):
+            QTimer.singleShot(0, self.close)  # after the Train page has shown how it ended
+            return
+        # It did not stop cleanly: stay open so the person sees what happened.
+        self.tabs.setCurrentWidget(self.train_page)
+        self.statusBar().showMessage(f"The run did not stop cleanly ({status}): see the Train "
+                                     "page. Close the window again to quit.")

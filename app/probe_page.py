@@ -80,8 +80,7 @@ class ProbeRecord:
 def load_records(run_dir: Path) -> tuple[list[ProbeRecord], list[str]]:
     """The run's saved evaluations, newest first, and the files that could not be read."""
     records, damaged = [], []
-    files = sorted((Path(run_dir) / "probes").glob("*.json"),
-                   key=lambda p: p.stat().st_mtime, reverse=True)
+    files = sorted((Path(run_dir) / "probes").glob("*.json"), key=_mtime_ns, reverse=True)
     for path in files:
         try:
             result = json.loads(path.read_text(encoding="utf-8"))
@@ -253,6 +252,8 @@ class ProbePage(QWidget):
         self.reload()
         if self.run_dir is None:
             self._say("Select a trained run in the runs list.")
+        elif not self.run_dir.is_dir():
+            self._say(self._gone(), error=True)
         elif not self.has_checkpoints():
             self._say("This run has no checkpoint yet: train it (or wait for its first epoch).")
         else:
@@ -312,6 +313,9 @@ class ProbePage(QWidget):
 
     def run_probes(self) -> None:
         """kNN, then the linear probe, in engine children (the baseline too if asked)."""
+        if self.run_dir is not None and not self.run_dir.is_dir():
+            self._on_failed(self._gone())
+            return
         if not self.has_checkpoints():
             return
         self.latest = {}
@@ -320,6 +324,10 @@ class ProbePage(QWidget):
         for args, text in ((knn, "kNN accuracy"), (probe, "Linear probe")):
             self.jobs.enqueue(EngineJob("probe", args, text, on_result=self._on_result,
                                         on_failed=self._on_failed))
+
+    def _gone(self) -> str:
+        return (f"The run folder {self.run_dir} is gone: it was deleted or moved outside the "
+                "app. Choose another run in the runs list.")
 
     def cancel(self, quiet: bool = False) -> None:
         if self.jobs.cancel() and not quiet:
@@ -439,6 +447,13 @@ class ProbePage(QWidget):
     def _say(self, text: str, *, error: bool = False) -> None:
         set_role(self.status, "error" if error else "")
         self.status.setText(text)
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:  # deleted since it was listed: its reading fails and says so
+        return 0
 
 
 def _mtime(path: Path) -> str:

@@ -1,12 +1,14 @@
 """What a person can do to a run folder from the runs list: give it a name, delete it.
 
 A run's name is kept in ``run_dir/app.json`` (the folder itself is never renamed: events,
-embeddings and a run still going elsewhere refer to its path). No Qt here.
+embeddings and a run still going elsewhere refer to its path), and so is the process id of
+an engine left training it when the window closed. No Qt here.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -52,6 +54,33 @@ def rename_run(run_dir: Path, name: str) -> str:
         raise RunActionError(f"cannot write the name into {run_dir}: {exc.strerror or exc}; "
                              "check that the folder is writable") from None
     return display_name(run_dir)
+
+
+def mark_running_in_background(run_dir: Path, pid: int) -> None:
+    """Note that engine process ``pid`` goes on training the run without a window, so that
+    the runs list can say so (a run without its end in events.jsonl looks interrupted)."""
+    data = _app_data(run_dir)
+    data["background_pid"] = int(pid)
+    try:
+        write_json_atomic(Path(run_dir) / APP_FILE, data)
+    except OSError:
+        pass  # the run goes on regardless; the list will call it interrupted meanwhile
+
+
+def background_process(run_dir: Path) -> int | None:
+    """The process id of the engine left training the run in the background, while that
+    process is alive; else None."""
+    pid = _app_data(run_dir).get("background_pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError, OverflowError):
+        return None  # gone (or another user's process: a reused id)
+    try:  # a reused process id belongs to another program; a zombie has no command line
+        return pid if b"engine" in Path(f"/proc/{pid}/cmdline").read_bytes() else None
+    except OSError:
+        return pid  # no /proc (macOS): trust the id
 
 
 def delete_run(run_dir: Path, runs_root: Path) -> None:

@@ -12,9 +12,77 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.run_actions import background_process
 from engine.events import read_events
 
 CURVES = ("loss", "lr", "positive_pair_similarity", "embedding_std", "pairs_per_s")
+
+_NUMBER = "a number"
+#: The fields the app reads from each event type it knows, what they must be, and whether
+#: the event is unusable without them. Numbers may be null (the engine writes NaN and
+#: infinity as null) unless required. Other fields are ignored (newer engines may add some).
+EVENT_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
+    "run_start": {"run_dir": ("text", True), "total_steps": ("an integer", False),
+                  "steps_per_epoch": ("an integer", False), "config": ("an object", False),
+                  "dataset": ("an object", False), "device": ("an object", False)},
+    "progress": {"phase": ("text", False), "message": ("text", False),
+                 "done": (_NUMBER, False), "total": (_NUMBER, False)},
+    "warning": {"message": ("text", False)},
+    "step": {"step": ("an integer", True), "loss": (_NUMBER, True),
+             **{key: (_NUMBER, False) for key in CURVES if key != "loss"}},
+    "epoch_end": {"epoch": ("an integer", True), "loss": (_NUMBER, False)},
+    "eval": {"step": ("an integer", True), "knn_top1": (_NUMBER, True),
+             "epoch": ("an integer", False), "images": ("an integer", False),
+             "seconds": (_NUMBER, False)},
+    "checkpoint": {"path": ("text", True), "epoch": ("an integer", False),
+                   "step": ("an integer", False)},
+    "run_end": {"status": ("text", True), "reason": ("text", False)},
+    "error": {"message": ("text", False)},
+    "result": {},
+}
+_KINDS = {"text": (str,), "an integer": (int,), _NUMBER: (int, float), "an object": (dict,)}
+
+
+def _fits(value: Any, kind: str) -> bool:
+    return isinstance(value, _KINDS[kind]) and not isinstance(value, bool)
+
+
+def event_problems(event: dict[str, Any]) -> list[str]:
+    """What is wrong with an event of a known type, for people ("step event: loss is
+    missing", "step event: lr is text, not a number"); [] for a good event or an unknown
+    type (a newer engine's, which readers ignore)."""
+    kind = event.get("type")
+    problems = []
+    for name, (expected, required) in EVENT_FIELDS.get(str(kind), {}).items():
+        value = event.get(name)
+        if value is None:
+            if required:
+                problems.append(f"{kind} event: {name} is missing")
+        elif not _fits(value, expected):
+            problems.append(f"{kind} event: {name} is {_kind_of(value)}, not {expected}")
+    return problems
+
+
+def _kind_of(value: Any) -> str:
+    for kind in ("text", "an integer", _NUMBER, "an object"):
+        if _fits(value, kind):
+            return kind
+    return {bool: "true/false", list: "a list"}.get(type(value), type(value).__name__)
+
+
+def _number(event: dict[str, Any], name: str) -> float:
+    value = event.get(name)
+    return float(value) if _fits(value, _NUMBER) else math.nan
+
+
+def _integer(event: dict[str, Any], name: str) -> int | None:
+    value = event.get(name)
+    return value if _fits(value, "an integer") else None
+
+
+def _mapping(event: dict[str, Any], name: str) -> dict[str, Any]:
+    value = event.get(name)
+    return value if isinstance(value, dict) else {}
 
 
 @dataclass
@@ -36,48 +104,67 @@ class RunHistory:
     device: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     unknown_events: int = 0
+    #: Events with missing or wrong-typed fields (see :func:`event_problems`): what is
+    #: usable of them is kept, the rest ignored.
+    bad_events: int = 0
+    #: (epoch, step) of the last checkpoint the engine reported writing, or None.
+    checkpoint: tuple[int | None, int | None] | None = None
     smoothing: float = 0.9  # exponential moving average weight of the smoothed loss
 
-    def add(self, event: dict[str, Any]) -> None:
-        """Fold one event in; unknown types (from a newer engine) are counted and ignored."""
+    def add(self, event: dict[str, Any]) -> list[str]:
+        """Fold one event in and return what is wrong with it ([] for a good event).
+
+        Unknown types (from a newer engine) are counted and ignored. Fields that are missing
+        or of the wrong type are ignored; an event without its required fields (a step
+        without a loss) is counted in ``bad_events`` and kept only as far as it is usable.
+        """
         kind = event.get("type")
+        problems = event_problems(event)
+        if problems:
+            self.bad_events += 1
         if kind == "run_start":
-            self.total_steps = event.get("total_steps")
-            self.steps_per_epoch = event.get("steps_per_epoch")
-            self.config = event.get("config") or {}
-            self.dataset = event.get("dataset") or {}
-            self.device = event.get("device") or {}
+            self.total_steps = _integer(event, "total_steps")
+            self.steps_per_epoch = _integer(event, "steps_per_epoch")
+            self.config = _mapping(event, "config")
+            self.dataset = _mapping(event, "dataset")
+            self.device = _mapping(event, "device")
             self.status, self.reason = "running", ""
         elif kind == "step":
-            step = event.get("step")
-            if not isinstance(step, int):
-                return
+            step = _integer(event, "step")
+            if step is None:
+                return problems
             if self.steps and step <= self.steps[-1]:
                 self._truncate(step)  # a resumed run repeats no steps, but be safe
             self.steps.append(step)
             for key in CURVES:
-                value = event.get(key)
-                self.curves[key].append(float(value) if isinstance(value, (int, float))
-                                        else math.nan)
+                self.curves[key].append(_number(event, key))
             loss = self.curves["loss"][-1]
             previous = self.smoothed_loss[-1] if self.smoothed_loss else loss
             if math.isnan(previous):
                 previous = loss
-            self.smoothed_loss.append(self.smoothing * previous + (1 - self.smoothing) * loss)
+            # A step without a usable loss leaves a gap in the raw curve, not in the smoothed
+            self.smoothed_loss.append(previous if math.isnan(loss) else
+                                      self.smoothing * previous + (1 - self.smoothing) * loss)
         elif kind == "epoch_end":
-            self.epoch_losses.append((int(event.get("epoch", 0)), float(event.get("loss")
-                                                                        or math.nan)))
+            epoch = _integer(event, "epoch")
+            if epoch is not None:
+                self.epoch_losses.append((epoch, _number(event, "loss")))
         elif kind == "eval":
-            step, top1 = event.get("step"), event.get("knn_top1")
-            if isinstance(step, int) and isinstance(top1, (int, float)):
-                self.knn = [(s, v) for s, v in self.knn if s < step] + [(step, float(top1))]
+            step, top1 = _integer(event, "step"), _number(event, "knn_top1")
+            if step is not None and not math.isnan(top1):
+                self.knn = [(s, v) for s, v in self.knn if s < step] + [(step, top1)]
         elif kind == "warning":
             self.warnings.append(str(event.get("message", "")))
+        elif kind == "checkpoint":
+            if not problems:
+                self.checkpoint = (_integer(event, "epoch"), _integer(event, "step"))
         elif kind == "run_end":
-            self.status = str(event.get("status", "failed"))
+            status = event.get("status")
+            self.status = status if isinstance(status, str) and status else "failed"
             self.reason = str(event.get("reason", ""))
-        elif kind not in ("progress", "checkpoint"):
+        elif kind not in EVENT_FIELDS:
             self.unknown_events += 1
+        return problems
 
     def _truncate(self, step: int) -> None:
         keep = next((i for i, s in enumerate(self.steps) if s >= step), len(self.steps))
@@ -91,7 +178,8 @@ class RunHistory:
         """Whether the run's folder has classes (None before its run_start)."""
         if not self.dataset:
             return None
-        return len(self.dataset.get("classes") or []) >= 2
+        classes = self.dataset.get("classes")
+        return isinstance(classes, list) and len(classes) >= 2
 
     @property
     def best_knn(self) -> float | None:
@@ -111,7 +199,7 @@ class RunHistory:
             return None
         rates = [r for r in self.curves["pairs_per_s"][-window:] if r > 0 and math.isfinite(r)]
         batch = self.config.get("batch_size")
-        if not rates or not batch:
+        if not rates or not _fits(batch, _NUMBER) or batch <= 0:
             return None
         steps_per_s = (sum(rates) / len(rates)) / batch
         return (self.total_steps - self.steps[-1]) / steps_per_s
@@ -139,6 +227,9 @@ class RunSummary:
     last_loss: float | None
     best_knn: float | None = None
     problem: str = ""
+    #: The last checkpoint written (checkpoints/last.pt), for people: "checkpoint at step
+    #: 6"; "" when there is none.
+    checkpoint: str = ""
 
 
 def summarise_run(path: Path) -> RunSummary:
@@ -149,12 +240,27 @@ def summarise_run(path: Path) -> RunSummary:
     except (OSError, ValueError) as exc:
         return RunSummary(path, name, "?", "?", "unreadable", 0, None, None,
                           f"config.json cannot be read ({type(exc).__name__})")
+    if not isinstance(config, dict):
+        return RunSummary(path, name, "?", "?", "unreadable", 0, None, None,
+                          "config.json does not hold a configuration")
     events = path / "events.jsonl"
-    history = RunHistory.replay(events) if events.is_file() else RunHistory(status="new")
+    try:
+        history = RunHistory.replay(events) if events.is_file() else RunHistory(status="new")
+    except OSError as exc:  # e.g. deleted while it was read
+        return RunSummary(path, name, "?", "?", "unreadable", 0, None, None,
+                          f"events.jsonl cannot be read ({type(exc).__name__})")
     last = history.curves["loss"][-1] if history.steps else None
+    checkpoint = ""
+    if (path / "checkpoints" / "last.pt").is_file():
+        step = history.checkpoint[1] if history.checkpoint else None
+        checkpoint = "checkpoint saved" if step is None else f"checkpoint at step {step}"
+    status = history.status
+    if status == "interrupted" and background_process(path) is not None:
+        status = "running in the background"  # left going when a window closed
     return RunSummary(path, name, str(config.get("method", "?")),
-                      Path(str(config.get("data", "?"))).name, history.status,
-                      history.steps[-1] if history.steps else 0, last, history.best_knn)
+                      Path(str(config.get("data", "?"))).name, status,
+                      history.steps[-1] if history.steps else 0, last, history.best_knn,
+                      checkpoint=checkpoint)
 
 
 def list_runs(runs_root: Path) -> list[RunSummary]:
@@ -162,6 +268,10 @@ def list_runs(runs_root: Path) -> list[RunSummary]:
     root = Path(runs_root)
     if not root.is_dir():
         return []
-    runs = [summarise_run(p) for p in root.iterdir()
-            if p.is_dir() and (p / "config.json").exists()]
-    return sorted(runs, key=lambda r: r.name, reverse=True)
+    try:
+        folders = [p for p in root.iterdir() if p.is_dir() and (p / "config.json").exists()]
+    except OSError:  # the runs folder went away while it was listed
+        return []
+    runs = [summarise_run(p) for p in folders]
+    # A folder deleted while the list was made is left out, not shown as damaged.
+    return sorted((r for r in runs if r.path.is_dir()), key=lambda r: r.name, reverse=True)

@@ -25,9 +25,11 @@ from PySide6.QtWidgets import (
 
 from app.curves import TrainingCurves
 from app.engine_process import EngineProcess
-from app.run_model import RunHistory
+from app.run_actions import mark_running_in_background
+from app.run_model import EVENT_FIELDS, RunHistory
 from app.settings_form import SettingsForm
 from engine.config import TrainConfig, preset
+from engine.events import SCHEMA_VERSION
 
 #: Settings shown on the page, in this order (the rest keep their preset values).
 FORM_FIELDS = ["method", "backbone", "image_size", "batch_size", "epochs", "max_steps", "lr",
@@ -55,6 +57,7 @@ class TrainPage(QWidget):
         self.history = RunHistory()
         self.run_dir: Path | None = None
         self._started_at = 0.0
+        self._reported: set[str] = set()  # oddities of the event stream said in the log
         #: Augmentation settings passed to the engine beyond the method's preset.
         self.augment_overrides: dict[str, object] = {}
 
@@ -150,6 +153,10 @@ class TrainPage(QWidget):
         if not folder:
             self._say("Choose an image folder first.")
             return
+        if not Path(folder).expanduser().is_dir():
+            self._say(f"The image folder {folder} is gone (unplugged, moved or deleted): "
+                      "plug it in again or choose another folder.")
+            return
         if not self.form.is_valid():
             self._say("Fix the highlighted settings first: " + "; ".join(
                 self.form.errors().values()))
@@ -173,12 +180,26 @@ class TrainPage(QWidget):
             self._say("Stopping: saving a checkpoint…")
             self.engine.stop()
 
+    def detach(self) -> int | None:
+        """Leave the run going without this page (the window is closing): the engine child
+        goes on and writes its events and checkpoints into the run folder. Returns its
+        process id, or None when no run is going."""
+        pid = self.engine.detach()
+        if pid is not None and self.run_dir is not None:
+            mark_running_in_background(self.run_dir, pid)
+        if pid is not None:
+            self._say(f"The run goes on in the background (process {pid}); open it from the "
+                      "runs list later.")
+            self._update_buttons()
+        return pid
+
     def _launch(self, args: list[str], *, fresh: bool) -> None:
         if fresh:
             self.history = RunHistory()
             self.run_dir = None
             self.curves.show_history(self.history)
             self.log.clear()
+        self._reported.clear()
         self._started_at = time.monotonic()
         self.engine.start(args)
         self._say("Starting the engine…")
@@ -187,17 +208,20 @@ class TrainPage(QWidget):
     # --- engine events -------------------------------------------------------------------
 
     def _on_event(self, event: dict) -> None:
-        self.history.add(event)
+        problems = self.history.add(event)
+        self._report_oddities(event, problems)
         kind = event.get("type")
         if kind == "progress":
             self._say(f"{event.get('phase', '')}: {event.get('message', '')}")
         elif kind == "run_start":
-            self.run_dir = Path(event["run_dir"])
-            device = event.get("device") or {}
-            self._say(f"Training on {device.get('name', 'the device')}: "
-                      f"{(event.get('dataset') or {}).get('summary', '')}")
+            if isinstance(event.get("run_dir"), str) and event["run_dir"]:
+                self.run_dir = Path(event["run_dir"])
+            self._say(f"Training on {self.history.device.get('name', 'the device')}: "
+                      f"{self.history.dataset.get('summary', '')}")
             self.run_changed.emit()
         elif kind == "step":
+            if not self.history.steps or self.history.steps[-1] != event.get("step"):
+                return  # no usable step number: reported, nothing to show
             self.curves.mark_dirty()
             fraction = self.history.progress
             if fraction is not None:
@@ -207,24 +231,64 @@ class TrainPage(QWidget):
                        if self.curves.collapsing() else "")
             knn = (f", kNN accuracy {100 * self.history.knn[-1][1]:.1f}%"
                    if self.history.knn else "")
-            self._say(f"step {event.get('step')} of {self.history.total_steps}, loss "
-                      f"{event.get('loss', float('nan')):.4f}{knn}"
+            total = f" of {self.history.total_steps}" if self.history.total_steps else ""
+            self._say(f"step {self.history.steps[-1]}{total}, loss "
+                      f"{self.history.curves['loss'][-1]:.4f}{knn}"
                       + (f", about {_duration(eta)} left" if eta is not None else "")
                       + warning)
         elif kind == "eval":
             self.curves.mark_dirty()
-            self.log.appendPlainText(
-                f"epoch {event.get('epoch')}: kNN accuracy {100 * event['knn_top1']:.1f}% "
-                f"({event.get('images')} images, {event.get('seconds', 0):.1f} s)")
+            if not problems:
+                seconds = event.get("seconds")
+                took = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
+                self.log.appendPlainText(
+                    f"epoch {event.get('epoch')}: kNN accuracy {100 * event['knn_top1']:.1f}% "
+                    f"({event.get('images')} images{took})")
         elif kind == "warning":
             self.log.appendPlainText("warning: " + str(event.get("message", "")))
 
+    def _report_oddities(self, event: dict, problems: list[str]) -> None:
+        """Say in the log, once each, what of the event stream this app cannot use: event
+        types it does not know (from a newer engine), a newer schema, missing or
+        wrong-typed fields. The run goes on being shown."""
+        kind, version = event.get("type"), event.get("v")
+        notes = [f"{p}; ignored" for p in problems]
+        if kind not in EVENT_FIELDS:
+            notes.append(f"events of type {kind!r} are unknown to this version of the app "
+                         "(written by a newer engine?); they are ignored")
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            notes.append(f"the engine writes events of schema version {version}; this app "
+                         f"reads version {SCHEMA_VERSION} and may miss what is new")
+        for note in notes:
+            if note not in self._reported:
+                self._reported.add(note)
+                self.log.appendPlainText(f"[event stream] {note} (said once)")
+
+    def _checkpoint_note(self) -> str:
+        """Where the run can go on from after it failed or crashed."""
+        if self.run_dir is None:
+            return ""
+        if not (self.run_dir / "checkpoints" / "last.pt").is_file():
+            return " No checkpoint was written."
+        step = self.history.checkpoint[1] if self.history.checkpoint else None
+        at = f" (step {step})" if step is not None else ""
+        return (f" The last checkpoint{at} is in {self.run_dir / 'checkpoints'}: Resume "
+                "goes on from it.")
+
     def _on_ended(self, status: str, code: int, reason: str) -> None:
         self.curves.mark_dirty()
+        if self.history.status == "running":  # no run_end event reached the history
+            self.history.status, self.history.reason = status, reason
+        if self.history.bad_events or self.history.unknown_events:
+            self.log.appendPlainText(
+                f"[event stream] {self.history.bad_events} events had missing or wrong "
+                f"fields and {self.history.unknown_events} were of unknown types")
         if status in ("finished", "stopped"):
             self._say(f"Run {status}: {reason}")
         else:
             tail = "\n".join(list(self.engine.log_tail)[-15:])
+            reason += self._checkpoint_note()
+            self.log.appendPlainText(f"[run {status}] {reason}")
             self._say(f"Run {status}: {reason}")
             box = QMessageBox(QMessageBox.Warning, f"Run {status}", reason,
                               QMessageBox.Ok, self)
@@ -239,8 +303,10 @@ class TrainPage(QWidget):
         self.engine_state_changed.emit()
         self.start_button.setEnabled(not running and self.form.is_valid())
         self.stop_button.setEnabled(running)
-        self.resume_button.setEnabled(not running and self.run_dir is not None
-                                      and self.history.status == "stopped")
+        self.resume_button.setEnabled(
+            not running and self.run_dir is not None
+            and self.history.status in ("stopped", "crashed")
+            and (self.run_dir / "checkpoints" / "last.pt").is_file())
 
     def _say(self, text: str) -> None:
         self.status.setText(text)
