@@ -389,12 +389,24 @@ def _make_chunk(images: torch.Tensor, views: torch.Tensor, p: ViewParams, cfg: A
 
 
 def _make(images: torch.Tensor, repeats: int, cfg: AugmentConfig, size: int,
-          generator: torch.Generator, normalize: bool) -> torch.Tensor:
+          generator: torch.Generator, normalize: bool, global_batch: int | None = None,
+          offset: int = 0) -> torch.Tensor:
     """``repeats`` views of every image: (repeats * N, 3, size, size), view r * N + i of
-    image i. The views are made in chunks of source images (see _CPU_CHUNK_VALUES)."""
+    image i. The views are made in chunks of source images (see _CPU_CHUNK_VALUES).
+
+    ``global_batch``: the images are rows ``offset`` to ``offset + N`` of a batch of that
+    many (one process's share); parameters are drawn for the whole batch, so the generator
+    advances alike in every process, and those rows' parameters are used.
+    """
     _check(images, size)
     n, _, height, width = images.shape
-    params = sample_view_params(repeats * n, height, width, cfg, size, generator)
+    total = n if global_batch is None else global_batch
+    if not 0 <= offset <= total - n:
+        raise ValueError(f"rows {offset}..{offset + n} are not inside a batch of {total}")
+    params = sample_view_params(repeats * total, height, width, cfg, size, generator)
+    if total != n:
+        own = torch.arange(offset, offset + n)
+        params = params.select((torch.arange(repeats).view(-1, 1) * total + own).flatten())
     budget = _CPU_CHUNK_VALUES if images.device.type == "cpu" else _DEVICE_CHUNK_VALUES
     per_chunk = max(1, budget // (repeats * 3 * size * size))  # source images per chunk
     if per_chunk >= n:  # one chunk: every view, already in order
@@ -423,15 +435,20 @@ def make_views(images: torch.Tensor, cfg: AugmentConfig, size: int,
 
 
 def make_pairs(images: torch.Tensor, cfg: AugmentConfig, size: int, generator: torch.Generator,
-               *, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+               *, normalize: bool = True, global_batch: int | None = None,
+               offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The positive pairs of SimCLR / MoCo v2: two independent views of every image.
 
     One pass over the batch repeated twice (2N views, as make_views would make of
     ``images.repeat(2, 1, 1, 1)``, without copying the images), then split: views[:N] and
     views[N:], each float32 (N, 3, size, size).
+
+    With several processes, ``images`` is rows ``offset`` to ``offset + N`` of a global
+    batch of ``global_batch`` images, and the views are exactly those rows of the views a
+    single process would make of the whole batch from the same generator state.
     """
     n = images.shape[0]
-    views = _make(images, 2, cfg, size, generator, normalize)
+    views = _make(images, 2, cfg, size, generator, normalize, global_batch, offset)
     return views[:n], views[n:]
 
 

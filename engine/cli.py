@@ -36,6 +36,7 @@ def _add_settings(parser: argparse.ArgumentParser, cls: type, title: str) -> Non
         default = f.default if f.default is not dataclasses.MISSING else None
         shown = "auto" if default is None else default
         help_text = f"{meta['help']} Allowed: {describe_allowed(meta, tp)}. Default: {shown}."
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %
         if tp is bool and meta["auto"] is None:
             group.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
@@ -95,11 +96,13 @@ class StopSignal:
 
 
 def _run_training(cfg: TrainConfig | None, args: argparse.Namespace) -> int:
+    from engine import distributed
     from engine.data.scan import DataError
     from engine.events import EventWriter
     from engine.train import TrainingError, train
 
-    events = EventWriter(sys.stdout)
+    # Under torchrun every process runs this; only rank 0's stdout carries events.
+    events = EventWriter(sys.stdout if distributed.env_rank() == 0 else None)
     stop = StopSignal()
     stop.install()
     try:
@@ -113,7 +116,8 @@ def _run_training(cfg: TrainConfig | None, args: argparse.Namespace) -> int:
             resume_overrides=_given(args, TrainConfig) if getattr(args, "resume", None) else None)
     except (ConfigError, DataError, TrainingError) as exc:
         events.emit("run_end", status="failed", reason=str(exc), step=0, epoch=0)
-        print(f"error: {exc}", file=sys.stderr)
+        if distributed.env_rank() == 0:  # every process fails alike: one message is enough
+            print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # a bug or an unforeseen failure: say so, keep the traceback
         import traceback
@@ -124,6 +128,7 @@ def _run_training(cfg: TrainConfig | None, args: argparse.Namespace) -> int:
         return EXIT_FAILED
     finally:
         events.close()
+        distributed.shutdown()
     return EXIT_OK if result.status in ("finished", "stopped") else EXIT_FAILED
 
 
@@ -262,6 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in VERBS:
             return _run_explore(run, args)
     except ConfigError as exc:
+        from engine.distributed import env_rank
+
+        if env_rank() != 0:  # under torchrun every process fails alike; rank 0 says why
+            return EXIT_USAGE
         if args.command in ("train", "demo"):  # their stdout is an event stream
             from engine.events import EventWriter
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,8 +136,9 @@ class TrainConfig:
         "square kept); at least image_size.", min=16, max=2048,
         auto="8/7 of image_size, e.g. 256 for 224")
     batch_size: int | None = setting(
-        None, "Images per step (each gives two views).", min=2, max=65536,
-        auto="256 on a GPU, 64 on the CPU")
+        None, "Images per step (each gives two views); with several processes (torchrun) "
+        "the global batch, shared equally among them.", min=2, max=65536,
+        auto="256 per GPU or 64 on the CPU, times the number of processes")
     epochs: int = setting(100, "Passes over the data.", min=1, max=100000)
     max_steps: int | None = setting(
         None, "Stop after this many optimiser steps in total (for short trials).",
@@ -152,6 +154,11 @@ class TrainConfig:
     head_batch_norm: bool | None = setting(
         None, "Batch norm after the projection head's hidden layer.",
         auto="on for SimCLR, off for MoCo v2 as in the papers")
+    sync_batch_norm: bool | None = setting(
+        None, "With several processes (torchrun): batch norm normalises over the global "
+        "batch, every process's images together, as one device would (SimCLR's global BN; "
+        "it also keeps MoCo's key encoder from cheating through per-device statistics). "
+        "No effect in a single process.", auto="on")
     queue_size: int = setting(
         65536, "MoCo: number of negative keys in the queue (reduced, with a warning, to "
         "fit inside the dataset).", min=1, max=10**7)
@@ -213,8 +220,10 @@ class TrainConfig:
             self.augment = AugmentConfig(**_known(AugmentConfig, self.augment, "augment"))
         validate(self)
         dev = self.device
+        # ASCII digits without leading zeros: what torch.device parses ("cuda:²" and
+        # "cuda:01" pass str.isdigit() but make torch.device raise).
         if not (dev in ("auto", "cpu", "cuda", "mps") or
-                (dev.startswith("cuda:") and dev[5:].isdigit())):
+                re.fullmatch(r"cuda:(0|[1-9][0-9]{0,3})", dev)):
             raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps; got {dev!r}")
         if (self.image_size is not None and self.cache_size is not None
                 and self.cache_size < self.image_size):

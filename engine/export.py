@@ -55,6 +55,7 @@ from torch import nn
 from torchvision import models as tvm
 
 from engine import __version__ as ENGINE_VERSION
+from engine.checkpoint import refused_as_unsafe
 from engine.config import BACKBONES, TrainConfig
 from engine.io import write_atomic, write_json_atomic
 from engine.models import Encoder, ProjectionHead
@@ -259,11 +260,19 @@ def load_exported(path: Path) -> Callable[[torch.Tensor], Outputs]:
     fmt = _format_of(path)
     if not path.is_file():
         raise ExportError(f"no exported encoder at {path}")
-    if fmt == "torchscript":
-        with _quiet_torchscript():
-            return torch.jit.load(str(path), map_location="cpu").eval()
-    if fmt == "onnx":
-        return _OnnxRuntimeEncoder(path)
+    try:
+        if fmt == "torchscript":
+            with _quiet_torchscript():
+                return torch.jit.load(str(path), map_location="cpu").eval()
+        if fmt == "onnx":
+            return _OnnxRuntimeEncoder(path)
+    except MissingExtra:
+        raise
+    except Exception as exc:  # damaged, truncated or foreign files raise many types
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
+        raise ExportError(f"{path} is not readable as a {fmt} export ({type(exc).__name__}: "
+                          f"{detail}); it may be damaged or not an export. Export the "
+                          "encoder again") from exc
     state = _read_weights(path, fmt)
     arch, small_stem = _infer_architecture(state)
     backbone = _torchvision_backbone(arch, small_stem)
@@ -576,6 +585,10 @@ def _read_weights(path: Path, fmt: str) -> dict[str, torch.Tensor]:
     except MissingExtra:
         raise
     except Exception as exc:  # many types for damaged or foreign files
+        if refused_as_unsafe(exc):
+            raise ExportError(f"{path} is not an export this program will open: it holds "
+                              "Python objects besides tensors, and loading those could run "
+                              "code from the file") from exc
         raise ExportError(f"{path} is not readable as a {fmt} export "
                           f"({type(exc).__name__}: {exc})") from exc
     if not isinstance(state, dict):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.distributed import gather, gather_with_grad, rank, world_size
 from engine.losses import info_nce, nt_xent
 from engine.models import Encoder
 
@@ -56,7 +57,17 @@ class SimCLR(nn.Module):
         # One pass over both views: batch norm sees all 2N views, as in SimCLR.
         _, z = self.encoder(torch.cat([x1, x2]))  # z: (2N, D)
         z1, z2 = z[:n], z[n:]
-        loss = nt_xent(z1, z2, self.temperature)
+        if world_size() > 1:
+            # Several processes, each with n images of the global batch: every view of every
+            # process is a negative (SimCLR's TPU cross-replica loss); gradients flow back
+            # through the gather, so the loss and its gradient are those of the global batch.
+            # Gathered in float32, the precision the loss computes in anyway.
+            every = gather_with_grad(z.float()).view(world_size(), 2, n, -1)  # (W, 2, n, D)
+            start = rank() * n
+            loss = nt_xent(every[:, 0].flatten(0, 1), every[:, 1].flatten(0, 1),
+                           self.temperature, rows=slice(start, start + n))
+        else:
+            loss = nt_xent(z1, z2, self.temperature)
         with torch.no_grad():
             pos = F.cosine_similarity(z1.float(), z2.float(), dim=1).mean()
         return StepOutput(loss, pos, embedding_spread(z1))
@@ -101,7 +112,11 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def _dequeue_and_enqueue(self, keys: torch.Tensor) -> None:
-        """Overwrite the oldest keys with the newest (a ring buffer; any batch size works)."""
+        """Overwrite the oldest keys with the newest (a ring buffer; any batch size works).
+
+        With several processes ``keys`` is the global batch of keys, in rank order, so every
+        process's queue stays identical (and equal to a single process's).
+        """
         k = self.queue.shape[0]
         keys = keys[:k].to(self.queue.dtype)
         idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % k
@@ -111,11 +126,20 @@ class MoCo(nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
         _, q = self.encoder_q(x1)  # (N, D)
         with torch.no_grad():
+            # The query parameters are the same on every process (DDP averages their
+            # gradients), so the key encoders stay identical too.
             self._momentum_update_key_encoder()
+            # With several processes the key encoder's batch norm must not see only this
+            # process's share of the batch, or it can find each query's key through the
+            # per-device statistics (MoCo, section 3.3). The trainer makes it synchronised
+            # batch norm (sync_batch_norm) rather than MoCo's shuffled BN: the statistics
+            # are then those of the global batch, exactly as on one device, with no extra
+            # gather of the images and no random shuffle to keep in step (MoCo v3 and
+            # SimCLR do the same).
             _, k = self.encoder_k(x2)
             k = F.normalize(k.float(), dim=1)  # (N, D)
         loss = info_nce(q, k, self.queue.clone(), self.temperature)
-        self._dequeue_and_enqueue(k)
+        self._dequeue_and_enqueue(gather(k))  # keys of every process: (world x N, D)
         with torch.no_grad():
             pos = F.cosine_similarity(q.float(), k, dim=1).mean()
         return StepOutput(loss, pos, embedding_spread(q))

@@ -65,11 +65,14 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | None,
-                   num_images: int | None) -> tuple[TrainConfig, dict[str, str]]:
+                   num_images: int | None, world_size: int = 1
+                   ) -> tuple[TrainConfig, dict[str, str]]:
     """A copy of ``cfg`` with every automatic value chosen, and the reason for each choice.
 
     ``typical_side``: the median shorter side of the folder's images (None if unknown).
     ``num_images``: usable images, to check the batch and queue sizes (None: not yet known).
+    ``world_size``: processes training together (torchrun); batch_size is their global
+    batch and must divide evenly among them.
     """
     gpu = device.type in ("cuda", "mps")
     why: dict[str, str] = {}
@@ -99,8 +102,22 @@ def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | 
         why["small_stem"] = ("3x3 stem without max-pool at 64 px and below" if c.small_stem
                              else "standard ResNet stem above 64 px")
     if c.batch_size is None:
-        c.batch_size = 256 if gpu else 64
-        why["batch_size"] = f"{c.batch_size}: the {'GPU' if gpu else 'CPU'} default"
+        per_process = 256 if gpu else 64
+        c.batch_size = per_process * world_size
+        why["batch_size"] = f"{c.batch_size}: the {'GPU' if gpu else 'CPU'} default" + (
+            f" of {per_process} per process, x {world_size} processes" if world_size > 1
+            else "")
+    if world_size > 1 and c.batch_size % world_size:
+        lower = c.batch_size // world_size * world_size
+        options = " or ".join(str(b) for b in (lower, lower + world_size) if b >= 2)
+        raise ConfigError(
+            f"batch_size {c.batch_size} is the global batch of all {world_size} processes and "
+            f"must divide evenly among them: use a multiple of {world_size} ({options})")
+    if c.sync_batch_norm is None:
+        c.sync_batch_norm = True
+        why["sync_batch_norm"] = ("on: with several processes every batch norm sees the "
+                                  "global batch" + (" (one process here: no effect)"
+                                                    if world_size == 1 else ""))
     if c.temperature is None:
         c.temperature = 0.1 if c.method == "simclr" else 0.2
         why["temperature"] = f"{c.temperature}: the {c.method} paper default"

@@ -38,15 +38,28 @@ class BatchLoader:
     batch of an epoch is dropped (contrastive losses depend on the batch size). While the
     model trains on one batch, a thread gathers the next one from the memory-mapped cache
     (and pins it for a fast copy to the GPU).
+
+    With several processes (``world_size`` > 1) ``batch_size`` is the global batch: every
+    process draws the same permutation and takes its own contiguous share of each global
+    batch (rows ``offset`` to ``offset + local_batch_size``), so the shares of one step are
+    disjoint and together exactly the batch a single process would train on, in the same
+    order, and the order still depends only on the seed and the epoch (a run resumes with
+    any number of processes).
     """
 
     def __init__(self, cache: ImageCache, batch_size: int, *, seed: int,
-                 device: torch.device, prefetch: bool = True) -> None:
+                 device: torch.device, prefetch: bool = True, rank: int = 0,
+                 world_size: int = 1) -> None:
         n = len(cache.labels)
         if n < batch_size:
             raise ValueError(f"{n} images cannot fill a batch of {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size or batch_size % world_size:
+            raise ValueError(f"a batch of {batch_size} cannot be shared by {world_size} "
+                             f"processes (rank {rank})")
         self.cache = cache
         self.batch_size = batch_size
+        self.local_batch_size = batch_size // world_size
+        self.offset = rank * self.local_batch_size  # first row of this process's share
         self.seed = seed
         self.device = device
         self.steps_per_epoch = n // batch_size
@@ -60,10 +73,16 @@ class BatchLoader:
             self._orders = {epoch: torch.randperm(len(self.cache.labels), generator=g).numpy()}
         return self._orders[epoch]
 
-    def indices(self, epoch: int, batch: int) -> np.ndarray:
+    def global_indices(self, epoch: int, batch: int) -> np.ndarray:
+        """The cache rows of global batch ``batch`` of ``epoch`` (every process's share)."""
         order = self.order(epoch)
         # Sorted: the memory map is read front to back; order within a batch is irrelevant.
         return np.sort(order[batch * self.batch_size:(batch + 1) * self.batch_size])
+
+    def indices(self, epoch: int, batch: int) -> np.ndarray:
+        """The cache rows of this process's share of that batch (all of it when alone)."""
+        rows = self.global_indices(epoch, batch)
+        return rows[self.offset:self.offset + self.local_batch_size]
 
     def _gather(self, epoch: int, batch: int) -> torch.Tensor:
         images = torch.from_numpy(np.ascontiguousarray(self.cache.images[self.indices(epoch,

@@ -190,11 +190,16 @@ def load_embeddings(folder: Path) -> Embeddings:
         index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
         h = np.load(folder / "features.npy")
         z = np.load(folder / "projections.npy")
-    except (OSError, ValueError) as exc:
+        if not isinstance(index, dict):
+            raise ValueError(f"index.json holds {type(index).__name__}, not an object")
+        labels = np.asarray(index["labels"], dtype=np.int64)
+        if not len(index["paths"]) == len(labels) == len(h) == len(z):
+            raise ValueError("index.json and the arrays disagree on the number of images")
+        return Embeddings(folder, h, z, list(index["paths"]), labels, list(index["classes"]),
+                          str(index["root"]), str(index["checkpoint"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RunError(f"the embeddings in {folder} cannot be read ({exc}); compute them "
                        "again with `contrastive-engine embed`") from None
-    return Embeddings(folder, h, z, index["paths"], np.asarray(index["labels"], dtype=np.int64),
-                      index["classes"], index["root"], index["checkpoint"])
 
 
 def embed_run(run_dir: Path, checkpoint: str = "last", *, data: Path | None = None,
