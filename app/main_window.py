@@ -34,9 +34,9 @@ from app.run_actions import (
     display_name,
     rename_run,
 )
-from app.run_model import RunHistory, list_runs
+from app.run_model import LIVE_EVENTS_S, RUNNING_ELSEWHERE, RunHistory, list_runs
 from app.style import set_role
-from app.train_page import TrainPage
+from app.train_page import STOP_ELSEWHERE_TIP, TrainPage
 
 ORGANISATION, APPLICATION = "Contrastive Explorer", "Contrastive Explorer"
 #: The runs list is made again this long after the runs folder changed (runs added,
@@ -45,6 +45,17 @@ REFRESH_DELAY_MS = 300
 #: How often the selected run's folder is checked to still exist, for file systems whose
 #: changes the watcher does not see (network shares).
 SELECTED_RUN_CHECK_MS = 5000
+#: While a run is trained outside this window (running elsewhere, or left running in the
+#: background), the runs list is made again this often: the watcher sees the runs folder,
+#: not the events a run appends, and not at all on many network shares.
+LIVE_REFRESH_MS = 5000
+#: Statuses of runs that a process other than this window's engine child trains now.
+TRAINED_OUTSIDE = (RUNNING_ELSEWHERE, "running in the background")
+#: A run this window trained counts as ended here (not going on elsewhere) while its
+#: events.jsonl is no newer than the end of the engine child plus this much.
+OWN_RUN_SLACK_S = 2.0
+#: Item data: the run's status as listed.
+STATUS_ROLE = Qt.UserRole + 1
 
 
 def device_description() -> str:
@@ -64,6 +75,12 @@ class MainWindow(QMainWindow):
     The runs list follows the runs folder: a run deleted or moved from outside is taken off
     it (a file-system watcher, and a periodic check of the selected run), and an action on
     a run whose folder has gone says so.
+
+    A run that another process trains (no run_end, events.jsonl changed in the last
+    LIVE_EVENTS_S, not this window's engine child) is listed as "running elsewhere", and
+    the list is made again every LIVE_REFRESH_MS while there is one. Double-click or
+    "Follow live" shows it on the Train page as it goes; merely selecting it does the same
+    when the Train page is idle (:meth:`TrainPage.is_idle`: nothing of its own is lost).
 
     Signals:
         run_selected(object): the run folder (Path) selected in the sidebar, or None.
@@ -94,6 +111,10 @@ class MainWindow(QMainWindow):
         self._refresh_timer.timeout.connect(self.refresh_runs)
         self._runs_watcher = QFileSystemWatcher(self)
         self._runs_watcher.directoryChanged.connect(lambda _path: self._refresh_timer.start())
+        self._runs_watcher.fileChanged.connect(lambda _path: self._refresh_timer.start())
+        self._live_refresh = QTimer(self)
+        self._live_refresh.setInterval(LIVE_REFRESH_MS)
+        self._live_refresh.timeout.connect(self.refresh_runs)
         self._selected_check = QTimer(self)
         self._selected_check.setInterval(SELECTED_RUN_CHECK_MS)
         self._selected_check.timeout.connect(self._check_selected_run)
@@ -180,6 +201,9 @@ class MainWindow(QMainWindow):
                 ("stop", "S&top (checkpoint)", page.stop, "Ctrl+.",
                  "Save a checkpoint and stop the run (Ctrl+.)"),
                 ("resume", "&Resume", page.resume, None, "Continue the stopped run"),
+                ("unfollow", "Stop f&ollowing", page.stop_following, None,
+                 "Stop showing the run trained by another process on the Train page (it "
+                 "goes on where it runs)"),
                 ("export", "&Export encoder or embeddings…", self.open_export_dialog,
                  "Ctrl+E", "Export the selected run's encoder or embeddings (Ctrl+E)"),
                 ("refresh", "Re&fresh runs", self.refresh_runs, QKeySequence.Refresh, "")]:
@@ -201,8 +225,12 @@ class MainWindow(QMainWindow):
 
     def _update_actions(self) -> None:
         running = self.train_page.engine.is_running()
-        self.actions["start"].setEnabled(not running)
+        following = self.train_page.following is not None
+        self.actions["start"].setEnabled(not running and not following)
         self.actions["stop"].setEnabled(running)
+        self.actions["stop"].setToolTip(STOP_ELSEWHERE_TIP if following
+                                        else "Save a checkpoint and stop the run (Ctrl+.)")
+        self.actions["unfollow"].setEnabled(following)
 
     def open_export_dialog(self) -> ExportDialog | None:
         """Export the selected run's encoder or embeddings (a dialog that stays open)."""
@@ -250,16 +278,18 @@ class MainWindow(QMainWindow):
     def refresh_runs(self) -> None:
         """List the runs again, keeping the selected one selected."""
         self._refresh_timer.stop()
-        root = str(self.runs_root)
-        if self.runs_root.is_dir() and root not in self._runs_watcher.directories():
-            self._runs_watcher.addPath(root)  # (again, after the folder was made or replaced)
         selected = self.selected_run()
+        scrolled = self.runs.verticalScrollBar().value()
         self.runs.blockSignals(True)
         self.runs.clear()
         page = self.train_page
-        for run in list_runs(self.runs_root):
+        runs = list_runs(self.runs_root)
+        for run in runs:
             if run.path == page.run_dir and page.engine.is_running():
                 run.status = "running"  # no run_end yet because it is still going
+            elif run.status == RUNNING_ELSEWHERE and self._ended_here(run.path,
+                                                                      run.events_mtime):
+                run.status = "interrupted"  # this window's engine child wrote it, and ended
             text = f"{display_name(run.path)}\n{run.method} · {run.dataset} · {run.status}"
             if run.last_loss is not None:
                 text += f" · step {run.steps}, loss {run.last_loss:.3f}"
@@ -269,17 +299,60 @@ class MainWindow(QMainWindow):
                 text += f" · {run.checkpoint}"
             item = QListWidgetItem(text)
             item.setData(Qt.UserRole, str(run.path))
-            item.setToolTip(run.problem or str(run.path))
+            item.setData(STATUS_ROLE, run.status)
+            tip = run.problem or str(run.path)
+            if run.status == RUNNING_ELSEWHERE:
+                tip += (f"\nAnother process trains this run: its events.jsonl changed in the "
+                        f"last {LIVE_EVENTS_S // 60} min. Double-click to follow it live on "
+                        "the Train page.")
+            item.setToolTip(tip)
             self.runs.addItem(item)
             if run.path == selected:
                 self.runs.setCurrentItem(item)
+        self.runs.verticalScrollBar().setValue(scrolled)
         self.runs.blockSignals(False)
+        self._watch(runs)
+        if not any(run.status in TRAINED_OUTSIDE for run in runs):
+            self._live_refresh.stop()
+        elif not self._live_refresh.isActive():
+            self._live_refresh.start()
         if self.selected_run() != selected:
             if selected is not None and not selected.exists():
                 self.statusBar().showMessage(
                     f"The run {selected.name} is gone: its folder was deleted or moved "
                     "outside the app.", 15_000)
             self.run_selected.emit(self.selected_run())
+
+    def _ended_here(self, run_dir: Path, events_mtime: float | None) -> bool:
+        """Whether this window's engine child trained ``run_dir`` and nothing wrote its
+        events since that child ended (so no other process is training it)."""
+        ended = self.train_page.own_runs.get(run_dir)
+        return (ended is not None and events_mtime is not None
+                and events_mtime <= ended + OWN_RUN_SLACK_S)
+
+    def _watch(self, runs) -> None:
+        """Watch the runs folder (runs added, deleted, moved), the events.jsonl of each run
+        that nothing trains now (a run resumed elsewhere appends to it) and folders that are
+        not runs yet (a run starting elsewhere writes its config.json there). Runs being
+        trained are not watched (they change all the time): the periodic refresh sees
+        them."""
+        wanted = set()
+        if self.runs_root.is_dir():
+            wanted.add(str(self.runs_root))  # (again, after the folder was made or replaced)
+            try:
+                wanted |= {str(p) for p in self.runs_root.iterdir()
+                           if p.is_dir() and not (p / "config.json").exists()}
+            except OSError:
+                pass
+        wanted |= {str(run.path / "events.jsonl") for run in runs
+                   if run.events_mtime is not None and run.status != "running"
+                   and run.status not in TRAINED_OUTSIDE}
+        watcher = self._runs_watcher
+        watched = set(watcher.files()) | set(watcher.directories())
+        if watched - wanted:
+            watcher.removePaths(sorted(watched - wanted))
+        if wanted - watched:
+            watcher.addPaths(sorted(wanted - watched))
 
     def _check_selected_run(self) -> None:
         run_dir = self.selected_run()
@@ -320,18 +393,33 @@ class MainWindow(QMainWindow):
 
     def _on_run_selected(self, current: QListWidgetItem | None, _previous=None) -> None:
         self.run_selected.emit(Path(current.data(Qt.UserRole)) if current else None)
+        if (current is not None and current.data(STATUS_ROLE) == RUNNING_ELSEWHERE
+                and self.train_page.is_idle()):
+            self.train_page.follow(Path(current.data(Qt.UserRole)))  # (the page stays)
 
     def _on_runs_menu(self, position) -> None:
         item = self.runs.itemAt(position)
         if item is None:
             return
         self.runs.setCurrentItem(item)
+        # The list may be made again while the menu is open: keep the path, not the item.
+        path, status = Path(item.data(Qt.UserRole)), item.data(STATUS_ROLE)
         menu = QMenu(self)
-        menu.addAction("Show curves", lambda: self._on_run_opened(item))
+        menu.setToolTipsVisible(True)
+        if self.train_page.following == path:
+            menu.addAction("Stop following", self.train_page.stop_following)
+        elif status == RUNNING_ELSEWHERE:
+            follow = menu.addAction("Follow live", lambda: self.follow_run(path))
+            follow.setToolTip("Show this run, which another process trains, on the Train "
+                              "page as it goes")
+            if self.train_page.engine.is_running():
+                follow.setEnabled(False)
+                follow.setToolTip("A run is training in this window: stop it first")
+        menu.addAction("Show curves", lambda: self.show_run_curves(path))
         menu.addAction("Rename…", self.rename_selected_run)
         menu.addAction("Export…", self.open_export_dialog)
         menu.addAction("Show in file manager", lambda: QDesktopServices.openUrl(
-            QUrl.fromLocalFile(item.data(Qt.UserRole))))
+            QUrl.fromLocalFile(str(path))))
         menu.addSeparator()
         menu.addAction("Delete…", self.delete_selected_run)
         menu.popup(self.runs.viewport().mapToGlobal(position))
@@ -360,6 +448,13 @@ class MainWindow(QMainWindow):
         if run_dir == self.train_page.run_dir and self.train_page.engine.is_running():
             QMessageBox.information(self, "Run is training", "Stop the run before deleting "
                                     "it (Run ▸ Stop).")
+            return False
+        item = self.runs.currentItem()
+        if item is not None and item.data(STATUS_ROLE) == RUNNING_ELSEWHERE:
+            self._tell("Run is training", "Another process is training this run (its "
+                       f"events.jsonl changed in the last {LIVE_EVENTS_S // 60} min). Stop "
+                       "it where it runs first (Ctrl+C, or SIGTERM to the engine or "
+                       "torchrun: it saves a checkpoint and stops).")
             return False
         pid = background_process(run_dir)
         if pid is not None:
@@ -432,7 +527,37 @@ class MainWindow(QMainWindow):
             self.explore_page.show_neighbours_of_file(path)
 
     def _on_run_opened(self, item: QListWidgetItem) -> None:
+        """Double-click: follow a run trained elsewhere live (when this window trains none),
+        else overlay the run's curves on the Train page's."""
         path = Path(item.data(Qt.UserRole))
+        if (item.data(STATUS_ROLE) == RUNNING_ELSEWHERE
+                and not self.train_page.engine.is_running()):
+            self.follow_run(path)
+        else:
+            self.show_run_curves(path)
+
+    def follow_run(self, run_dir: Path) -> bool:
+        """Show ``run_dir``, trained by another process, live on the Train page; following
+        another run, or starting a run here, stops it."""
+        if not (Path(run_dir) / "config.json").is_file():
+            self._tell("Cannot follow the run", f"The run folder {run_dir} is gone: it was "
+                       "deleted or moved outside the app. It is no longer in the runs list.")
+            self.refresh_runs()
+            return False
+        if self.train_page.following == Path(run_dir):
+            self.tabs.setCurrentWidget(self.train_page)  # (already followed)
+            return True
+        if not self.train_page.follow(Path(run_dir)):
+            self._tell("Cannot follow the run", "A run is training in this window and the "
+                       "Train page shows it: stop it first. Meanwhile “Show curves” in the "
+                       "runs list compares the other run's curves with it.")
+            return False
+        self.tabs.setCurrentWidget(self.train_page)
+        return True
+
+    def show_run_curves(self, path: Path) -> None:
+        """Draw a run's curves behind the Train page's own (replayed once)."""
+        path = Path(path)
         events = path / "events.jsonl"
         if not path.is_dir():
             self._tell("Cannot show the run", f"The run folder {path} is gone: it was deleted "
@@ -494,7 +619,9 @@ class MainWindow(QMainWindow):
         self.augment_page.close()  # waits for a preview still being made
         self.explore_page.cancel(quiet=True)
         self.probe_page.cancel(quiet=True)
+        page.stop_following(quiet=True)
         self._selected_check.stop()
+        self._live_refresh.stop()
         super().closeEvent(event)
 
     def _close_after_stop(self, status: str, _code: int = 0, _reason: str = "") -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,14 @@ from app.run_actions import background_process
 from engine.events import read_events
 
 CURVES = ("loss", "lr", "positive_pair_similarity", "embedding_std", "pairs_per_s")
+
+#: A run without its run_end whose events.jsonl changed less than this long ago is taken to
+#: be trained by a process of its own (a terminal, torchrun on a shared disk): "running
+#: elsewhere". Older, the process is taken to have died: "interrupted". The engine writes a
+#: step event every few seconds on any sensible setting (log_every steps), so ten minutes
+#: leaves room for slow steps, a long evaluation and some clock skew of a network share.
+LIVE_EVENTS_S = 600
+RUNNING_ELSEWHERE = "running elsewhere"
 
 _NUMBER = "a number"
 #: The fields the app reads from each event type it knows, what they must be, and whether
@@ -215,6 +225,69 @@ class RunHistory:
 
 
 @dataclass
+class TailRead:
+    """What one :meth:`EventTail.read` found."""
+
+    #: Whole lines appended since the last read (without their newline), oldest first.
+    lines: list[str]
+    #: The file was replaced or truncated: ``lines`` start again from its beginning, and
+    #: what was built from the earlier lines is to be thrown away.
+    restarted: bool = False
+    #: The read stopped at its size limit: more is already there; read again soon.
+    more: bool = False
+
+
+class EventTail:
+    """The lines appended to an events.jsonl that another process writes, for following a
+    run live. Each :meth:`read` reads only the bytes added since the last one; a last line
+    without its newline yet is kept until the newline arrives (a writer may be half-way
+    through it). A file replaced (a new inode) or cut shorter, or whose bytes before the
+    read position changed, is read again from the start. No Qt here.
+    """
+
+    _CHECK_BYTES = 64  # bytes before the read position compared at each read
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.offset = 0  # bytes read so far
+        self.partial = b""  # the start of a line whose newline has not arrived yet
+        #: When the file last changed (Unix seconds), as of the last read; None before.
+        self.mtime: float | None = None
+        self._identity: tuple[int, int] | None = None
+        self._before = b""  # the last bytes read, to notice a rewritten file
+
+    def read(self, max_bytes: int | None = None) -> TailRead:
+        """Read what was appended (at most ``max_bytes``). Raises OSError when the file
+        cannot be read (gone, no permission)."""
+        restarted = False
+        with open(self.path, "rb") as f:
+            stat = os.fstat(f.fileno())
+            self.mtime = stat.st_mtime
+            identity = (stat.st_dev, stat.st_ino)
+            if self._identity is not None and (
+                    identity != self._identity or stat.st_size < self.offset
+                    or not self._unchanged(f)):
+                self.offset, self.partial, self._before = 0, b"", b""
+                restarted = True
+            self._identity = identity
+            f.seek(self.offset)
+            data = f.read(-1 if max_bytes is None else max_bytes)
+        self.offset += len(data)
+        if data:
+            self._before = (self._before + data)[-self._CHECK_BYTES:]
+        *complete, self.partial = (self.partial + data).split(b"\n")
+        lines = [line.decode("utf-8", errors="replace") for line in complete]
+        more = max_bytes is not None and len(data) == max_bytes
+        return TailRead(lines, restarted, more)
+
+    def _unchanged(self, f) -> bool:
+        if not self._before:
+            return True
+        f.seek(self.offset - len(self._before))
+        return f.read(len(self._before)) == self._before
+
+
+@dataclass
 class RunSummary:
     """One line of the runs list."""
 
@@ -230,6 +303,40 @@ class RunSummary:
     #: The last checkpoint written (checkpoints/last.pt), for people: "checkpoint at step
     #: 6"; "" when there is none.
     checkpoint: str = ""
+    #: When events.jsonl last changed (Unix seconds), None without one.
+    events_mtime: float | None = None
+
+
+@dataclass(frozen=True)
+class _Replayed:
+    """What the runs list needs of a replayed events.jsonl (kept per file version, so an
+    unchanged run is not read again at each refresh)."""
+
+    status: str
+    steps: int
+    last_loss: float | None
+    best_knn: float | None
+    checkpoint_step: int | None
+
+
+#: events.jsonl path -> ((device, inode, size, mtime in ns), what its replay gave).
+_replayed: dict[Path, tuple[tuple[int, int, int, int], _Replayed]] = {}
+_REPLAYED_MAX = 1000
+
+
+def _replay_for_list(events: Path, stat: os.stat_result) -> _Replayed:
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    cached = _replayed.get(events)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    history = RunHistory.replay(events)
+    replayed = _Replayed(history.status, history.steps[-1] if history.steps else 0,
+                         history.curves["loss"][-1] if history.steps else None,
+                         history.best_knn, history.checkpoint[1] if history.checkpoint else None)
+    if len(_replayed) >= _REPLAYED_MAX:
+        _replayed.clear()
+    _replayed[events] = (key, replayed)
+    return replayed
 
 
 def summarise_run(path: Path) -> RunSummary:
@@ -245,22 +352,26 @@ def summarise_run(path: Path) -> RunSummary:
                           "config.json does not hold a configuration")
     events = path / "events.jsonl"
     try:
-        history = RunHistory.replay(events) if events.is_file() else RunHistory(status="new")
+        stat = events.stat() if events.is_file() else None
+        replayed = (_replay_for_list(events, stat) if stat is not None
+                    else _Replayed("new", 0, None, None, None))
     except OSError as exc:  # e.g. deleted while it was read
         return RunSummary(path, name, "?", "?", "unreadable", 0, None, None,
                           f"events.jsonl cannot be read ({type(exc).__name__})")
-    last = history.curves["loss"][-1] if history.steps else None
     checkpoint = ""
     if (path / "checkpoints" / "last.pt").is_file():
-        step = history.checkpoint[1] if history.checkpoint else None
+        step = replayed.checkpoint_step
         checkpoint = "checkpoint saved" if step is None else f"checkpoint at step {step}"
-    status = history.status
+    status = replayed.status
     if status == "interrupted" and background_process(path) is not None:
         status = "running in the background"  # left going when a window closed
+    elif status == "interrupted" and stat is not None and (
+            time.time() - stat.st_mtime < LIVE_EVENTS_S):
+        status = RUNNING_ELSEWHERE  # another process writes it (a window may know better)
     return RunSummary(path, name, str(config.get("method", "?")),
-                      Path(str(config.get("data", "?"))).name, status,
-                      history.steps[-1] if history.steps else 0, last, history.best_knn,
-                      checkpoint=checkpoint)
+                      Path(str(config.get("data", "?"))).name, status, replayed.steps,
+                      replayed.last_loss, replayed.best_knn, checkpoint=checkpoint,
+                      events_mtime=stat.st_mtime if stat is not None else None)
 
 
 def list_runs(runs_root: Path) -> list[RunSummary]:
