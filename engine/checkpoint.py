@@ -110,7 +110,8 @@ def _load_resumable(path: Path) -> dict[str, Any]:
 def find_resume_point(folder: Path) -> ResumePoint:
     """The newest readable checkpoint in a run's ``checkpoints/`` folder.
 
-    last.pt is rewritten every epoch and epoch-NNNN.pt kept every ``keep_every`` epochs;
+    last.pt is rewritten every epoch (and every ``checkpoint_minutes`` within one) and
+    epoch-NNNN.pt kept every ``keep_every`` epochs;
     train() writes the numbered file first, so a numbered file newer than last.pt means the
     process stopped between the two writes, and it is the one to continue from. A file that
     cannot be read (damaged, cut short, not a checkpoint) is passed over for the next

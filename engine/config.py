@@ -200,6 +200,10 @@ class TrainConfig:
     keep_every: int = setting(
         10, "Keep a numbered checkpoint (epoch-NNNN.pt) every this many epochs; last.pt "
         "is rewritten every epoch.", min=1, max=10**6)
+    checkpoint_minutes: float = setting(
+        10.0, "Also rewrite last.pt within an epoch once this many minutes have passed since "
+        "the last checkpoint, so that a crash, a kill or a power cut loses at most this much "
+        "training; 0: only at the end of each epoch.", min=0.0, max=10.0**6)
     knn_every: int = setting(
         1, "With labels (class sub-folders): measure weighted kNN accuracy (k=20, T=0.07, "
         "a fixed 20% held-out split) on the frozen features every this many epochs and at "

@@ -42,7 +42,8 @@ from engine.paths import default_runs_root, user_cache_dir
 from engine.resolve import DeviceInfo, resolve_config, resolve_device
 from engine.settings import ConfigError
 
-RESUMABLE_OVERRIDES = ("epochs", "max_steps", "log_every", "keep_every", "device",
+RESUMABLE_OVERRIDES = ("epochs", "max_steps", "log_every", "keep_every",
+                       "checkpoint_minutes", "device",
                        "num_threads", "compile", "knn_every", "knn_max_images")
 
 
@@ -400,6 +401,8 @@ def train(
             "world_size": ctx.world_size,  # for information: any number can resume
         }
 
+    saved_at = [time.monotonic()]  # when the last checkpoint was written (rank 0)
+
     def save(epoch: int, keep: bool) -> None:
         if not ctx.is_main:  # the model is the same in every process: rank 0 saves it
             return
@@ -410,6 +413,7 @@ def train(
         for path in paths + [run_dir / "checkpoints" / "last.pt"]:
             save_checkpoint(path, checkpoint_state(epoch))
             events.emit("checkpoint", path=str(path), epoch=epoch, step=step)
+        saved_at[0] = time.monotonic()
 
     def end(status: str, reason: str) -> RunResult:
         epoch = step // steps_per_epoch
@@ -496,6 +500,9 @@ def train(
                 epoch_loss.zero_()
                 epoch_steps = 0
                 epoch_start = time.perf_counter()
+            elif (cfg.checkpoint_minutes > 0 and ctx.is_main
+                  and time.monotonic() - saved_at[0] >= 60 * cfg.checkpoint_minutes):
+                save(step // steps_per_epoch, keep=False)  # mid-epoch: last.pt only
     except torch.OutOfMemoryError:
         return end("failed", _out_of_memory(cfg, "GPU memory", run_dir))
     except (MemoryError, RuntimeError) as exc:

@@ -117,6 +117,25 @@ def test_stop_then_resume_continues_and_matches_an_uninterrupted_run(folder, tmp
         assert torch.equal(a[key], b[key]), key
 
 
+def test_timed_checkpoints_within_an_epoch_bound_the_work_a_kill_loses(folder, tmp_path):
+    # 24 images, batch 8: 3 steps an epoch. With a checkpoint interval shorter than a step,
+    # last.pt is rewritten after every step, not only at the end of each epoch.
+    done = run({"data": str(folder), "epochs": 2, "seed": 3, "checkpoint_minutes": 1e-6},
+               tmp_path / "timed")
+    saved = [e["step"] for e in events_of(done.run_dir) if e["type"] == "checkpoint"
+             and e["path"].endswith("last.pt")]
+    assert saved == [1, 2, 3, 4, 5, 6]
+    hourly = run({"data": str(folder), "epochs": 2, "seed": 3, "checkpoint_minutes": 60},
+                 tmp_path / "hourly")
+    saved = [e["step"] for e in events_of(hourly.run_dir) if e["type"] == "checkpoint"
+             and e["path"].endswith("last.pt")]
+    assert saved == [3, 6]  # the ends of the epochs only
+    # The same training either way: saving reads the model, never changes it.
+    a = load_checkpoint(done.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(hourly.run_dir / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
 def test_resume_can_extend_but_not_change_the_method(folder, tmp_path):
     first = run({"data": str(folder), "epochs": 1}, tmp_path)
     more = train(TrainConfig(), resume=first.run_dir, cache_dir=tmp_path / "cache",
