@@ -21,7 +21,11 @@ TRAINING_VERBS = ("train", "demo")
 
 
 def engine_command() -> tuple[str, list[str]]:
-    """Program and leading arguments that start the engine CLI with this interpreter."""
+    """Program and leading arguments that start the engine CLI: ``-m engine`` with this
+    interpreter; in a frozen bundle (PyInstaller), where sys.executable is the app itself,
+    the app's worker mode ``--engine`` (app.main.main)."""
+    if getattr(sys, "frozen", False):
+        return sys.executable, ["--engine"]
     return sys.executable, ["-m", "engine"]
 
 
@@ -79,6 +83,11 @@ class EngineProcess(QObject):
         process.errorOccurred.connect(self._on_error)
         program, leading = engine_command()
         self._process = process
+        if hasattr(QProcess, "setUnixProcessParameters") and sys.platform != "win32":
+            # A session of its own: a run left going when the window closes is not hung up
+            # (SIGHUP) with the terminal the app was started from, and Ctrl-C there reaches
+            # the app (which asks what to do with the run), not the engine directly.
+            process.setUnixProcessParameters(QProcess.UnixProcessFlag.CreateNewSession)
         process.start(program, leading + list(arguments))
 
     def stop(self, timeout_ms: int = 60_000) -> None:

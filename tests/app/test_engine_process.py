@@ -123,3 +123,22 @@ def test_a_crash_names_the_last_thing_the_child_said(qtbot, monkeypatch):
     with qtbot.waitSignal(child.ended, timeout=30_000) as ended:
         child.start([])
     assert ended.args[0] == "crashed" and "MemoryError: out of memory" in ended.args[2]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Unix sessions")
+def test_the_child_runs_in_a_session_of_its_own(qtbot, monkeypatch, tmp_path):
+    # A run left going when the window closes must not be hung up with the app's terminal.
+    import os
+
+    marker = tmp_path / "sid"
+    monkeypatch.setattr(engine_process, "engine_command", fake(
+        f"import os, time; open({str(marker)!r}, 'w').write(str(os.getsid(0))); "
+        "time.sleep(30)"))
+    child = EngineProcess()
+    child.start([])
+    qtbot.waitUntil(lambda: marker.is_file() and marker.read_text() != "", timeout=10_000)
+    try:
+        assert int(marker.read_text()) == child.pid() != os.getsid(0)
+    finally:
+        child.kill()
+        child.wait(5000)
