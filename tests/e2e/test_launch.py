@@ -87,6 +87,10 @@ def test_the_app_opens_a_window_on_the_demo_dataset(xvfb, tmp_path):
         if artefacts:
             Path(artefacts).mkdir(parents=True, exist_ok=True)
             shutil.copy(shot, Path(artefacts) / "launch.png")
+        # SIGTERM (or Ctrl-C in its terminal) closes the window as its close button would:
+        # no run is training, so the app ends normally.
+        app.send_signal(signal.SIGTERM)
+        assert app.wait(30) == 0, app.stdout.read().decode(errors="replace")[-3000:]
     finally:
         app.send_signal(signal.SIGTERM)
         try:
