@@ -1,6 +1,8 @@
 """Test-wide set-up: nothing may touch the real home folder, the network or a screen."""
 
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -13,3 +15,23 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CONTRASTIVE_EXPLORER_CACHE", str(base / "user-cache"))
     monkeypatch.setenv("CONTRASTIVE_EXPLORER_DATA", str(base / "user-data"))
     monkeypatch.setenv("CONTRASTIVE_EXPLORER_RUNS", str(base / "user-runs"))
+
+
+@pytest.fixture
+def xvfb():
+    """A private virtual screen; yields its DISPLAY value."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (Debian: apt-get install xvfb; .ci/run does it)")
+    read, write = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1400x900x24",
+                               "-nolisten", "tcp"], pass_fds=(write,),
+                              stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as f:
+        number = f.readline().strip()
+    if not number:
+        server.kill()
+        pytest.fail("Xvfb did not start")
+    yield f":{number}"
+    server.terminate()
+    server.wait(10)

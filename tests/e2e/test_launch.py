@@ -16,46 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.screen import screenshot
+
 pytest.importorskip("PySide6")
-
-GRAB = r"""
-import sys
-from PySide6.QtGui import QGuiApplication
-app = QGuiApplication(sys.argv[:1])
-screen = app.primaryScreen()
-ok = screen.grabWindow(0).save(sys.argv[1], "PNG")
-sys.exit(0 if ok else 1)
-"""
-
-
-@pytest.fixture
-def xvfb():
-    """A private virtual screen; yields its DISPLAY value."""
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (Debian: apt-get install xvfb; .ci/run does it)")
-    read, write = os.pipe()
-    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1400x900x24",
-                               "-nolisten", "tcp"], pass_fds=(write,),
-                              stderr=subprocess.DEVNULL)
-    os.close(write)
-    with os.fdopen(read) as f:
-        number = f.readline().strip()
-    if not number:
-        server.kill()
-        pytest.fail("Xvfb did not start")
-    yield f":{number}"
-    server.terminate()
-    server.wait(10)
-
-
-def screenshot(display: str, path: Path) -> np.ndarray:
-    env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb"}
-    subprocess.run([sys.executable, "-c", GRAB, str(path)], env=env, check=True, timeout=60,
-                   capture_output=True)
-    from PIL import Image
-
-    return np.asarray(Image.open(path).convert("RGB"))
-
 
 def test_the_app_opens_a_window_on_the_demo_dataset(xvfb, tmp_path):
     script = Path(sys.executable).with_name("contrastive-explorer")

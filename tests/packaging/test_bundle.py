@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.engine.test_train import make_folder
+from tests.screen import screenshot
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "dist" / "contrastive-explorer" / "contrastive-explorer"
@@ -35,3 +36,35 @@ def test_the_frozen_app_trains_as_its_own_engine_child(qtbot, monkeypatch, tmp_p
     assert tuple(ended.args[:2]) == ("finished", 0), ended.args
     assert events[-1]["type"] == "run_end"
     assert (Path(events[-1]["run_dir"]) / "checkpoints" / "last.pt").is_file()
+
+
+def test_the_bundle_opens_its_window_on_a_virtual_screen(xvfb, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import numpy as np
+
+    env = {**os.environ, "DISPLAY": xvfb, "QT_QPA_PLATFORM": "xcb",
+           "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    app = subprocess.Popen([str(BUNDLE), "--demo", "--runs-root", str(tmp_path / "runs")],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    shot = tmp_path / "bundle.png"
+    try:
+        deadline, colours = time.monotonic() + 180, 0
+        while time.monotonic() < deadline and colours <= 50:
+            assert app.poll() is None, app.stdout.read().decode(errors="replace")[-3000:]
+            time.sleep(2)
+            pixels = screenshot(xvfb, shot)
+            colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
+        assert colours > 50, "no window appeared within 180 s"
+        artefacts = os.environ.get("CONTRASTIVE_EXPLORER_ARTEFACTS")
+        if artefacts:
+            Path(artefacts).mkdir(parents=True, exist_ok=True)
+            (Path(artefacts) / "bundle.png").write_bytes(shot.read_bytes())
+        app.send_signal(signal.SIGTERM)  # closes the window as its close button would
+        assert app.wait(30) == 0
+    finally:
+        if app.poll() is None:
+            app.kill()
