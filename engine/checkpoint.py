@@ -6,6 +6,7 @@ import errno
 import io
 import pickle
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,24 @@ class CheckpointError(Exception):
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Serialise ``state`` to memory, then write it atomically (temporary file + rename), so
     a kill or a full disk never leaves a half-written checkpoint in place of the old one."""
+    save_checkpoints([path], state)
+
+
+def save_checkpoints(paths: Sequence[Path], state: dict[str, Any],
+                     written: Callable[[Path], None] = lambda path: None) -> None:
+    """:func:`save_checkpoint` to each of ``paths`` in order, serialising ``state`` once;
+    ``written(path)`` is called after each file is in place."""
     buffer = io.BytesIO()
     torch.save({"checkpoint_version": CHECKPOINT_VERSION, **state}, buffer)
-    try:
-        write_atomic(Path(path), lambda f: f.write(buffer.getbuffer()))
-    except OSError as exc:
-        raise CheckpointError(
-            f"could not write checkpoint {path}: {write_failure(exc)}. The previous "
-            "checkpoint is intact; free disk space (or make the folder writable) or move the "
-            "run folder to another disk, then --resume the run") from exc
+    for path in paths:
+        try:
+            write_atomic(Path(path), lambda f: f.write(buffer.getbuffer()))
+        except OSError as exc:
+            raise CheckpointError(
+                f"could not write checkpoint {path}: {write_failure(exc)}. The previous "
+                "checkpoint is intact; free disk space (or make the folder writable) or move "
+                "the run folder to another disk, then --resume the run") from exc
+        written(Path(path))
 
 
 def write_failure(exc: OSError) -> str:

@@ -25,7 +25,7 @@ from engine.checkpoint import (
     CheckpointError,
     find_resume_point,
     remove_partial_writes,
-    save_checkpoint,
+    save_checkpoints,
     write_failure,
 )
 from engine.config import TrainConfig, load_config_file
@@ -410,9 +410,9 @@ def train(
         # newer than last.pt, and --resume continues from it (find_resume_point), so no
         # kept checkpoint is ever skipped.
         paths = [run_dir / "checkpoints" / f"epoch-{epoch:04d}.pt"] if keep else []
-        for path in paths + [run_dir / "checkpoints" / "last.pt"]:
-            save_checkpoint(path, checkpoint_state(epoch))
-            events.emit("checkpoint", path=str(path), epoch=epoch, step=step)
+        save_checkpoints(paths + [run_dir / "checkpoints" / "last.pt"], checkpoint_state(epoch),
+                         written=lambda path: events.emit("checkpoint", path=str(path),
+                                                          epoch=epoch, step=step))
         saved_at[0] = time.monotonic()
 
     def end(status: str, reason: str) -> RunResult:
