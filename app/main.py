@@ -30,7 +30,7 @@ def create_window(args: argparse.Namespace) -> tuple[Any, Any]:
     from app.icon import DESKTOP_FILE_NAME, app_icon
     from app.main_window import MainWindow
     from app.style import apply_style
-    from engine.paths import default_runs_root
+    from engine.config.locations import default_runs_root
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Contrastive Explorer")
@@ -57,8 +57,8 @@ def install_error_reporter(window: Any) -> Any:
     """Report exceptions that nothing caught (in slots, timers, worker threads) in a message
     box over ``window`` and in ``errors.log`` of the app's data folder, instead of losing
     them on a terminal nobody sees; the app goes on."""
-    from app.error_report import ErrorReporter
-    from engine.paths import user_data_dir
+    from app.dialogs.error_report import ErrorReporter
+    from engine.config.locations import user_data_dir
 
     return ErrorReporter(user_data_dir() / "errors.log", window).install()
 
@@ -94,13 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     (``contrastive-explorer --engine train ...`` is ``contrastive-engine train ...``) and
     return its exit status. The worker mode lets a frozen bundle, which has no Python
     interpreter to run ``-m engine`` with, start its own training child
-    (app.engine_process.engine_command)."""
+    (app.child.engine_process.engine_command)."""
     import multiprocessing
 
     multiprocessing.freeze_support()  # a frozen bundle's multiprocessing children stop here
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == [ENGINE_FLAG]:
-        from engine.cli import main as engine_main
+        from engine.cli.main import main as engine_main
 
         return engine_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -22,21 +22,21 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.augment_page import AugmentPreview
-from app.data_page import DataPage
-from app.explore_page import ExplorePage
-from app.export_dialog import ExportDialog
-from app.probe_page import ProbePage
-from app.run_actions import (
+from app.dialogs.export_dialog import ExportDialog
+from app.model.run_actions import (
     RunActionError,
     background_process,
     delete_run,
     display_name,
     rename_run,
 )
-from app.run_model import LIVE_EVENTS_S, RUNNING_ELSEWHERE, RunHistory, list_runs
+from app.model.run_model import LIVE_EVENTS_S, RUNNING_ELSEWHERE, RunHistory, list_runs
+from app.pages.augment_page import AugmentPreview
+from app.pages.data_page import DataPage
+from app.pages.explore_page import ExplorePage
+from app.pages.probe_page import ProbePage
+from app.pages.train_page import STOP_ELSEWHERE_TIP, TrainPage
 from app.style import set_role
-from app.train_page import STOP_ELSEWHERE_TIP, TrainPage
 
 ORGANISATION, APPLICATION = "Contrastive Explorer", "Contrastive Explorer"
 #: The runs list is made again this long after the runs folder changed (runs added,
@@ -60,7 +60,7 @@ STATUS_ROLE = Qt.UserRole + 1
 
 def device_description() -> str:
     """The training device the engine will find, for the status bar."""
-    from engine.resolve import resolve_device
+    from engine.config.resolve import resolve_device
 
     _, info = resolve_device("auto")
     if info.type == "cpu":

@@ -1,4 +1,4 @@
-"""Throughput of the batched augmentations (engine.augment.make_pairs), in pairs per second.
+"""Throughput of the batched augmentations (engine.data.augment.make_pairs), in pairs per second.
 
 Two settings (median of --repeats runs after one warm-up): a batch of 64 from a 36 px cache
 made into 32 px views (CPU defaults, no blur), and a batch of 64 from a 256 px cache made
@@ -18,8 +18,8 @@ import time
 import torch
 from bench_results import record
 
-from engine.augment import make_pairs, resolved_blur_p
-from engine.config import augment_preset
+from engine.config.train_config import augment_preset
+from engine.data.augment import make_pairs, resolved_blur_p
 
 SETTINGS = ((36, 32), (256, 224))  # (cache side, view side)
 

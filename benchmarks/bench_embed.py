@@ -13,10 +13,10 @@ import time
 import torch
 from bench_results import record
 
-from engine.config import preset
+from engine.config.resolve import resolve_config, resolve_device
+from engine.config.train_config import preset
 from engine.evaluate.embed import encode
-from engine.resolve import resolve_config, resolve_device
-from engine.train import build_model
+from engine.methods import build_model
 
 
 def main() -> None:

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import explore
-from engine.config import AugmentConfig, TrainConfig
+from engine.config.train_config import AugmentConfig, TrainConfig
 from engine.data.cache import build_cache
 from engine.data.demo import demo_dataset
 from engine.data.scan import scan_folder
+from engine.evaluate import explore
 from engine.evaluate.embed import eval_views, load_run_config
 from engine.evaluate.knn import knn_accuracy
 from engine.evaluate.probe import ProbeParams, linear_probe
-from engine.events import EventWriter
-from engine.train import train
+from engine.run.events import EventWriter
+from engine.training.loop import train
 
 
 def pixel_features(run_dir: Path, cache_dir: Path) -> tuple[np.ndarray, np.ndarray, list]:

@@ -2,7 +2,7 @@
 hardware's limit.
 
 For each configuration (SimCLR and MoCo v2; ResNet-18 and ResNet-50; 32, 64, 96 and 224 px)
-it times whole training steps on random uint8 images with `engine.bench.bench_one`: the
+it times whole training steps on random uint8 images with `engine.training.bench.bench_one`: the
 batched augmentations, forward, loss, backward and the optimiser step, after one warm-up
 step, with the device's automatic settings (bf16 autocast and channels-last on a GPU and on
 a CPU with bf16 instructions; ``--fp32`` forces float32 and NCHW). It reports:
@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_results import RESULTS, record  # noqa: E402
 
-from engine.bench import bench_one, largest_batch  # noqa: E402
-from engine.resolve import resolve_device  # noqa: E402
+from engine.config.resolve import resolve_device  # noqa: E402
+from engine.training.bench import bench_one, largest_batch  # noqa: E402
 
 #: (backbone, size) -> batch: the CPU keeps a step to a few seconds, a GPU fills its memory.
 CPU_BATCH = {("resnet18", 32): 64, ("resnet18", 64): 32, ("resnet18", 96): 32,

@@ -30,14 +30,15 @@ import torch
 from bench_results import record
 from PIL import Image
 
-from engine.augment import make_pairs
-from engine.config import TrainConfig
+from engine.config.resolve import resolve_config, resolve_device
+from engine.config.train_config import TrainConfig
+from engine.data.augment import make_pairs
 from engine.data.cache import build_cache, decode_image
 from engine.data.loader import BatchLoader
 from engine.data.scan import scan_folder
-from engine.optim import build_optimizer
-from engine.resolve import resolve_config, resolve_device
-from engine.train import _autocast, build_model
+from engine.methods import build_model
+from engine.training.loop import _autocast
+from engine.training.optim import build_optimizer
 
 
 def make_jpeg_folder(root: Path, count: int, width: int, height: int) -> Path:

@@ -12,7 +12,7 @@ p=0.8, grayscale p=0.2; no blur at these sizes) and the same heads and losses:
 
 Variants:
 
-- ours: `engine.train.train` itself with its automatic settings for this machine
+- ours: `engine.training.loop.train` itself with its automatic settings for this machine
   (decode-once uint8 cache, batched augmentations, and on a CPU with bf16 instructions bf16
   autocast and channels-last); pairs per second come from its step events (log_every=1);
 - ours fp32: the same with precision fp32 and the NCHW layout, lightly's numerics;
@@ -56,11 +56,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_results import RESULTS, record  # noqa: E402
 from bench_train import make_jpeg_folder  # noqa: E402
 
-from engine.config import TrainConfig  # noqa: E402
-from engine.events import EventWriter  # noqa: E402
-from engine.losses import nt_xent  # noqa: E402
-from engine.resolve import cpu_has_native_bf16  # noqa: E402
-from engine.train import train  # noqa: E402
+from engine.config.resolve import cpu_has_native_bf16  # noqa: E402
+from engine.config.train_config import TrainConfig  # noqa: E402
+from engine.models.losses import nt_xent  # noqa: E402
+from engine.run.events import EventWriter  # noqa: E402
+from engine.training.loop import train  # noqa: E402
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.06, 0.9, 5e-4
 TEMPERATURE = {"simclr": 0.5, "moco": 0.2}

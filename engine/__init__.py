@@ -1,6 +1,6 @@
 """Contrastive Explorer's training engine: PyTorch + torchvision, no GUI.
 
-Usable as a library (``engine.train.train``), as a command line (``contrastive-engine``,
+Usable as a library (``engine.training.loop.train``), as a command line (``contrastive-engine``,
 ``python -m engine``) and, later, under torchrun. Never imports Qt.
 """
 

@@ -40,7 +40,7 @@ from engine.data.scan import (
     hash_bytes,
     os_reason,
 )
-from engine.io import write_atomic, write_json_atomic
+from engine.run.io import write_atomic, write_json_atomic
 
 CACHE_FORMAT_VERSION = 1
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.paths import user_data_dir
+from engine.config.locations import user_data_dir
 
 DEMO_NAME = "digits"
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.io import write_json_atomic
+from engine.run.io import write_json_atomic
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 MANIFEST_VERSION = 1

@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.checkpoint import CheckpointError, load_checkpoint
-from engine.config import TrainConfig, load_config_file
+from engine.config.locations import user_cache_dir
+from engine.config.resolve import resolve_device
+from engine.config.train_config import TrainConfig, load_config_file
 from engine.data.cache import ImageCache, build_cache, decode_image
 from engine.data.scan import DataError, scan_folder
-from engine.io import write_atomic, write_json_atomic
-from engine.models import Encoder
-from engine.paths import user_cache_dir
-from engine.resolve import resolve_device
+from engine.models.encoder import Encoder
+from engine.run.checkpoint import CheckpointError, load_checkpoint
+from engine.run.io import write_atomic, write_json_atomic
 
 RANDOM_INIT = "random"
 
@@ -83,7 +83,7 @@ def load_encoder(run_dir: Path, checkpoint: str = "last",
     ``checkpoint="random"`` gives the same architecture freshly initialised with the run's
     seed: the baseline that shows what training bought.
     """
-    from engine.train import build_model  # the one builder that reads the configuration
+    from engine.methods import build_model  # the one builder that reads the configuration
 
     cfg = load_run_config(run_dir)
     path = checkpoint_path(run_dir, checkpoint)

@@ -22,7 +22,7 @@ import numpy as np
 
 from engine.data.scan import DataError
 from engine.evaluate.neighbours import NeighbourIndex, check_finite
-from engine.io import to_jsonable, write_json_atomic
+from engine.run.io import to_jsonable, write_json_atomic
 
 NO_LABELS_MESSAGE = (
     "the folder has no class sub-folders, so there are no labels to evaluate against: "

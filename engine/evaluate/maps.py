@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from engine.config.settings import setting, validate
 from engine.evaluate.neighbours import check_finite, normalise
-from engine.io import write_atomic, write_json_atomic
-from engine.settings import setting, validate
+from engine.run.io import write_atomic, write_json_atomic
 
 Progress = Callable[[str], None]
 
@@ -97,7 +97,7 @@ def configure_numba_cache() -> Path:
 
     A folder that cannot be created falls back to one in the system's temporary folder.
     """
-    from engine.paths import user_cache_dir
+    from engine.config.locations import user_cache_dir
 
     if not os.environ.get("NUMBA_CACHE_DIR"):
         folder = user_cache_dir() / "numba"

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.config import TrainConfig
+from engine.config.train_config import TrainConfig
 from engine.data.cache import ImageCache
 from engine.evaluate.embed import encode
 from engine.evaluate.knn import knn_accuracy
-from engine.models import Encoder
+from engine.models.encoder import Encoder
 
 K, TEMPERATURE, TEST_FRACTION = 20, 0.07, 0.2
 

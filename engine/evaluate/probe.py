@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.config.settings import setting, validate
 from engine.evaluate.knn import check_labels, stratified_split, topk_accuracy
-from engine.settings import setting, validate
 
 SOLVERS = ("lbfgs", "sgd")
 

@@ -1,5 +1,5 @@
 """Entry point of the frozen bundle: the app, or with ``--engine`` first its own engine
-child (app.main.main; app.engine_process.engine_command builds that command when frozen)."""
+child (app.main.main; app.child.engine_process.engine_command builds that command when frozen)."""
 
 import sys
 

@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from engine.config import TrainConfig
-from engine.events import EventWriter
-from engine.train import train
+from engine.config.train_config import TrainConfig
+from engine.run.events import EventWriter
+from engine.training.loop import train
 from tests.engine.test_train import TINY, make_folder
 
 

@@ -8,9 +8,9 @@ pytest.importorskip("PySide6")
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from app.augment_page import AugmentPreview, cache_size_for, spread  # noqa: E402
-from engine.augment import make_pairs, to_uint8_hwc  # noqa: E402
-from engine.config import AugmentConfig  # noqa: E402
+from app.pages.augment_page import AugmentPreview, cache_size_for, spread  # noqa: E402
+from engine.config.train_config import AugmentConfig  # noqa: E402
+from engine.data.augment import make_pairs, to_uint8_hwc  # noqa: E402
 from engine.data.cache import decode_image  # noqa: E402
 from tests.engine.test_train import make_folder  # noqa: E402
 

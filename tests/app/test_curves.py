@@ -5,8 +5,8 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from app.curves import TrainingCurves  # noqa: E402
-from app.run_model import RunHistory  # noqa: E402
+from app.model.run_model import RunHistory  # noqa: E402
+from app.widgets.curves import TrainingCurves  # noqa: E402
 
 
 def step(n, loss, std=0.9):
@@ -94,7 +94,7 @@ def test_the_knn_curve_holds_the_eval_events(qtbot):
 def test_replayed_runs_know_their_best_knn(tmp_path):
     import json
 
-    from app.run_model import list_runs
+    from app.model.run_model import list_runs
 
     run = tmp_path / "20260101-000000-simclr-x"
     run.mkdir()

@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from app import engine_process  # noqa: E402
-from app.engine_process import EngineProcess  # noqa: E402
-from engine.checkpoint import load_checkpoint  # noqa: E402
+from app.child import engine_process  # noqa: E402
+from app.child.engine_process import EngineProcess  # noqa: E402
+from engine.run.checkpoint import load_checkpoint  # noqa: E402
 from tests.engine.test_train import TINY, make_folder  # noqa: E402
 
 

@@ -17,10 +17,10 @@ pytest.importorskip("pyqtgraph")
 from PySide6.QtCore import QMimeData, QPoint, QPointF, QRectF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDropEvent, QImage  # noqa: E402
 
-from app.explore_data import MapData  # noqa: E402
-from app.explore_page import ExplorePage  # noqa: E402
-from app.map_view import UNLABELLED, MapView, class_colour  # noqa: E402
-from engine import explore  # noqa: E402
+from app.model.explore_data import MapData  # noqa: E402
+from app.pages.explore_page import ExplorePage  # noqa: E402
+from app.widgets.map_view import UNLABELLED, MapView, class_colour  # noqa: E402
+from engine.evaluate import explore  # noqa: E402
 from engine.evaluate.maps import MapParams  # noqa: E402
 
 CHILD_MS = 90_000

@@ -15,10 +15,11 @@ import torch  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from app import engine_process, export_dialog  # noqa: E402
-from app.export_dialog import FORMATS, ExportDialog  # noqa: E402
+from app.child import engine_process  # noqa: E402
+from app.dialogs import export_dialog  # noqa: E402
+from app.dialogs.export_dialog import FORMATS, ExportDialog  # noqa: E402
 from engine.evaluate.embed import load_embeddings, load_encoder  # noqa: E402
-from engine.explore import default_export_path  # noqa: E402
+from engine.evaluate.explore import default_export_path  # noqa: E402
 from engine.export import MissingExtra, _require_extras  # noqa: E402
 
 ENGINE_MS = 180_000
@@ -146,7 +147,7 @@ def test_embeddings_csv_holds_the_saved_features(qtbot, dialog, trained_run):
 
 def test_missing_onnx_names_the_extra_to_install(qtbot, dialog, monkeypatch):
     # The real engine, in a child that cannot import onnx.
-    script = ("import sys; sys.modules['onnx'] = None; from engine.cli import main; "
+    script = ("import sys; sys.modules['onnx'] = None; from engine.cli.main import main; "
               "sys.exit(main(sys.argv[1:]))")
     monkeypatch.setattr(engine_process, "engine_command",
                         lambda: (sys.executable, ["-c", script]))

@@ -21,12 +21,12 @@ pytest.importorskip("PySide6")
 from PySide6.QtCore import QSettings  # noqa: E402
 from PySide6.QtWidgets import QPushButton  # noqa: E402
 
-from app import engine_process  # noqa: E402
-from app.engine_process import EngineProcess  # noqa: E402
+from app.child import engine_process  # noqa: E402
+from app.child.engine_process import EngineProcess  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
-from app.run_model import RunHistory, event_problems  # noqa: E402
-from app.train_page import TrainPage  # noqa: E402
-from engine.checkpoint import load_checkpoint  # noqa: E402
+from app.model.run_model import RunHistory, event_problems  # noqa: E402
+from app.pages.train_page import TrainPage  # noqa: E402
+from engine.run.checkpoint import load_checkpoint  # noqa: E402
 from tests.engine.test_train import make_folder  # noqa: E402
 
 ENGINE_MS = 120_000  # a real engine child: start, scan, decode, first steps (2 busy cores)
@@ -510,7 +510,7 @@ def test_an_exception_in_a_slot_is_reported_not_fatal(qtbot, monkeypatch, tmp_pa
     import threading
 
     from app import main
-    from app.error_report import ErrorReporter
+    from app.dialogs.error_report import ErrorReporter
 
     window = QPushButton("go")
     qtbot.addWidget(window)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app.run_model import LIVE_EVENTS_S, RUNNING_ELSEWHERE, EventTail, list_runs
+from app.model.run_model import LIVE_EVENTS_S, RUNNING_ELSEWHERE, EventTail, list_runs
 
 pytest.importorskip("PySide6")
 

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from app import engine_process  # noqa: E402
-from app.engine_process import EngineProcess  # noqa: E402
+from app.child import engine_process  # noqa: E402
+from app.child.engine_process import EngineProcess  # noqa: E402
 from app.icon import ICON_NAME, SIZES, app_icon, icon_file, svg_file  # noqa: E402
 from app.main import main  # noqa: E402
 

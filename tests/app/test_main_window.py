@@ -131,7 +131,7 @@ def test_runs_are_selected_renamed_and_deleted(qtbot, window_on_run):
 
 
 def test_only_run_folders_under_the_runs_root_are_deleted(tmp_path, trained_run):
-    from app.run_actions import RunActionError, delete_run
+    from app.model.run_actions import RunActionError, delete_run
 
     run_dir, _ = trained_run
     with pytest.raises(RunActionError, match="not a run folder"):
@@ -173,7 +173,7 @@ def test_export_opens_for_the_selected_run(qtbot, window_on_run):
 
 def test_an_image_of_the_data_page_shows_its_neighbours_on_the_explore_page(
         qtbot, window_on_run):
-    from engine import explore
+    from engine.evaluate import explore
     from engine.evaluate.maps import MapParams
 
     win, run_dir = window_on_run

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from app.run_model import RunHistory, list_runs
+from app.model.run_model import RunHistory, list_runs
 
 
 def step(n, loss, rate=10.0):

@@ -9,8 +9,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import RandomResizedCrop
 
-from engine import augment as A
-from engine.config import AugmentConfig, augment_preset
+from engine.config.train_config import AugmentConfig, augment_preset
+from engine.data import augment as A
 
 # Every random operation off; crops are the whole (square) image.
 OFF = AugmentConfig(crop_scale_min=1.0, crop_scale_max=1.0, crop_ratio_min=1.0,

@@ -5,9 +5,9 @@ import torch
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.bench import bench_one, largest_batch
-from engine.cli import main
-from engine.resolve import cpu_has_native_bf16
+from engine.cli.main import main
+from engine.config.resolve import cpu_has_native_bf16
+from engine.training.bench import bench_one, largest_batch
 
 
 def test_one_configuration_is_timed_and_counted():

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.cli import build_parser, config_from_args
-from engine.config import AugmentConfig, TrainConfig, augment_preset, preset
-from engine.resolve import DeviceInfo, cpu_has_native_bf16, resolve_config, resolve_device
-from engine.settings import ConfigError
+from engine.cli.main import build_parser, config_from_args
+from engine.config.resolve import DeviceInfo, cpu_has_native_bf16, resolve_config, resolve_device
+from engine.config.settings import ConfigError
+from engine.config.train_config import AugmentConfig, TrainConfig, augment_preset, preset
 
 CPU = DeviceInfo("cpu", "test cpu", None, False)
 GPU = DeviceInfo("cuda", "test gpu", 80.0, True)

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from engine.config.locations import default_runs_root, user_cache_dir, user_data_dir
 from engine.data import cache as cache_mod
 from engine.data import demo as demo_mod
 from engine.data import scan as scan_mod
 from engine.data.cache import BadImage, ImageCache, build_cache, cache_paths, decode_image
 from engine.data.demo import demo_dataset
 from engine.data.scan import DataError, Manifest, SkippedFile, scan_folder
-from engine.paths import default_runs_root, user_cache_dir, user_data_dir
 
 try:  # `python -m pytest` puts the project root on sys.path; plain `pytest` this folder
     from tests.engine import imagegen

@@ -23,15 +23,16 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from engine import distributed
-from engine.augment import make_pairs
-from engine.config import AugmentConfig, TrainConfig
+from engine.config.resolve import DeviceInfo, resolve_config
+from engine.config.settings import ConfigError
+from engine.config.train_config import AugmentConfig, TrainConfig
+from engine.data.augment import make_pairs
 from engine.data.loader import BatchLoader
-from engine.events import EventWriter, read_events
-from engine.losses import nt_xent
-from engine.resolve import DeviceInfo, resolve_config
-from engine.settings import ConfigError
-from engine.train import build_model, train
+from engine.methods import build_model
+from engine.models.losses import nt_xent
+from engine.run.events import EventWriter, read_events
+from engine.training import distributed
+from engine.training.loop import train
 from tests.engine.test_train import make_folder
 
 WORLD = 2
@@ -352,8 +353,8 @@ def test_torchrun_run_opens_in_the_app_and_resumes_with_one_or_two_processes(tmp
     # From the same checkpoint, one process and two make the same step 3.
     assert losses(run_dir)[3] == pytest.approx(losses(one)[3], rel=1e-5)
 
-    from app.run_model import RunHistory, list_runs
-    from engine.checkpoint import load_checkpoint
+    from app.model.run_model import RunHistory, list_runs
+    from engine.run.checkpoint import load_checkpoint
 
     for folder_, sizes in ((run_dir, [2, 2]), (one, [2, 1])):
         events = list(read_events(folder_ / "events.jsonl"))

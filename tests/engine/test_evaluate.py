@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.config.locations import user_cache_dir
 from engine.data.scan import DataError
 from engine.evaluate import maps
 from engine.evaluate.knn import (
@@ -26,7 +27,6 @@ from engine.evaluate.knn import (
 from engine.evaluate.maps import MapParams, compute_map, load_or_compute_map, pca_map
 from engine.evaluate.neighbours import NeighbourIndex, normalise
 from engine.evaluate.probe import ProbeParams, linear_probe
-from engine.paths import user_cache_dir
 
 
 def clusters(n_per_class: int, num_classes: int, dim: int = 32, spread: float = 0.3,

@@ -10,15 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import explore
-from engine.config import TrainConfig
+from engine.config.train_config import TrainConfig
 from engine.data.scan import DataError
+from engine.evaluate import explore
 from engine.evaluate.embed import RunError, checkpoint_path, list_checkpoints, load_encoder
 from engine.evaluate.knn import NoLabels
 from engine.evaluate.maps import MapParams
 from engine.evaluate.probe import ProbeParams
-from engine.events import EventWriter
-from engine.train import train
+from engine.run.events import EventWriter
+from engine.training.loop import train
 
 from .test_train import TINY, make_folder
 

@@ -11,7 +11,7 @@ from torch import nn
 from torchvision import models as tvm
 
 import engine.export as export_mod
-from engine.config import TrainConfig
+from engine.config.train_config import TrainConfig
 from engine.export import (
     FORMATS,
     ExportError,
@@ -20,7 +20,7 @@ from engine.export import (
     export_path,
     load_exported,
 )
-from engine.models import Encoder, ProjectionHead, build_backbone
+from engine.models.encoder import Encoder, ProjectionHead, build_backbone
 
 SIZE = 32
 

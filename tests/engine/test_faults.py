@@ -28,18 +28,18 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import checkpoint as checkpoint_mod
-from engine import io as io_mod
-from engine import train as train_mod
-from engine.checkpoint import CheckpointError, find_resume_point, load_checkpoint
-from engine.config import TrainConfig, load_config_file
+from engine.config.settings import ConfigError
+from engine.config.train_config import TrainConfig, load_config_file
 from engine.data import cache as cache_mod
 from engine.data import scan as scan_mod
 from engine.data.cache import decode_image
 from engine.data.scan import DataError, Manifest
-from engine.events import EventWriter, read_events
-from engine.settings import ConfigError
-from engine.train import TrainingError, train
+from engine.run import checkpoint as checkpoint_mod
+from engine.run import io as io_mod
+from engine.run.checkpoint import CheckpointError, find_resume_point, load_checkpoint
+from engine.run.events import EventWriter, read_events
+from engine.training import loop as train_mod
+from engine.training.loop import TrainingError, train
 
 try:  # `python -m pytest` puts the project root on sys.path; plain `pytest` this folder
     from tests.engine import imagegen

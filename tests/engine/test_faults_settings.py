@@ -21,9 +21,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.cli import build_parser, config_from_args
-from engine.config import AugmentConfig, TrainConfig
-from engine.settings import ConfigError, field_types
+from engine.cli.main import build_parser, config_from_args
+from engine.config.settings import ConfigError, field_types
+from engine.config.train_config import AugmentConfig, TrainConfig
 
 
 def _settings() -> list[tuple[str, bool, typing.Any, dict]]:
@@ -224,7 +224,7 @@ def test_device_names_torch_cannot_parse_are_refused(device):
 
 
 def test_refused_settings_stop_the_command_line_before_anything_runs(tmp_path, capsys):
-    from engine.cli import main
+    from engine.cli.main import main
 
     folder = tmp_path / "empty"
     folder.mkdir()

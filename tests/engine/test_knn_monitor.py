@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine import explore
-from engine.checkpoint import load_checkpoint
+from engine.evaluate import explore
 from engine.evaluate.knn import knn_accuracy
+from engine.run.checkpoint import load_checkpoint
 
 from .test_train import events_of, make_folder, run
 

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from engine.losses import info_nce, nt_xent
 from engine.methods import MoCo, SimCLR, embedding_spread, key_encoder_momentum
-from engine.models import Encoder, ProjectionHead, build_backbone, feature_dim
-from engine.optim import LARS, build_optimizer, lr_at, param_groups, scaled_lr
+from engine.models.encoder import Encoder, ProjectionHead, build_backbone, feature_dim
+from engine.models.losses import info_nce, nt_xent
+from engine.training.optim import LARS, build_optimizer, lr_at, param_groups, scaled_lr
 
 
 def tiny_encoder(out_dim: int = 8) -> Encoder:

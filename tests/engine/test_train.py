@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.checkpoint import load_checkpoint
-from engine.config import TrainConfig
+from engine.config.settings import ConfigError
+from engine.config.train_config import TrainConfig
 from engine.data.scan import DataError
-from engine.events import EventWriter, read_events
-from engine.settings import ConfigError
-from engine.train import train
+from engine.run.checkpoint import load_checkpoint
+from engine.run.events import EventWriter, read_events
+from engine.training.loop import train
 
 TINY = {"backbone": "resnet18", "image_size": 16, "cache_size": 20, "batch_size": 8,
         "proj_hidden_dim": 32, "proj_out_dim": 16, "log_every": 1, "num_threads": 2}
@@ -163,7 +163,7 @@ def test_corrupt_files_are_listed_and_training_goes_on(folder, tmp_path):
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(folder, tmp_path,
                                                                      monkeypatch):
-    import engine.train as train_module
+    import engine.training.loop as train_module
 
     real_build = train_module.build_model
 

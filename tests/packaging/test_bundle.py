@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow,
 
 def test_the_frozen_app_trains_as_its_own_engine_child(qtbot, monkeypatch, tmp_path):
     pytest.importorskip("PySide6")
-    from app.engine_process import EngineProcess
+    from app.child.engine_process import EngineProcess
 
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "executable", str(BUNDLE))

@@ -71,7 +71,7 @@ def test_wheel_and_sdist_carry_the_assets(dists):
     assert not any("/screenshots/" in n for n in names)  # README images stay out
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "contrastive-engine = engine.cli:main" in text
+    assert "contrastive-engine = engine.cli.main:main" in text
     assert "contrastive-explorer = app.main:main" in text
     with tarfile.open(sdist) as tar:
         members = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}

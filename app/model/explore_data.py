@@ -1,0 +1,180 @@
+"""What the Explore page shows, read from a run folder: no Qt, safe in worker threads.
+
+:class:`MapData` is a map as the engine made it (``map --json`` or a map saved under maps/);
+:func:`saved_neighbours` answers a neighbour query from the saved embeddings, as
+``engine.evaluate.explore.neighbours`` would, without loading the encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.cli.explore import write_map_csv
+from engine.evaluate.embed import (
+    RANDOM_INIT,
+    Embeddings,
+    checkpoint_name,
+    checkpoint_path,
+    load_embeddings,
+)
+from engine.evaluate.maps import MapParams, features_fingerprint, load_cached_map, map_path
+from engine.evaluate.neighbours import NeighbourIndex
+
+
+@dataclass
+class MapData:
+    """A map of a run's images: ``coords`` (N, 2) float32 and, per point, the image's path
+    (relative to ``root``) and label (-1 = none), plus what it was made from."""
+
+    coords: np.ndarray
+    paths: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    root: str
+    checkpoint: str
+    space: str
+    method: str
+
+    @classmethod
+    def from_result(cls, result: dict[str, Any]) -> MapData:
+        """From the result of ``engine.evaluate.explore.make_map`` (or the ``map --json`` verb)."""
+        return cls(np.asarray(result["coords"], dtype=np.float32).reshape(-1, 2),
+                   list(result["paths"]), np.asarray(result["labels"], dtype=np.int64),
+                   list(result["classes"] or []), str(result["root"]),
+                   str(result["checkpoint"]), str(result["space"]),
+                   str(result["params"]["method"]))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.classes) and bool((self.labels >= 0).any())
+
+    def absolute_path(self, i: int) -> str:
+        return str(Path(self.root) / self.paths[i])
+
+    def class_name(self, i: int) -> str | None:
+        label = int(self.labels[i])
+        return self.classes[label] if label >= 0 and self.classes else None
+
+    def describe(self) -> str:
+        return (f"{self.method.upper()} map of {len(self):,} images ({self.checkpoint}, "
+                f"{self.space})")
+
+    def write_csv(self, path: Path) -> None:
+        """Columns path, label, class, x, y: the same file as ``contrastive-engine map --csv``."""
+        write_map_csv(Path(path), {"paths": self.paths, "labels": self.labels.tolist(),
+                                    "classes": self.classes, "coords": self.coords})
+
+
+
+_lock = threading.Lock()
+_sha_cache: dict[tuple[str, int, int], str] = {}
+_index_cache: dict[tuple[str, str, int, str], tuple[Embeddings, NeighbourIndex]] = {}
+
+
+def _checkpoint_sha(run_dir: Path, checkpoint: str) -> str:
+    path = checkpoint_path(run_dir, checkpoint)
+    if path is None:
+        return RANDOM_INIT
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _lock:
+        if key in _sha_cache:
+            return _sha_cache[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    with _lock:
+        _sha_cache[key] = digest.hexdigest()
+    return _sha_cache[key]
+
+
+def _saved_folder(run_dir: Path, checkpoint: str) -> tuple[Path, str] | None:
+    """The embeddings folder of ``checkpoint`` and the checkpoint's hash, or None when it
+    holds no embeddings of that checkpoint file (none yet, or the run went on since)."""
+    folder = Path(run_dir) / "embeddings" / checkpoint_name(run_dir, checkpoint)
+    try:
+        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    sha = _checkpoint_sha(Path(run_dir), checkpoint)
+    return (folder, sha) if index.get("checkpoint_sha256") == sha else None
+
+
+def saved_embeddings(run_dir: Path, checkpoint: str) -> Embeddings | None:
+    """The saved embeddings of ``checkpoint``, or None when there are none or they were made
+    from another checkpoint file."""
+    found = _saved_folder(run_dir, checkpoint)
+    return load_embeddings(found[0]) if found is not None else None
+
+
+def _neighbour_index(run_dir: Path, checkpoint: str, space: str
+                     ) -> tuple[Embeddings, NeighbourIndex] | None:
+    """The saved embeddings and a search index over their ``space``, kept for the next
+    query while the files stay the same."""
+    found = _saved_folder(run_dir, checkpoint)
+    if found is None:
+        return None
+    folder, sha = found
+    try:
+        stamp = (folder / "index.json").stat().st_mtime_ns
+    except OSError:
+        return None
+    key = (str(folder), space, stamp, sha)
+    with _lock:
+        if key in _index_cache:
+            return _index_cache[key]
+    emb = load_embeddings(folder)
+    pair = emb, NeighbourIndex(emb.features if space == "h" else emb.projections)
+    with _lock:
+        _index_cache.clear()  # one index at a time: 100k x 2048 floats take 0.8 GB
+        _index_cache[key] = pair
+    return pair
+
+
+def saved_neighbours(run_dir: Path, checkpoint: str, space: str, index: int, k: int
+                     ) -> dict[str, Any] | None:
+    """The ``k`` nearest images to image ``index`` (itself left out), from the saved
+    embeddings, in the form of ``engine.evaluate.explore.neighbours``; None when the checkpoint has
+    no current embeddings yet."""
+    found = _neighbour_index(run_dir, checkpoint, space)
+    if found is None:
+        return None
+    emb, nn = found
+    idx, scores = nn.query_index(index, k + 1)  # the image itself first: dropped below
+    results = []
+    for j, score in zip(idx[0, 1:].tolist(), scores[0, 1:].tolist()):
+        label = int(emb.labels[j])
+        results.append({"index": j, "path": emb.paths[j], "score": round(float(score), 6),
+                        "label": label if label >= 0 else None,
+                        "class": emb.classes[label] if label >= 0 and emb.classes else None})
+    label = int(emb.labels[index])
+    query = {"index": index, "path": emb.paths[index],
+             "class": emb.classes[label] if label >= 0 and emb.classes else None}
+    return {"query": query, "k": len(results),
+            "space": space, "checkpoint": emb.checkpoint, "root": emb.root,
+            "neighbours": results}
+
+
+def saved_map(run_dir: Path, checkpoint: str, space: str, params: MapParams) -> MapData | None:
+    """The map the engine saved for these embeddings and parameters, or None."""
+    emb = saved_embeddings(run_dir, checkpoint)
+    if emb is None:
+        return None
+    vectors = emb.features if space == "h" else emb.projections
+    path = map_path(Path(run_dir) / "maps", params, f"{emb.checkpoint}-{space}")
+    coords = load_cached_map(path, features_fingerprint(vectors), len(vectors))
+    if coords is None:
+        return None
+    return MapData(coords, emb.paths, emb.labels, emb.classes, emb.root, emb.checkpoint,
+                   space, params.method)

@@ -1,0 +1,411 @@
+"""The augmentation preview: the positive pairs the current settings make, refreshed as the
+settings change.
+
+Every view is made by exactly :func:`engine.data.augment.make_pairs` (``normalize=False``) from the
+images decoded as the trainer's cache decodes them, with a CPU generator seeded with the
+preview's seed, so what a person sees here is what the trainer gets for that seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PySide6.QtCore import Qt, QThreadPool, QTimer, Signal
+from PySide6.QtGui import QImage, QPainter, QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.child.workers import Relay, Task
+from app.widgets.settings_form import SettingsForm
+from engine.config.train_config import AugmentConfig, TrainConfig, augment_preset
+from engine.data.augment import make_pairs, to_uint8_hwc
+from engine.data.cache import BadImage, decode_image
+from engine.data.scan import scan_folder
+
+#: Preset names shown, and the method whose augmentation preset each one is.
+PRESETS = {"SimCLR": "simclr", "MoCo v2": "moco"}
+_GAP = 4  # pixels between cells in the saved PNG
+
+
+# --- plain work, run in a worker thread -------------------------------------------------------
+
+def cache_size_for(image_size: int) -> int:
+    """The decoded image side for views of ``image_size``: 8/7 of it, as the trainer's
+    automatic cache_size (e.g. 256 for 224)."""
+    return round(image_size * 8 / 7)
+
+
+def spread(paths_by_class: Sequence[Sequence[str]], n: int) -> list[str]:
+    """Up to ``n`` paths spread over the classes (taken in turn) and, within each class,
+    evenly over its sorted list."""
+    classes = [sorted(p) for p in paths_by_class if p]
+    if not classes:
+        return []
+    counts = [0] * len(classes)
+    total = min(n, sum(len(c) for c in classes))
+    i = 0
+    while sum(counts) < total:  # classes in turn, skipping the exhausted ones
+        if counts[i] < len(classes[i]):
+            counts[i] += 1
+        i = (i + 1) % len(classes)
+    picked = []
+    for paths, k in zip(classes, counts):
+        picked += [paths[j] for j in np.linspace(0, len(paths) - 1, k).round().astype(int)]
+    return picked
+
+
+def pick_images(folder: str | Path, n: int) -> list[str]:
+    """Up to ``n`` image paths of ``folder``, spread over its classes."""
+    manifest = scan_folder(folder)
+    by_class: dict[int | None, list[str]] = {}
+    for record in manifest.images:
+        by_class.setdefault(record.label, []).append(str(Path(manifest.root) / record.path))
+    return spread(list(by_class.values()), n)
+
+
+def decode_images(paths: Sequence[str], size: int, max_pixels: int
+                  ) -> tuple[list[str], np.ndarray, list[str]]:
+    """Decode ``paths`` as the cache does -> (paths kept, uint8 (N, size, size, 3), one
+    "name: reason" line per image that could not be used)."""
+    kept, images, problems = [], [], []
+    for path in paths:
+        try:
+            images.append(decode_image(path, size, max_pixels=max_pixels))
+            kept.append(path)
+        except BadImage as exc:
+            problems.append(f"{Path(path).name}: {exc}")
+    array = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return kept, array, problems
+
+
+def preview_pairs(images: np.ndarray, cfg: AugmentConfig, size: int, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The two views of every image of uint8 (N, H, W, 3) ``images``, as uint8 (N, size,
+    size, 3): make_pairs with a CPU generator seeded with ``seed``."""
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # N x 3 x H x W
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        view1, view2 = make_pairs(batch, cfg, size, generator, normalize=False)
+    return to_uint8_hwc(view1), to_uint8_hwc(view2)
+
+
+def to_qimage(array: np.ndarray) -> QImage:
+    """uint8 (H, W, 3) RGB -> a QImage that owns a copy of the pixels."""
+    array = np.ascontiguousarray(array)
+    h, w, _ = array.shape
+    return QImage(array.data, w, h, 3 * w, QImage.Format_RGB888).copy()
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+class AugmentPreview(QWidget):
+    """Original | view 1 | view 2 for a few images of a folder, under editable augmentation
+    settings and a seed.
+
+    Signals:
+        pairs_ready(): the grid now shows pairs made with the current settings and seed.
+    """
+
+    pairs_ready = Signal()
+
+    def __init__(self, num_images: int = 8, image_size: int = 64, cell_px: int = 128,
+                 seed: int = 0, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.num_images = num_images
+        self.cell_px = cell_px
+        self.seed = seed
+        self._max_pixels = TrainConfig().max_image_pixels
+        self._paths: list[str] = []
+        self._folder: str | None = None  # the folder the images come from, if one
+        #: cache size, paths kept, their decoded images, the files skipped and why
+        self._decoded: tuple[int, list[str], np.ndarray, list[str]] | None = None
+        self._pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._shown_paths: list[str] = []
+        self._generation = 0  # of pair requests: older results are dropped
+        self._folder_generation = 0
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)  # one request at a time; queued stale ones are cleared
+        self._made = Relay(self)
+        self._made.done.connect(self._on_made)
+        self._made.failed.connect(
+            lambda g, text: self._fail(text) if g == self._generation else None)
+        self._listed = Relay(self)
+        self._listed.done.connect(self._on_listed)
+        self._listed.failed.connect(
+            lambda g, text: self._fail(text) if g == self._folder_generation else None)
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(100)
+        self._debounce.timeout.connect(self._start_request)
+
+        self.preset = QComboBox()
+        self.preset.addItems(list(PRESETS))
+        self.preset.setToolTip("Start from a method's augmentation preset")
+        self.preset.currentTextChanged.connect(self._on_preset)
+        self.size_box = QSpinBox()
+        self.size_box.setRange(16, 512)
+        self.size_box.setValue(image_size)
+        self.size_box.setSuffix(" px")
+        self.size_box.setToolTip("Side of the views (the trainer's image_size)")
+        self.size_box.valueChanged.connect(lambda _: self.refresh())
+        self.form = SettingsForm(augment_preset("simclr"))
+        self.form.changed.connect(self._on_settings_changed)
+        self.form.validity_changed.connect(lambda ok: self._on_settings_changed())
+        self.new_button = QPushButton("New pairs")
+        self.new_button.setToolTip("Draw new random augmentations (a new seed)")
+        self.new_button.clicked.connect(self.new_pairs)
+        self.save_button = QPushButton("Save PNG…")
+        self.save_button.setToolTip("Save the grid as one PNG image")
+        self.save_button.clicked.connect(self._on_save)
+        self.status = QLabel("Choose an image folder to preview its positive pairs.")
+        self.status.setWordWrap(True)
+        self.grid_widget = QWidget()
+        self.grid_layout = QGridLayout(self.grid_widget)
+        self._cells: list[list[QLabel]] = []
+
+        controls = QWidget()
+        left = QVBoxLayout(controls)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Preset"))
+        row.addWidget(self.preset, 1)
+        row.addWidget(QLabel("Size"))
+        row.addWidget(self.size_box)
+        left.addLayout(row)
+        form_scroll = QScrollArea()
+        form_scroll.setWidget(self.form)
+        form_scroll.setWidgetResizable(True)
+        left.addWidget(form_scroll, 1)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.new_button)
+        buttons.addWidget(self.save_button)
+        left.addLayout(buttons)
+        self.grid_scroll = QScrollArea()
+        self.grid_scroll.setWidget(self.grid_widget)
+        self.grid_scroll.setWidgetResizable(True)
+        body = QSplitter()
+        body.addWidget(controls)
+        body.addWidget(self.grid_scroll)
+        body.setSizes([320, 3 * cell_px + 60])
+        layout = QVBoxLayout(self)
+        layout.addWidget(body, 1)
+        layout.addWidget(self.status)
+        self._update_buttons()
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def set_folder(self, folder: str | Path) -> None:
+        """Preview up to ``num_images`` images of ``folder``, spread over its classes (the
+        folder is scanned in a worker thread)."""
+        self._folder_generation += 1
+        self._folder = str(folder)
+        self._say(f"Reading {folder}…")
+        self._pool.start(Task(lambda: pick_images(folder, self.num_images),
+                               self._folder_generation, self._listed))
+
+    def set_images(self, paths: Sequence[str | Path]) -> None:
+        """Preview these image files (the first ``num_images``)."""
+        self._folder_generation += 1  # a folder still being read must not replace them
+        self._folder = None
+        self._paths = [str(p) for p in paths][:self.num_images]
+        self._decoded = None
+        self.refresh()
+
+    def set_seed(self, seed: int) -> None:
+        self.seed = int(seed)
+        self.refresh()
+
+    def new_pairs(self) -> None:
+        """New random augmentations of the same images: a new seed."""
+        self.set_seed(random.randrange(2**31))
+
+    def image_size(self) -> int:
+        return self.size_box.value()
+
+    def augment_config(self) -> AugmentConfig:
+        """The last valid augmentation settings of the form."""
+        return self.form.values()
+
+    def refresh(self) -> None:
+        """Make new pairs with the current settings and seed, 100 ms after the last call.
+
+        Any result still on its way from an earlier request is dropped from now on.
+        """
+        self._generation += 1
+        if not self.form.is_valid():
+            self._debounce.stop()
+            self._say_invalid()
+            return
+        if self._paths:
+            self._debounce.start()
+
+    # --- outputs ---------------------------------------------------------------------------
+
+    def current_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The pairs shown: (originals uint8 (N, C, C, 3) as decoded for the trainer's cache,
+        C = 8/7 of the image size; view 1 and view 2, uint8 (N, S, S, 3)), or None."""
+        return self._pairs
+
+    def image_paths(self) -> list[str]:
+        """The files of the rows shown, top to bottom."""
+        return list(self._shown_paths)
+
+    def grid_image(self) -> QImage:
+        """The grid as one image: a row per image, original | view 1 | view 2, each cell
+        ``cell_px`` square with a 4 px gap."""
+        rows = len(self._cells)
+        side = self.cell_px
+        image = QImage(max(1, 3 * side + 2 * _GAP), max(1, rows * side + (rows - 1) * _GAP),
+                       QImage.Format_RGB32)
+        image.fill(Qt.white)
+        painter = QPainter(image)
+        for r, cells in enumerate(self._cells):
+            for c, label in enumerate(cells):
+                painter.drawPixmap(c * (side + _GAP), r * (side + _GAP), label.pixmap())
+        painter.end()
+        return image
+
+    def save_png(self, path: str | Path) -> None:
+        """Write :meth:`grid_image` to ``path`` as PNG; raises OSError if it cannot."""
+        if not self.grid_image().save(str(path), "PNG"):
+            raise OSError(f"could not write {path}")
+
+    # --- handlers --------------------------------------------------------------------------
+
+    def _on_preset(self, name: str) -> None:
+        cfg = augment_preset(PRESETS[name])
+        for field in dataclasses.fields(cfg):
+            if field.metadata.get("cli"):  # the fields the form shows
+                self.form.set_value(field.name, getattr(cfg, field.name))
+        self.refresh()
+
+    def _on_settings_changed(self) -> None:
+        self.refresh()
+
+    def _start_request(self) -> None:
+        if not self._paths or not self.form.is_valid():
+            return
+        generation, cfg, size, seed = self._generation, self.augment_config(), \
+            self.image_size(), self.seed
+        cache = cache_size_for(size)
+        decoded = self._decoded if self._decoded and self._decoded[0] == cache else None
+        paths, max_pixels, folder = list(self._paths), self._max_pixels, self._folder
+
+        def work() -> tuple:
+            nonlocal decoded
+            if decoded is None:
+                decoded = (cache, *decode_images(paths, cache, max_pixels))
+            if len(decoded[2]) == 0 and folder is not None and not Path(folder).is_dir():
+                raise ValueError(f"the folder {folder} is gone: it was unplugged, moved or "
+                                 "deleted. Plug it in again or open another folder.")
+            if len(decoded[2]) == 0:
+                raise ValueError("none of the images could be read: " + "; ".join(decoded[3]))
+            view1, view2 = preview_pairs(decoded[2], cfg, size, seed)
+            return paths, decoded, (decoded[2], view1, view2)
+
+        self._pool.clear()  # requests not yet started are stale
+        self._say("Making pairs…")
+        self._pool.start(Task(work, generation, self._made))
+
+    def _on_listed(self, generation: int, paths: list[str]) -> None:
+        if generation != self._folder_generation:
+            return
+        if not paths:
+            self._say("No images found in this folder.")
+            return
+        self._paths = paths
+        self._decoded = None
+        self.refresh()
+
+    def _on_made(self, generation: int, result: tuple) -> None:
+        paths, decoded, pairs = result
+        if paths == self._paths:
+            self._decoded = decoded  # kept even when these pairs are stale
+        if generation != self._generation:
+            return
+        self._pairs = pairs
+        self._shown_paths = list(decoded[1])
+        self._show(pairs)
+        text = (f"{len(pairs[0])} images, views of {pairs[1].shape[1]} px cut from "
+                f"{pairs[0].shape[1]} px, seed {self.seed}")
+        if decoded[3]:
+            text += f"; skipped {len(decoded[3])}: " + "; ".join(decoded[3])
+        self._say(text)
+        self._update_buttons()
+        self.pairs_ready.emit()
+
+    def _fail(self, message: str) -> None:
+        self._say(f"Cannot preview: {message}")
+
+    def _on_save(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save pairs", "pairs.png", "PNG (*.png)")
+        if path:
+            try:
+                self.save_png(path)
+                self._say(f"Saved {path}")
+            except OSError as exc:
+                self._say(str(exc))
+
+    # --- display ---------------------------------------------------------------------------
+
+    def _show(self, pairs: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        n = len(pairs[0])
+        if len(self._cells) != n:
+            self._build_grid(n)
+        for r in range(n):
+            for c in range(3):
+                self._cells[r][c].setPixmap(self._cell_pixmap(pairs[c][r]))
+
+    def _build_grid(self, rows: int) -> None:
+        self.grid_widget = QWidget()
+        self.grid_layout = QGridLayout(self.grid_widget)
+        for c, title in enumerate(("original", "view 1", "view 2")):
+            self.grid_layout.addWidget(QLabel(title, alignment=Qt.AlignCenter), 0, c)
+        self._cells = []
+        for r in range(rows):
+            cells = [QLabel() for _ in range(3)]
+            for c, cell in enumerate(cells):
+                cell.setFixedSize(self.cell_px, self.cell_px)
+                self.grid_layout.addWidget(cell, r + 1, c)
+            self._cells.append(cells)
+        self.grid_layout.setAlignment(Qt.AlignTop | Qt.AlignLeft)
+        self.grid_scroll.setWidget(self.grid_widget)  # deletes the previous grid
+
+    def _cell_pixmap(self, array: np.ndarray) -> QPixmap:
+        image = to_qimage(array)
+        # Enlarging small views shows their real pixels; shrinking is smoothed.
+        mode = Qt.FastTransformation if image.width() <= self.cell_px else \
+            Qt.SmoothTransformation
+        return QPixmap.fromImage(image.scaled(self.cell_px, self.cell_px,
+                                              Qt.IgnoreAspectRatio, mode))
+
+    def _say_invalid(self) -> None:
+        name, message = next(iter(self.form.errors().items()))
+        self._say(f"Showing the last valid pairs. Fix {name.replace('_', ' ')}: {message}")
+
+    def _say(self, text: str) -> None:
+        self.status.setText(text)
+
+    def _update_buttons(self) -> None:
+        self.save_button.setEnabled(self._pairs is not None)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        self._pool.clear()
+        self._pool.waitForDone()
+        super().closeEvent(event)

@@ -1,0 +1,489 @@
+"""The Data page: choose an image folder and see what is in it (counts per class, file and
+pixel sizes, skipped files) and scroll through its thumbnails.
+
+Scanning and thumbnail decoding run in worker threads; results come back to the GUI thread
+through Qt signals, and only the GUI thread touches widgets.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QRunnable,
+    QSize,
+    Qt,
+    QThreadPool,
+    Signal,
+)
+from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.style import set_role
+from engine.data.cache import BadImage, decode_image
+from engine.data.scan import DataError, Manifest, SkippedFile, scan_folder
+
+#: How many images' headers are read for the pixel-size summary (and checked to be images).
+SIZE_SAMPLE = 200
+THUMBNAIL_SIZE = 64
+#: Thumbnails kept in memory (64 px RGB: about 12 KB each).
+THUMBNAIL_CACHE = 2000
+#: Thumbnail requests waiting to be decoded; older ones (scrolled past) are dropped first.
+MAX_PENDING = 512
+#: The same guard as training (engine.config.train_config.TrainConfig.max_image_pixels).
+MAX_PIXELS = 178_956_970
+
+
+
+# --- the folder report (no Qt) ----------------------------------------------------------
+
+
+@dataclass
+class FolderReport:
+    """What the page shows about a folder: the manifest, the total bytes of its images and
+    the shorter/longer sides (pixels) of a sample of them, read from their headers."""
+
+    manifest: Manifest
+    total_bytes: int
+    sampled: int  # headers read
+    all_read: bool  # whether every image's header was read
+    short_sides: list[int]
+    long_sides: list[int]
+
+
+def describe_folder(root: str | Path, *, sample: int = SIZE_SAMPLE,
+                    progress: Callable[[int, int, str], None] | None = None) -> FolderReport:
+    """Scan ``root`` and read the headers of up to ``sample`` images, evenly spread over
+    the sorted paths. Sampled files that are not images move to ``manifest.skipped`` (the
+    rest are only checked when the cache is built). Raises DataError like scan_folder."""
+    manifest = scan_folder(root, progress=progress)
+    n = len(manifest.images)
+    picks = range(n) if n <= sample else np.linspace(0, n - 1, sample).round().astype(int)
+    short: list[int] = []
+    long: list[int] = []
+    bad: list[SkippedFile] = []
+    for i in dict.fromkeys(int(i) for i in picks):
+        record = manifest.images[i]
+        try:
+            with Image.open(Path(manifest.root) / record.path) as im:
+                w, h = im.size
+        except UnidentifiedImageError:
+            bad.append(SkippedFile(record.path, "not an image (cannot identify format)"))
+            continue
+        except Exception:  # noqa: BLE001 - a malformed header can raise anything in Pillow
+            bad.append(SkippedFile(record.path, "truncated or corrupt image data"))
+            continue
+        short.append(min(w, h))
+        long.append(max(w, h))
+    if bad:
+        manifest = manifest.with_skipped(bad)
+        manifest.skipped.sort(key=lambda s: s.path)
+    return FolderReport(manifest, sum(r.size for r in manifest.images), len(short) + len(bad),
+                        n <= sample, short, long)
+
+
+def _bytes(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return ""
+
+
+# --- workers ------------------------------------------------------------------------------
+
+
+class _Task(QRunnable):
+    def __init__(self, fn: Callable[[], None]) -> None:
+        super().__init__()
+        self._fn = fn
+
+    def run(self) -> None:
+        self._fn()
+
+
+class _ScanSignals(QObject):
+    progress = Signal(int, str)  # generation, message
+    done = Signal(int, object)  # generation, FolderReport or error message (str)
+
+
+class ThumbnailLoader(QObject):
+    """Decodes requested rows' thumbnails in one worker thread, newest request first.
+
+    Signals:
+        loaded(int generation, int row, QImage): a thumbnail is ready.
+        failed(int generation, int row, str reason): the file is not a usable image.
+    """
+
+    loaded = Signal(int, int, QImage)
+    failed = Signal(int, int, str)
+
+    def __init__(self, size: int = THUMBNAIL_SIZE, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.size = size
+        self.generation = 0
+        self._paths: list[str] = []
+        self._pending: OrderedDict[int, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._running = False
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+
+    def reset(self, paths: list[str]) -> None:
+        """Forget pending work; decode rows of ``paths`` from now on."""
+        with self._lock:
+            self.generation += 1
+            self._paths = list(paths)
+            self._pending.clear()
+
+    def request(self, row: int) -> None:
+        with self._lock:
+            self._pending[row] = None
+            self._pending.move_to_end(row)
+            while len(self._pending) > MAX_PENDING:
+                self._pending.popitem(last=False)
+            if self._running:
+                return
+            self._running = True
+        self._pool.start(_Task(self._work))
+
+    def wait(self, msecs: int = 10_000) -> bool:
+        with self._lock:
+            self._pending.clear()
+        return self._pool.waitForDone(msecs)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._running = False
+                    return
+                row, _ = self._pending.popitem(last=True)
+                generation, path = self.generation, self._paths[row]
+            try:
+                rgb = decode_image(path, self.size, max_pixels=MAX_PIXELS)
+            except BadImage as exc:
+                self.failed.emit(generation, row, str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - keep the loop alive for the other rows
+                self.failed.emit(generation, row, f"cannot be read ({exc})")
+                continue
+            h, w = rgb.shape[:2]
+            image = QImage(np.ascontiguousarray(rgb).data, w, h, 3 * w,
+                           QImage.Format_RGB888).copy()  # copy: own the pixels
+            self.loaded.emit(generation, row, image)
+
+
+# --- the thumbnail model --------------------------------------------------------------------
+
+
+def _placeholder(size: int, colour: str) -> QPixmap:
+    pixmap = QPixmap(size, size)
+    pixmap.fill(QColor(colour))
+    return pixmap
+
+
+class ThumbnailModel(QAbstractListModel):
+    """The manifest's images as a list; decorations are decoded lazily, only for the rows
+    a view asks for, and kept in a small LRU cache. Qt.UserRole is the absolute path."""
+
+    def __init__(self, size: int = THUMBNAIL_SIZE, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.size = size
+        self.manifest: Manifest | None = None
+        self._paths: list[str] = []
+        self._cache: OrderedDict[int, QPixmap] = OrderedDict()
+        self._failed: dict[int, str] = {}
+        self.placeholder = _placeholder(size, "#d0d0d0")
+        self.broken = _placeholder(size, "#e8a0a0")
+        self.loader = ThumbnailLoader(size, self)
+        self.loader.loaded.connect(self._on_loaded)
+        self.loader.failed.connect(self._on_failed)
+
+    def set_manifest(self, manifest: Manifest | None) -> None:
+        self.beginResetModel()
+        self.manifest = manifest
+        root = Path(manifest.root) if manifest else Path()
+        self._paths = [str(root / r.path) for r in manifest.images] if manifest else []
+        self._cache.clear()
+        self._failed.clear()
+        self.loader.reset(self._paths)
+        self.endResetModel()
+
+    def path(self, row: int) -> str:
+        return self._paths[row]
+
+    def is_loaded(self, row: int) -> bool:
+        return row in self._cache
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
+        return 0 if parent.isValid() else len(self._paths)
+
+    def data(self, index: QModelIndex | QPersistentModelIndex,
+             role: int = Qt.DisplayRole) -> object:
+        if not index.isValid() or self.manifest is None:
+            return None
+        row = index.row()
+        if role == Qt.DecorationRole:
+            if row in self._cache:
+                self._cache.move_to_end(row)
+                return self._cache[row]
+            if row in self._failed:
+                return self.broken
+            self.loader.request(row)
+            return self.placeholder
+        if role == Qt.ToolTipRole:
+            label = self.manifest.images[row].label
+            text = self._paths[row] + "\nclass: " + (
+                "none (unlabelled)" if label is None else self.manifest.classes[label])
+            if row in self._failed:
+                text += "\ncannot show: " + self._failed[row]
+            return text
+        if role == Qt.UserRole:
+            return self._paths[row]
+        return None
+
+    def _on_loaded(self, generation: int, row: int, image: QImage) -> None:
+        if generation != self.loader.generation:
+            return  # for a folder no longer shown
+        self._cache[row] = QPixmap.fromImage(image)
+        self._cache.move_to_end(row)
+        while len(self._cache) > THUMBNAIL_CACHE:
+            self._cache.popitem(last=False)
+        index = self.index(row)
+        self.dataChanged.emit(index, index, [Qt.DecorationRole])
+
+    def _on_failed(self, generation: int, row: int, reason: str) -> None:
+        if generation != self.loader.generation:
+            return
+        self._failed[row] = reason
+        index = self.index(row)
+        self.dataChanged.emit(index, index, [Qt.DecorationRole, Qt.ToolTipRole])
+
+
+# --- the page -----------------------------------------------------------------------------
+
+
+def _table(headers: list[str]) -> QTableWidget:
+    table = QTableWidget(0, len(headers))
+    table.setHorizontalHeaderLabels(headers)
+    table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+    table.verticalHeader().setVisible(False)
+    table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+    return table
+
+
+class DataPage(QWidget):
+    """A folder's contents: counts, sizes, skipped files and a thumbnail grid.
+
+    Signals:
+        folder_scanned(Manifest): a scan finished (the latest one asked for).
+        scan_failed(str): the folder cannot be scanned; the message says why.
+        image_activated(str): the absolute path of a double-clicked thumbnail.
+    """
+
+    folder_scanned = Signal(object)
+    scan_failed = Signal(str)
+    image_activated = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.report: FolderReport | None = None
+        self._generation = 0
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(2)
+        self._signals = _ScanSignals(self)
+        self._signals.progress.connect(self._on_progress)
+        self._signals.done.connect(self._on_scanned)
+
+        self.folder = QLineEdit()
+        self.folder.setPlaceholderText("image folder (class sub-folders give labels)")
+        self.folder.returnPressed.connect(lambda: self.open_folder(self.folder.text().strip()))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._on_browse)
+        self.rescan_button = QPushButton("Rescan")
+        self.rescan_button.setToolTip("Scan the folder again (after files were added, removed "
+                                      "or the drive was plugged in again)")
+        self.rescan_button.clicked.connect(self.rescan)
+        self.error = QLabel()
+        set_role(self.error, "error")
+        self.error.setWordWrap(True)
+        self.error.hide()
+        self.status = QLabel("Choose a folder to see what is in it.")
+        self.status.setWordWrap(True)
+        self.counts = QLabel()
+        self.counts.setWordWrap(True)
+        self.sizes = QLabel()
+        self.sizes.setWordWrap(True)
+        self.classes_table = _table(["class", "images"])
+        self.skipped_table = _table(["skipped file", "reason"])
+        self.skipped_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
+
+        self.model = ThumbnailModel(THUMBNAIL_SIZE, self)
+        self.thumbnails = QListView()
+        self.thumbnails.setViewMode(QListView.IconMode)
+        self.thumbnails.setResizeMode(QListView.Adjust)
+        self.thumbnails.setMovement(QListView.Static)
+        self.thumbnails.setUniformItemSizes(True)  # no size query per row: 10k rows stay fast
+        self.thumbnails.setLayoutMode(QListView.Batched)
+        self.thumbnails.setIconSize(QSize(THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        self.thumbnails.setGridSize(QSize(THUMBNAIL_SIZE + 8, THUMBNAIL_SIZE + 8))
+        self.thumbnails.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.thumbnails.setToolTip("")
+        self.thumbnails.setModel(self.model)
+        self.thumbnails.doubleClicked.connect(self._on_thumbnail_activated)
+
+        top = QHBoxLayout()
+        top.addWidget(self.folder, 1)
+        top.addWidget(browse)
+        top.addWidget(self.rescan_button)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.counts)
+        left_layout.addWidget(self.sizes)
+        left_layout.addWidget(self.classes_table, 2)
+        left_layout.addWidget(self.skipped_table, 1)
+        body = QSplitter()
+        body.addWidget(left)
+        body.addWidget(self.thumbnails)
+        body.setSizes([380, 900])
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.error)
+        layout.addWidget(body, 1)
+        layout.addWidget(self.status)
+
+    # --- actions -------------------------------------------------------------------------
+
+    def open_folder(self, path: str | Path) -> None:
+        """Scan ``path`` in a worker thread; a scan still running is superseded."""
+        self._generation += 1
+        generation, signals = self._generation, self._signals
+        shown = self.report.manifest.root if self.report is not None else None
+        was_open = shown is not None and Path(shown) == Path(path).expanduser().absolute()
+        self.folder.setText(str(path))
+        self.error.hide()
+        self.status.setText(f"Scanning {path}…")
+
+        def work() -> None:
+            def progress(done: int, total: int, message: str) -> None:
+                signals.progress.emit(generation, message)
+
+            try:
+                result: FolderReport | str = describe_folder(path, progress=progress)
+            except DataError as exc:
+                result = str(exc)
+                if was_open and not Path(path).expanduser().exists():
+                    result = (f"The folder {path} is gone: it was unplugged, moved or deleted "
+                              "since it was opened. Plug it in again (or choose another "
+                              "folder), then press Rescan.")
+            except Exception as exc:  # noqa: BLE001 - the page must report, not die
+                result = f"could not scan {path}: {exc}"
+            signals.done.emit(generation, result)
+
+        self._pool.start(_Task(work))
+
+    def rescan(self) -> None:
+        """Scan the folder shown again."""
+        if self.folder.text().strip():
+            self.open_folder(self.folder.text().strip())
+
+    def shutdown(self, msecs: int = 10_000) -> None:
+        """Drop pending thumbnails and wait for the worker threads (before closing)."""
+        self._generation += 1
+        self.model.loader.wait(msecs)
+        self._pool.waitForDone(msecs)
+
+    def _on_browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Image folder", self.folder.text())
+        if folder:
+            self.open_folder(folder)
+
+    def _on_thumbnail_activated(self, index: QModelIndex) -> None:
+        if index.isValid():
+            self.image_activated.emit(self.model.path(index.row()))
+
+    # --- results -------------------------------------------------------------------------
+
+    def _on_progress(self, generation: int, message: str) -> None:
+        if generation == self._generation:
+            self.status.setText(message)
+
+    def _on_scanned(self, generation: int, result: FolderReport | str) -> None:
+        if generation != self._generation:
+            return  # a folder opened since made this result stale
+        if isinstance(result, str):
+            self._show_error(result)
+            self.scan_failed.emit(result)
+            return
+        self.report = result
+        self._show_report(result)
+        self.folder_scanned.emit(result.manifest)
+
+    def _show_error(self, message: str) -> None:
+        self.report = None
+        self.error.setText(message)
+        self.error.show()
+        self.status.setText("The folder could not be scanned.")
+        self.counts.clear()
+        self.sizes.clear()
+        self.classes_table.setRowCount(0)
+        self.skipped_table.setRowCount(0)
+        self.model.set_manifest(None)
+
+    def _show_report(self, report: FolderReport) -> None:
+        m = report.manifest
+        n, k = len(m.images), len(m.classes)
+        if not n:
+            self.counts.setText("No usable images found.")
+        elif m.has_labels:
+            self.counts.setText(f"{n:,} images in {k:,} {'class' if k == 1 else 'classes'}")
+        else:
+            self.counts.setText(f"{n:,} images: no labels (no class sub-folders)")
+        sizes = f"{_bytes(report.total_bytes)} in all"
+        if report.short_sides:
+            s = report.short_sides
+            sample = (f"all {report.sampled:,}" if report.all_read
+                      else f"a sample of {report.sampled:,}")
+            sizes += (f"; shorter side min {min(s):,} / median {median(s):,.0f} / max "
+                      f"{max(s):,} px, longer side max {max(report.long_sides):,} px "
+                      f"({sample} read)")
+        self.sizes.setText(sizes)
+        self.classes_table.setRowCount(k)
+        for row, (name, count) in enumerate(zip(m.classes, m.class_counts(), strict=True)):
+            self.classes_table.setItem(row, 0, QTableWidgetItem(name))
+            number = QTableWidgetItem()
+            number.setData(Qt.DisplayRole, count)  # an int sorts as a number
+            self.classes_table.setItem(row, 1, number)
+        self.skipped_table.setRowCount(len(m.skipped))
+        for row, skip in enumerate(m.skipped):
+            self.skipped_table.setItem(row, 0, QTableWidgetItem(skip.path))
+            self.skipped_table.setItem(row, 1, QTableWidgetItem(skip.reason))
+        self.status.setText(m.summary())
+        self.model.set_manifest(m)

@@ -1,0 +1,524 @@
+"""The Explore page: a map of a run's embeddings and the nearest neighbours of any image.
+
+Heavy work runs in engine child processes, one at a time from a queue: ``map`` (which also
+embeds the images when needed; a PCA map is shown at once, then UMAP replaces it),
+``embed`` (a checkpoint's embeddings, before its neighbours can be read) and ``neighbours
+--query FILE`` (an image from outside needs the encoder). Quick work on what is already on
+disk (saved embeddings, a neighbour query over them, a saved map, thumbnails) runs in worker
+threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Qt, QThreadPool, QTimer, Signal
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.child.engine_jobs import EngineJob, EngineQueue
+from app.child.workers import Relay, Task
+from app.model.explore_data import MapData, saved_map, saved_neighbours
+from app.style import set_role
+from app.widgets.checkpoint_box import CheckpointBox
+from app.widgets.map_view import MapView
+from app.widgets.neighbours_panel import NeighboursPanel, ThumbnailCache, ThumbnailGrid, TileInfo
+from engine.evaluate.embed import checkpoint_name, list_checkpoints
+from engine.evaluate.maps import MapParams
+
+#: Thumbnails shown for a box selection (the rest are counted, not drawn).
+MAX_SELECTION_TILES = 200
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+def _param_tooltip(name: str) -> str:
+    meta = {f.name: f.metadata for f in dataclasses.fields(MapParams)}[name]
+    return f"{meta['help']} Allowed: {meta['min']:g} to {meta['max']:g}."
+
+
+class ExplorePage(QWidget):
+    """A run's embeddings map and the neighbours of a chosen image.
+
+    Signals:
+        image_selected(int): an image of the run was picked on this page (a point of the
+            map, a neighbour or a selected thumbnail was clicked): its index.
+        map_shown(str): the scatter now shows a new map (its method, "pca" or "umap").
+        neighbours_shown(): the neighbours panel shows a new result.
+        failed(str): something failed; the message is shown on the page.
+        idle(): the last queued engine child has ended.
+    """
+
+    image_selected = Signal(int)
+    map_shown = Signal(str)
+    neighbours_shown = Signal()
+    failed = Signal(str)
+    idle = Signal()
+
+    def __init__(self, cache_dir: Path | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.run_dir: Path | None = None
+        #: the current query: ("index", image index) or ("file", path), or None
+        self.query: tuple[str, Any] | None = None
+        #: the neighbours shown, as engine.evaluate.explore.neighbours returns them (query excluded)
+        self.neighbours_result: dict[str, Any] | None = None
+        self.jobs = EngineQueue(self.cache_dir, self)
+        self.jobs.started.connect(self._on_job_started)
+        self.jobs.progress.connect(self._on_job_progress)
+        self.jobs.failed.connect(lambda job, reason: self._fail(f"{job.describe} failed: {reason}"))
+        self.jobs.idle.connect(self._on_jobs_idle)
+        self._embedded: set[tuple[str, str]] = set()
+        self._loading_run = False
+        self._map_generation = self._query_generation = 0
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._map_relay = Relay(self)
+        self._map_relay.done.connect(self._on_saved_map)
+        self._map_relay.failed.connect(lambda g, text: None)  # no saved map: nothing to show
+        self._query_relay = Relay(self)
+        self._query_relay.done.connect(self._on_saved_neighbours)
+        self._query_relay.failed.connect(self._on_query_failed)
+        self.thumbnails = ThumbnailCache(parent=self)
+        self.thumbnails.ready.connect(self._on_thumbnail)
+        self._hover_path = ""
+        self._k_timer = QTimer(self)
+        self._k_timer.setSingleShot(True)
+        self._k_timer.setInterval(300)
+        self._k_timer.timeout.connect(self._query_neighbours)
+
+        self.checkpoint_box = CheckpointBox()
+        self.checkpoint_box.currentIndexChanged.connect(lambda _: self._on_embeddings_changed())
+        self.space_box = QComboBox()
+        self.space_box.addItem("h (representation)", "h")
+        self.space_box.addItem("z (projection)", "z")
+        self.space_box.setToolTip("h: the encoder's output, what transfers to other tasks. "
+                                  "z: the projection head's output, what the loss compared.")
+        self.space_box.currentIndexChanged.connect(lambda _: self._on_embeddings_changed())
+        self.method_box = QComboBox()
+        self.method_box.addItem("UMAP", "umap")
+        self.method_box.addItem("PCA", "pca")
+        self.method_box.setToolTip("UMAP keeps neighbourhoods (a PCA map is shown while it is "
+                                   "computed); PCA is a fast linear projection.")
+        self.method_box.currentIndexChanged.connect(self._on_method_changed)
+        defaults = MapParams()
+        self.neighbors_box = QSpinBox()
+        self.neighbors_box.setRange(2, 1000)
+        self.neighbors_box.setValue(defaults.n_neighbors)
+        self.neighbors_box.setToolTip(_param_tooltip("n_neighbors"))
+        self.min_dist_box = QDoubleSpinBox()
+        self.min_dist_box.setRange(0.0, 1.0)
+        self.min_dist_box.setSingleStep(0.05)
+        self.min_dist_box.setValue(defaults.min_dist)
+        self.min_dist_box.setToolTip(_param_tooltip("min_dist"))
+        self.compute_button = QPushButton("Compute map")
+        self.compute_button.setToolTip("Embed the images with this checkpoint if needed and "
+                                       "make the map; saved maps load at once.")
+        self.compute_button.clicked.connect(self.compute_map)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the engine's work (embedding, map, query).")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.k_box = QSpinBox()
+        self.k_box.setRange(1, 100)
+        self.k_box.setValue(12)
+        self.k_box.setToolTip("How many nearest neighbours to show.")
+        self.k_box.valueChanged.connect(lambda _: self._k_timer.start())
+        self.png_button = QPushButton("Export PNG…")
+        self.png_button.setToolTip("Save the map as a PNG image.")
+        self.png_button.clicked.connect(self._on_export_png)
+        self.csv_button = QPushButton("Export CSV…")
+        self.csv_button.setToolTip("Save the map's coordinates as CSV: path, label, class, x, y.")
+        self.csv_button.clicked.connect(self._on_export_csv)
+        self.status = QLabel("Choose a run in the sidebar to explore it.")
+        self.status.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.hide()
+
+        self.map_view = MapView()
+        self.map_view.point_clicked.connect(self._on_image_picked)
+        self.map_view.point_hovered.connect(self._on_point_hovered)
+        self.map_view.box_selected.connect(self._on_box_selected)
+        self.hover_image = QLabel()
+        self.hover_image.setFixedSize(96, 96)
+        self.hover_image.setScaledContents(True)
+        self.hover_text = QLabel("Hover over a point to see its image.")
+        self.hover_text.setWordWrap(True)
+        self.hover_text.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.panel = NeighboursPanel(self.thumbnails)
+        self.panel.file_dropped.connect(self.show_neighbours_of_file)
+        self.panel.neighbour_activated.connect(self._on_image_picked)
+        self.selection = ThumbnailGrid(self.thumbnails, columns=4, px=64)
+        self.selection.setToolTip("The images inside the last selected rectangle of the map. "
+                                  "Click one to see its neighbours.")
+        self.selection.activated.connect(self._on_image_picked)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.panel, "Neighbours")
+        self.tabs.addTab(self.selection, "Selection")
+
+        row1 = QHBoxLayout()
+        for label, widget in (("Checkpoint", self.checkpoint_box), ("Space", self.space_box),
+                              ("Method", self.method_box), ("n_neighbors", self.neighbors_box),
+                              ("min_dist", self.min_dist_box)):
+            row1.addWidget(QLabel(label))
+            row1.addWidget(widget)
+        row1.addWidget(self.compute_button)
+        row1.addWidget(self.cancel_button)
+        row1.addStretch(1)
+        self.checkpoint_box.setMinimumContentsLength(12)
+        self.map_view.toolbar.addWidget(self.png_button)
+        self.map_view.toolbar.addWidget(self.csv_button)
+        hover = QHBoxLayout()
+        hover.addWidget(self.hover_image)
+        hover.addWidget(self.hover_text, 1)
+        hover.addWidget(QLabel("Neighbours"))
+        hover.addWidget(self.k_box)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addLayout(hover)
+        right_layout.addWidget(self.tabs, 1)
+        body = QSplitter()
+        body.addWidget(self.map_view)
+        body.addWidget(right)
+        body.setSizes([600, 460])
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.status, 1)
+        bottom.addWidget(self.progress)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row1)
+        layout.addWidget(body, 1)
+        layout.addLayout(bottom)
+        self._on_method_changed()
+        self._update_controls()
+
+    # --- public ----------------------------------------------------------------------------
+
+    def set_run(self, run_dir: Path | None) -> None:
+        """Explore ``run_dir`` (None: nothing); a saved map of the current settings is shown
+        at once."""
+        self.cancel(quiet=True)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.query, self.neighbours_result = None, None
+        self.panel.show_message("Click a point of the map or drop an image file here.",
+                                clear=True)
+        self.selection.set_tiles([])
+        self._loading_run = True  # set_run announces its new choice: handled once, below
+        try:
+            self.checkpoint_box.set_run(self.run_dir)
+        finally:
+            self._loading_run = False
+        self._on_embeddings_changed()
+
+    def has_checkpoints(self) -> bool:
+        return self.run_dir is not None and bool(list_checkpoints(self.run_dir))
+
+    def map_params(self) -> MapParams:
+        """The map settings shown (ConfigError, a ValueError, if out of range)."""
+        return MapParams(method=self.method_box.currentData(),
+                         n_neighbors=self.neighbors_box.value(),
+                         min_dist=round(self.min_dist_box.value(), 6))
+
+    def compute_map(self) -> None:
+        """Make the map in engine children: PCA first (shown at once), then UMAP if chosen."""
+        if self._run_is_gone() or not self.has_checkpoints():
+            return
+        try:
+            params = self.map_params()
+        except ValueError as exc:
+            self._fail(str(exc))
+            return
+        self.jobs.cancel("map")
+        base = ["map", "--run", str(self.run_dir), "--checkpoint", self._checkpoint(),
+                "--space", self._space()]
+        self.jobs.enqueue(EngineJob("map", base + ["--method", "pca"], "Making the PCA map",
+                                on_result=self._on_map_result))
+        if params.method == "umap":
+            self.jobs.enqueue(EngineJob(
+                "map", base + ["--method", "umap", "--n-neighbors", str(params.n_neighbors),
+                               "--min-dist", repr(params.min_dist)],
+                "PCA map shown; making the UMAP map", on_result=self._on_map_result))
+
+    def show_neighbours(self, index: int) -> None:
+        """Show the nearest neighbours of image ``index`` of the run (and ring it on the map)."""
+        self.query = ("index", int(index))
+        self.map_view.set_selected(int(index))
+        self._query_neighbours()
+
+    def show_neighbours_of_file(self, path: str | Path) -> None:
+        """Show the nearest neighbours of an image file from anywhere (an engine child
+        embeds it with the checkpoint's encoder)."""
+        self.query = ("file", str(path))
+        self.map_view.set_selected(None)
+        self._query_neighbours()
+
+    def export_png(self, path: Path) -> None:
+        self.map_view.export_png(Path(path))
+
+    def export_csv(self, path: Path) -> None:
+        if self.map_view.data is None:
+            raise ValueError("there is no map to export yet: compute one first")
+        self.map_view.data.write_csv(Path(path))
+
+    def cancel(self, quiet: bool = False) -> None:
+        """Stop the running engine child and drop the queued ones."""
+        if self.jobs.cancel() and not quiet:
+            self._say("Cancelled.")
+
+    def is_busy(self) -> bool:
+        """Whether an engine child is running."""
+        return self.jobs.is_busy()
+
+    # --- engine children -------------------------------------------------------------------
+
+    def _on_job_started(self, job: EngineJob) -> None:
+        self._say(job.describe + "…")
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self._update_controls()
+
+    def _on_job_progress(self, job: EngineJob, event: dict) -> None:
+        if "message" in event:
+            self._say(f"{job.describe}: {event['message']}")
+            self.progress.setRange(0, 0)
+        elif event.get("total"):
+            self.progress.setRange(0, int(event["total"]))
+            self.progress.setValue(int(event.get("done", 0)))
+            self.progress.setFormat(f"{event.get('phase', '')} %v/%m")
+
+    def _on_jobs_idle(self) -> None:
+        self.progress.hide()
+        self._update_controls()
+        self.idle.emit()
+
+    def _on_map_result(self, result: dict) -> None:
+        data = MapData.from_result(result)
+        if (data.checkpoint, data.space) != (self._checkpoint_name(), self._space()):
+            return  # made for settings the page has left since
+        self._show_map(data)
+        self._say(f"{data.describe()} made in {result.get('seconds', 0)} s.")
+
+    # --- saved work, in worker threads -----------------------------------------------------
+
+    def _on_embeddings_changed(self) -> None:
+        """Checkpoint or space changed (or a new run): show its saved map, if any, and the
+        neighbours of the same image there."""
+        if self._loading_run:
+            return
+        self.jobs.cancel("map")
+        self.jobs.cancel("embed")  # embeddings of the checkpoint left: no longer waited for
+        self._map_generation += 1
+        if self.run_dir is None:
+            self.map_view.clear("Choose a run in the sidebar to explore it.")
+            self._say("Choose a run in the sidebar to explore it.")
+        elif self._run_is_gone():
+            self.map_view.clear("This run's folder is gone.")
+        elif not self.has_checkpoints():
+            self.map_view.clear("This run has no checkpoint yet.")
+            self._say(f"{self.run_dir.name} has no checkpoint yet: train it for at least one "
+                      "epoch (or wait for its first epoch to end), then come back.")
+        else:
+            self.map_view.clear("No map for this checkpoint yet: press Compute map.")
+            self._say("Press Compute map to embed the images and map them.")
+            run, ckpt, space = self.run_dir, self._checkpoint(), self._space()
+            try:
+                params = self.map_params()
+            except ValueError:
+                params = MapParams()
+            candidates = [params] + ([dataclasses.replace(params, method="pca")]
+                                     if params.method == "umap" else [])
+            self._pool.start(Task(lambda: next(
+                (m for p in candidates if (m := saved_map(run, ckpt, space, p)) is not None),
+                None), self._map_generation, self._map_relay))
+            if self.query is not None:
+                self._query_neighbours()
+        self._update_controls()
+
+    def _on_saved_map(self, generation: int, data: MapData | None) -> None:
+        if generation == self._map_generation and data is not None and self.map_view.data is None:
+            self._show_map(data)
+            self._say(f"Loaded the saved {data.describe()}.")
+
+    def _query_neighbours(self) -> None:
+        if self.query is None or self._run_is_gone() or not self.has_checkpoints():
+            return
+        kind, value = self.query
+        self._query_generation += 1
+        if kind == "file":
+            self.jobs.cancel("file")
+            self.jobs.enqueue(EngineJob(
+                "file", ["neighbours", "--run", str(self.run_dir), "--checkpoint",
+                         self._checkpoint(), "--space", self._space(), "--query", value,
+                         "-k", str(self.k_box.value())],
+                f"Embedding {Path(value).name} to find its neighbours",
+                on_result=self._show_neighbours_result, on_failed=self._on_file_failed))
+            return
+        run, ckpt, space, k = self.run_dir, self._checkpoint(), self._space(), self.k_box.value()
+        self._pool.start(Task(lambda: saved_neighbours(run, ckpt, space, value, k),
+                              self._query_generation, self._query_relay))
+
+    def _on_saved_neighbours(self, generation: int, result: dict | None) -> None:
+        if generation != self._query_generation:
+            return
+        if result is not None:
+            self._show_neighbours_result(result)
+            return
+        key = (str(self.run_dir), self._checkpoint())
+        if key in self._embedded:
+            self._on_query_failed(generation, f"the embeddings of {key[1]} cannot be read")
+        elif not self.jobs.has("embed", key[1]):
+            self.jobs.enqueue(EngineJob(
+                "embed", ["embed", "--run", key[0], "--checkpoint", key[1]],
+                f"Embedding the images with {key[1]}", key=key[1],
+                on_finished=lambda: (self._embedded.add(key), self._query_neighbours())))
+
+    def _on_query_failed(self, generation: int, text: str) -> None:
+        if generation == self._query_generation:
+            self.panel.show_message(f"No neighbours: {text}", error=True, clear=True)
+            self._fail(f"No neighbours: {text}")
+
+    def _on_file_failed(self, reason: str) -> None:
+        self.panel.show_message(reason, error=True, clear=True)
+        self._fail(reason)
+
+    # --- showing ---------------------------------------------------------------------------
+
+    def _show_map(self, data: MapData) -> None:
+        self.map_view.set_map(data)
+        if self.query is not None and self.query[0] == "index":
+            self.map_view.set_selected(self.query[1])
+        self._update_controls()
+        self.map_shown.emit(data.method)
+
+    def _show_neighbours_result(self, result: dict) -> None:
+        self.neighbours_result = result
+        root, q = Path(result["root"]), result["query"]
+        if "index" in q:
+            query = TileInfo(q["index"], str(root / q["path"]),
+                             f"#{q['index']}" + (f"\n{q['class']}" if q.get("class") else ""),
+                             q["path"])
+            name = Path(q["path"]).name
+        else:
+            query = TileInfo(None, q["file"], "dropped file", q["file"])
+            name = Path(q["file"]).name
+        tiles = [TileInfo(n["index"], str(root / n["path"]),
+                          f"{n['score']:.3f}" + (f"\n{n['class']}" if n["class"] else ""),
+                          f"#{n['index']} {n['path']}\ncosine similarity {n['score']:.4f}"
+                          + (f"\nclass {n['class']}" if n["class"] else ""))
+                 for n in result["neighbours"]]
+        title = (f"{len(tiles)} nearest neighbours of {name} ({result['checkpoint']}, "
+                 f"{result['space']}) by cosine similarity")
+        self.panel.show_result(title, query, tiles)
+        if not self.jobs.is_busy():
+            self._say(f"Showing the {title}.")
+        self.tabs.setCurrentWidget(self.panel)
+        self.neighbours_shown.emit()
+
+    def _on_image_picked(self, index: int) -> None:
+        self.show_neighbours(index)
+        self.image_selected.emit(index)
+
+    def _on_point_hovered(self, index: int) -> None:
+        data = self.map_view.data
+        if index < 0 or data is None:
+            return
+        self._hover_path = data.absolute_path(index)
+        name = data.class_name(index)
+        self.hover_text.setText(f"#{index} {data.paths[index]}" + (f"\n{name}" if name else ""))
+        self._on_thumbnail(self._hover_path)
+
+    def _on_thumbnail(self, path: str) -> None:
+        if path == self._hover_path:
+            image = self.thumbnails.get(path)
+            self.hover_image.setPixmap(QPixmap.fromImage(image) if image else QPixmap())
+
+    def _on_box_selected(self, indices: np.ndarray) -> None:
+        data = self.map_view.data
+        if data is None:
+            return
+        shown = indices[:MAX_SELECTION_TILES].tolist()
+        self.selection.set_tiles([TileInfo(i, data.absolute_path(i), data.class_name(i) or
+                                           f"#{i}", f"#{i} {data.paths[i]}") for i in shown])
+        more = f", first {len(shown)} shown" if len(indices) > len(shown) else ""
+        self.tabs.setTabText(1, f"Selection ({len(indices)}{more})")
+        self.tabs.setCurrentWidget(self.selection)
+
+    def _on_method_changed(self, *_: object) -> None:
+        umap = self.method_box.currentData() == "umap"
+        self.neighbors_box.setEnabled(umap)
+        self.min_dist_box.setEnabled(umap)
+
+    def _on_export_png(self) -> None:
+        self._export("PNG image (*.png)", ".png", self.export_png)
+
+    def _on_export_csv(self) -> None:
+        self._export("CSV file (*.csv)", ".csv", self.export_csv)
+
+    def _export(self, filter_: str, suffix: str, write: Callable[[Path], None]) -> None:
+        data = self.map_view.data
+        if data is None or self.run_dir is None:
+            return
+        default = self.run_dir / "maps" / f"map-{data.checkpoint}-{data.space}-{data.method}"
+        path, _ = QFileDialog.getSaveFileName(self, "Export the map", str(default) + suffix,
+                                              filter_)
+        if not path:
+            return
+        try:
+            write(Path(path))
+        except (OSError, ValueError) as exc:
+            self._fail(f"The map could not be saved to {path}: {exc}. Choose another folder.")
+        else:
+            self._say(f"Saved {path}.")
+
+    # --- small helpers ---------------------------------------------------------------------
+
+    def _run_is_gone(self) -> bool:
+        """Whether the run's folder was deleted or moved since it was chosen (said so)."""
+        if self.run_dir is None or self.run_dir.is_dir():
+            return False
+        self._fail(f"The run folder {self.run_dir} is gone: it was deleted or moved outside "
+                   "the app. Choose another run in the runs list.")
+        return True
+
+    def _checkpoint(self) -> str:
+        return self.checkpoint_box.checkpoint() or "last"
+
+    def _checkpoint_name(self) -> str:
+        return checkpoint_name(self.run_dir, self._checkpoint()) if self.run_dir else ""
+
+    def _space(self) -> str:
+        return str(self.space_box.currentData())
+
+    def _update_controls(self) -> None:
+        ready = self.has_checkpoints()
+        for widget in (self.checkpoint_box, self.space_box, self.compute_button, self.k_box):
+            widget.setEnabled(ready)
+        self.cancel_button.setEnabled(self.jobs.is_busy())
+        has_map = self.map_view.data is not None
+        self.png_button.setEnabled(has_map)
+        self.csv_button.setEnabled(has_map)
+
+    def _say(self, text: str) -> None:
+        set_role(self.status, "")
+        self.status.setText(text)
+
+    def _fail(self, text: str) -> None:
+        set_role(self.status, "error")
+        self.status.setText(text)
+        self.failed.emit(text)

@@ -1,0 +1,226 @@
+"""The embeddings map: a 2-D scatter of a run's images (UMAP or PCA), coloured by class.
+
+:class:`MapView` draws an :class:`app.model.explore_data.MapData` with pyqtgraph and reports
+hovered, clicked and box-selected points by image index.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPen
+from PySide6.QtWidgets import (
+    QGraphicsRectItem,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.model.explore_data import MapData
+
+#: Class colours (a qualitative palette that stays readable on light and dark backgrounds);
+#: beyond ten classes the hues are spread evenly.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#17becf", "#bcbd22", "#7f7f7f")
+UNLABELLED = "#9a9a9a"
+POINT_SIZE = 8
+
+
+def class_colour(label: int, n_classes: int) -> QColor:
+    """The colour of class ``label`` (grey for -1, no label)."""
+    if label < 0:
+        return QColor(UNLABELLED)
+    if n_classes <= len(PALETTE):
+        return QColor(PALETTE[label])
+    return pg.intColor(label, hues=n_classes)
+
+
+class MapViewBox(pg.ViewBox):
+    """A ViewBox whose left-drag selects a rectangle (with Shift held, or always in select
+    mode) instead of panning.
+
+    Signals:
+        box_selected(object): the selected rectangle (QRectF, data coordinates).
+    """
+
+    box_selected = Signal(object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.select_mode = False
+        self._band = QGraphicsRectItem()
+        pen = QPen(QColor("#e0a000"))
+        pen.setCosmetic(True)
+        pen.setStyle(Qt.DashLine)
+        self._band.setPen(pen)
+        self._band.setBrush(QColor(224, 160, 0, 40))
+        self._band.hide()
+        self.addItem(self._band, ignoreBounds=True)
+
+    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802 - pyqtgraph override
+        selecting = self.select_mode or bool(ev.modifiers() & Qt.ShiftModifier)
+        if ev.button() != Qt.LeftButton or not selecting:
+            super().mouseDragEvent(ev, axis)
+            return
+        ev.accept()
+        rect = QRectF(self.mapToView(ev.buttonDownPos()), self.mapToView(ev.pos())).normalized()
+        if ev.isFinish():
+            self._band.hide()
+            self.box_selected.emit(rect)
+        else:
+            self._band.setRect(rect)
+            self._band.show()
+
+
+class MapView(QWidget):
+    """The scatter of a :class:`MapData`: one colour per class with a legend (grey without
+    labels); zoom with the wheel, pan by dragging, Shift+drag (or "Box select") selects.
+
+    Signals:
+        point_hovered(int): the image index under the mouse, -1 when it leaves the points.
+        point_clicked(int): a point was clicked (its image index).
+        box_selected(object): image indices (int64 array) inside a selected rectangle.
+    """
+
+    point_hovered = Signal(int)
+    point_clicked = Signal(int)
+    box_selected = Signal(object)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.data: MapData | None = None
+        self._hovered = -1
+        self.view_box = MapViewBox()
+        self.view_box.box_selected.connect(self._on_box)
+        self.plot = pg.PlotWidget(viewBox=self.view_box)
+        self.plot.setToolTip("Wheel: zoom. Drag: pan. Click a point: its neighbours. "
+                             "Shift+drag (or Box select): the images inside a rectangle.")
+        self.plot.hideAxis("left")
+        self.plot.hideAxis("bottom")
+        self.plot.setAspectLocked(True)  # distances on the map mean the same both ways
+        self.legend = self.plot.addLegend(offset=(10, 10))
+        self.scatter = pg.ScatterPlotItem(size=POINT_SIZE, pen=None, hoverable=True,
+                                          hoverSize=POINT_SIZE + 6, tip=None)
+        self.scatter.sigClicked.connect(self._on_clicked)
+        self.scatter.sigHovered.connect(self._on_hovered)
+        self.plot.addItem(self.scatter)
+        ring = pg.mkPen("#e0a000", width=2)
+        self.box_marks = pg.ScatterPlotItem(size=POINT_SIZE + 4, pen=ring, brush=None)
+        self.selected_mark = pg.ScatterPlotItem(size=POINT_SIZE + 10,
+                                                pen=pg.mkPen("#d62728", width=3), brush=None)
+        for item in (self.box_marks, self.selected_mark):
+            self.plot.addItem(item, ignoreBounds=True)
+
+        self.caption = QLabel("No map yet.")
+        self.select_button = QPushButton("Box select")
+        self.select_button.setCheckable(True)
+        self.select_button.setToolTip("When on, dragging selects the images inside a "
+                                      "rectangle instead of panning (Shift+drag always "
+                                      "selects).")
+        self.select_button.toggled.connect(self._on_select_mode)
+        self.fit_button = QPushButton("Fit")
+        self.fit_button.setToolTip("Zoom out to show every point.")
+        self.fit_button.clicked.connect(lambda: self.plot.autoRange())
+        top = QHBoxLayout()
+        top.addWidget(self.caption, 1)
+        top.addWidget(self.select_button)
+        top.addWidget(self.fit_button)
+        self.toolbar = top  # pages add their own buttons (export) here
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(top)
+        layout.addWidget(self.plot, 1)
+
+    def set_map(self, data: MapData) -> None:
+        """Draw ``data``, replacing the current map; the view fits the new points."""
+        self.data = data
+        n_classes = len(data.classes)
+        colours = {int(label): class_colour(int(label), n_classes)
+                   for label in np.unique(data.labels)}
+        brushes = {label: pg.mkBrush(colour) for label, colour in colours.items()}
+        self.scatter.setData(pos=data.coords, data=np.arange(len(data)),
+                             brush=[brushes[int(label)] for label in data.labels])
+        self.legend.clear()
+        if data.has_labels:
+            for label, name in enumerate(data.classes):
+                sample = pg.ScatterPlotItem(size=10, pen=None,
+                                            brush=pg.mkBrush(class_colour(label, n_classes)))
+                self.legend.addItem(sample, name)
+            if (data.labels < 0).any():
+                self.legend.addItem(pg.ScatterPlotItem(size=10, pen=None,
+                                                       brush=pg.mkBrush(UNLABELLED)), "no label")
+        self.set_selected(None)
+        self.set_box_selection(np.zeros(0, np.int64))
+        self.caption.setText(data.describe() + ("" if data.has_labels else
+                                                "; no labels, so no colours"))
+        self.plot.autoRange()
+
+    def clear(self, message: str) -> None:
+        self.data = None
+        self.scatter.clear()
+        self.legend.clear()
+        self.set_selected(None)
+        self.set_box_selection(np.zeros(0, np.int64))
+        self.caption.setText(message)
+
+    def point_brush(self, i: int) -> QColor:
+        """The fill colour of point ``i`` as drawn."""
+        return self.scatter.data["brush"][i].color()
+
+    def set_selected(self, index: int | None) -> None:
+        """Ring the point of image ``index`` (None: no ring)."""
+        if index is None or self.data is None or not 0 <= index < len(self.data):
+            self.selected_mark.clear()
+        else:
+            self.selected_mark.setData(pos=self.data.coords[index:index + 1])
+
+    def set_box_selection(self, indices: np.ndarray) -> None:
+        if self.data is None or len(indices) == 0:
+            self.box_marks.clear()
+        else:
+            self.box_marks.setData(pos=self.data.coords[indices])
+
+    def points_in(self, rect: QRectF) -> np.ndarray:
+        """Image indices of the points inside ``rect`` (data coordinates)."""
+        if self.data is None:
+            return np.zeros(0, np.int64)
+        x, y = self.data.coords[:, 0], self.data.coords[:, 1]
+        inside = ((x >= rect.left()) & (x <= rect.right())
+                  & (y >= rect.top()) & (y <= rect.bottom()))
+        return np.flatnonzero(inside)
+
+    def export_png(self, path: Path, width: int = 1600) -> None:
+        """Save the plot (points, legend) as a PNG ``width`` pixels wide."""
+        from pyqtgraph.exporters import ImageExporter
+
+        exporter = ImageExporter(self.plot.plotItem)
+        exporter.parameters()["width"] = width
+        Path(path).unlink(missing_ok=True)
+        exporter.export(str(path))
+        if not Path(path).is_file():
+            raise OSError(f"the image could not be written to {path}")
+
+    # --- handlers --------------------------------------------------------------------------
+
+    def _on_clicked(self, _item, points, _ev) -> None:
+        if len(points):
+            self.point_clicked.emit(int(points[0].data()))
+
+    def _on_hovered(self, _item, points, _ev) -> None:
+        index = int(points[0].data()) if len(points) else -1
+        if index != self._hovered:
+            self._hovered = index
+            self.point_hovered.emit(index)
+
+    def _on_box(self, rect: QRectF) -> None:
+        indices = self.points_in(rect)
+        self.set_box_selection(indices)
+        self.box_selected.emit(indices)
+
+    def _on_select_mode(self, on: bool) -> None:
+        self.view_box.select_mode = on

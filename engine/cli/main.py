@@ -1,0 +1,254 @@
+"""``contrastive-engine``: the headless command line of Contrastive Explorer.
+
+stdout carries only JSON events (one per line, see engine.run.events); messages for people go
+to stderr. Exit status: 0 finished or stopped, 1 the run failed, 2 bad settings or data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.cli.args import add_settings, given
+from engine.config.settings import ConfigError
+from engine.config.train_config import AugmentConfig, TrainConfig, load_config_file
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Preset of the method, then the config file, then the flags given on the command line."""
+    values: dict[str, Any] = {}
+    if args.config:
+        values = load_config_file(Path(args.config))
+    flags = given(args, TrainConfig)
+    augment = dict(values.pop("augment", {}) or {})
+    augment.update(given(args, AugmentConfig))
+    values.update(flags)
+    if getattr(args, "data", None):
+        values["data"] = str(args.data)
+    if not values.get("data"):
+        raise ConfigError("no image folder given: pass --data DIR (or use `contrastive-engine "
+                          "demo` for the built-in demo dataset)")
+    values["augment"] = augment
+    return TrainConfig.from_dict(values, where=args.config or "command line")
+
+
+class StopSignal:
+    """Set by `stop` on stdin, SIGINT or SIGTERM; the trainer checks it between steps."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.event.set())
+        threading.Thread(target=self._read_stdin, name="stdin-stop", daemon=True).start()
+
+    def _read_stdin(self) -> None:
+        try:
+            for line in sys.stdin:
+                if line.strip().lower() == "stop":
+                    self.event.set()
+                    return
+        except (OSError, ValueError):
+            pass  # no usable stdin (e.g. closed): signals still work
+
+
+def _run_training(cfg: TrainConfig | None, args: argparse.Namespace) -> int:
+    from engine.data.scan import DataError
+    from engine.run.events import EventWriter
+    from engine.training import distributed
+    from engine.training.loop import TrainingError, train
+
+    # Under torchrun every process runs this; only rank 0's stdout carries events.
+    events = EventWriter(sys.stdout if distributed.env_rank() == 0 else None)
+    stop = StopSignal()
+    stop.install()
+    try:
+        result = train(
+            cfg if cfg is not None else TrainConfig(),
+            runs_root=Path(args.runs_root) if args.runs_root else None,
+            run_dir=Path(args.run_dir) if getattr(args, "run_dir", None) else None,
+            resume=Path(args.resume) if getattr(args, "resume", None) else None,
+            cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+            events=events, should_stop=stop,
+            resume_overrides=given(args, TrainConfig) if getattr(args, "resume", None) else None)
+    except (ConfigError, DataError, TrainingError) as exc:
+        events.emit("run_end", status="failed", reason=str(exc), step=0, epoch=0)
+        if distributed.env_rank() == 0:  # every process fails alike: one message is enough
+            print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # a bug or an unforeseen failure: say so, keep the traceback
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        events.emit("run_end", status="failed", reason=f"internal error: {type(exc).__name__}: "
+                    f"{exc}. The last checkpoint, if any, is kept; the log above has details")
+        return EXIT_FAILED
+    finally:
+        events.close()
+        distributed.shutdown()
+    return EXIT_OK if result.status in ("finished", "stopped") else EXIT_FAILED
+
+
+def _common_paths(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs-root", metavar="DIR", help="Folder holding one sub-folder per run "
+                   "(default: $CONTRASTIVE_EXPLORER_RUNS or ~/.local/share/"
+                   "contrastive-explorer/runs).")
+    p.add_argument("--cache-dir", metavar="DIR", help="Where decoded images are cached "
+                   "(default: $CONTRASTIVE_EXPLORER_CACHE or ~/.cache/contrastive-explorer).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="contrastive-engine",
+        description="Train and evaluate contrastive image representations (SimCLR, MoCo v2) "
+        "on a local image folder. Events are written to stdout as JSON lines.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train", help="train SimCLR or MoCo v2 on an image folder",
+        description="Train on an image folder. Settings come from the method's preset, then "
+        "--config, then the flags below. Write `stop` on stdin (or send SIGINT/SIGTERM) to "
+        "checkpoint and stop; --resume RUN_DIR goes on from there.")
+    train.add_argument("--data", metavar="DIR", help="Image folder (class sub-folders give "
+                       "labels; a flat folder has none).")
+    train.add_argument("--config", metavar="FILE", help="JSON file of settings, e.g. a run's "
+                       "config.json.")
+    train.add_argument("--run-dir", metavar="DIR", help="Write the run into this folder "
+                       "instead of a new one under --runs-root.")
+    train.add_argument("--resume", metavar="RUN_DIR", help="Continue the run in RUN_DIR from "
+                       "its last checkpoint with its saved settings; --epochs, --max-steps, "
+                       "--log-every, --keep-every, --device, --num-threads and --compile may "
+                       "be changed.")
+    _common_paths(train)
+    add_settings(train, TrainConfig, "training settings")
+    add_settings(train, AugmentConfig, "augmentation settings")
+
+    demo = sub.add_parser(
+        "demo", help="a short training run on the built-in demo dataset (handwritten digits)",
+        description="Materialise the demo dataset (scikit-learn's 1,797 handwritten digits, "
+        "offline, 10 labelled classes) and train on it briefly.")
+    demo.add_argument("--method", default="simclr", choices=("simclr", "moco"))
+    demo.add_argument("--epochs", type=int, default=10)
+    demo.add_argument("--max-steps", type=int, default=None)
+    demo.add_argument("--device", default="auto")
+    _common_paths(demo)
+
+    data = sub.add_parser("data", help="print the demo dataset's folder, creating it if needed")
+    data.add_argument("which", choices=("demo",))
+
+    from engine.cli.explore import add_parsers
+
+    bench = sub.add_parser(
+        "bench", help="this machine's training speed for a few configurations (~1 minute)",
+        description="Time SimCLR training steps on random images for a few backbones, image "
+        "sizes and batches that suit the device, and print pairs per second, FLOPs per pair "
+        "and (GPU) peak memory, with the time an epoch of 10,000 images would take.")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+    bench.add_argument("--seconds", type=float, default=50.0, help="Time budget for all "
+                       "configurations together (default 50; each gets at least one step).")
+    bench.add_argument("--json", action="store_true", help="One JSON result on stdout.")
+    add_parsers(sub)
+    return parser
+
+
+def _run_explore(run: Any, args: argparse.Namespace) -> int:
+    """Run an exploring verb; a problem the user can fix exits 2 with its message."""
+    from engine.data.scan import DataError
+    from engine.evaluate.embed import RunError
+    from engine.export import ExportError
+
+    try:
+        return run(args)
+    except ExportError as exc:
+        failed_check = exc.result is not None
+        _report_error(args, str(exc))
+        return EXIT_FAILED if failed_check else EXIT_USAGE
+    except (ConfigError, DataError, RunError, ValueError) as exc:
+        _report_error(args, str(exc))
+        return EXIT_USAGE
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.run.io import to_jsonable
+    from engine.training.bench import run_bench, summary
+
+    if args.seconds <= 0:
+        raise ConfigError(f"--seconds must be positive; got {args.seconds:g}")
+    report = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    results = run_bench(args.device, args.seconds, report=report)
+    if args.json:
+        print(json.dumps({"v": 1, "type": "result", **to_jsonable(summary(results))}))
+    return EXIT_OK
+
+
+def _report_error(args: argparse.Namespace, message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps({"v": 1, "type": "error", "message": message}), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "train":
+            if args.resume:
+                return _run_training(None, args)
+            return _run_training(config_from_args(args), args)
+        if args.command == "demo":
+            from engine.data.demo import DEMO_SETTINGS, demo_dataset
+
+            folder = demo_dataset()
+            print(f"demo dataset: {folder}", file=sys.stderr)
+            cfg = TrainConfig.from_dict({
+                **DEMO_SETTINGS, "data": str(folder), "method": args.method,
+                "epochs": args.epochs, "max_steps": args.max_steps, "device": args.device,
+                "log_every": 5})
+            return _run_training(cfg, args)
+        if args.command == "bench":
+            return _run_bench(args)
+        if args.command == "data":
+            from engine.data.demo import demo_dataset
+
+            print(demo_dataset())
+            return EXIT_OK
+        from engine.cli.explore import VERBS, run
+
+        if args.command in VERBS:
+            return _run_explore(run, args)
+    except ConfigError as exc:
+        from engine.training.distributed import env_rank
+
+        if env_rank() != 0:  # under torchrun every process fails alike; rank 0 says why
+            return EXIT_USAGE
+        if args.command in ("train", "demo"):  # their stdout is an event stream
+            from engine.run.events import EventWriter
+
+            EventWriter(sys.stdout).emit("run_end", status="failed", reason=str(exc),
+                                         step=0, epoch=0)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Turn "auto" settings into concrete values for the device and data at hand, saying why."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from engine.config.settings import ConfigError
+from engine.config.train_config import TrainConfig
+from engine.models.encoder import feature_dim
+
+
+@dataclass
+class DeviceInfo:
+    type: str  # "cpu", "cuda" or "mps"
+    name: str
+    memory_gb: float | None
+    bf16: bool
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve_device(requested: str) -> tuple[torch.device, DeviceInfo]:
+    """The torch device for ``requested`` (auto, cpu, cuda, cuda:N, mps), or ConfigError."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "device cuda was asked for, but PyTorch finds no usable CUDA GPU here; use "
+                "--device cpu (or auto), or install a CUDA build of PyTorch and a driver")
+        device = torch.device(requested)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {requested} does not exist: {torch.cuda.device_count()} GPU(s) found")
+        props = torch.cuda.get_device_properties(index)
+        return torch.device("cuda", index), DeviceInfo(
+            "cuda", props.name, round(props.total_memory / 2**30, 1),
+            torch.cuda.is_bf16_supported())
+    if requested == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError("device mps was asked for, but this machine has no MPS device")
+        return torch.device("mps"), DeviceInfo("mps", "Apple GPU", None, False)
+    import platform
+
+    name = platform.processor() or platform.machine() or "CPU"
+    return torch.device("cpu"), DeviceInfo("cpu", f"{name} ({torch.get_num_threads()} "
+                                                   "threads)", None, cpu_has_native_bf16())
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (x86 AVX-512 BF16 or AMX) through oneDNN.
+
+    There, bf16 autocast trains a ResNet about twice as fast as fp32 (BENCHMARKS.md); on
+    other CPUs bf16 is emulated and slower than fp32.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | None,
+                   num_images: int | None, world_size: int = 1
+                   ) -> tuple[TrainConfig, dict[str, str]]:
+    """A copy of ``cfg`` with every automatic value chosen, and the reason for each choice.
+
+    ``typical_side``: the median shorter side of the folder's images (None if unknown).
+    ``num_images``: usable images, to check the batch and queue sizes (None: not yet known).
+    ``world_size``: processes training together (torchrun); batch_size is their global
+    batch and must divide evenly among them.
+    """
+    gpu = device.type in ("cuda", "mps")
+    why: dict[str, str] = {}
+    c = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment))
+
+    if c.backbone is None:
+        c.backbone = "resnet50" if gpu else "resnet18"
+        why["backbone"] = ("ResNet-50, the papers' encoder, on a GPU" if gpu else
+                           "ResNet-18 on the CPU: ResNet-50 trains there at about 1 pair/s")
+    if c.image_size is None:
+        target = 224 if gpu else 32
+        size = target
+        if typical_side is not None and typical_side < target:
+            size = max(16, int(round(typical_side / 8)) * 8) if typical_side >= 16 else 16
+        c.image_size = size
+        why["image_size"] = (f"{size} px: the {'GPU' if gpu else 'CPU'} default is {target} px"
+                             + (f", and the images are about {typical_side} px"
+                                if size != target else ""))
+    if c.cache_size is None:
+        c.cache_size = max(c.image_size, int(round(c.image_size * 8 / 7)))
+        why["cache_size"] = f"{c.cache_size} px: 8/7 of the image size, room for the crops"
+    elif c.cache_size < c.image_size:
+        raise ConfigError(f"cache_size ({c.cache_size}) must be at least image_size "
+                          f"({c.image_size})")
+    if c.small_stem is None:
+        c.small_stem = c.image_size <= 64
+        why["small_stem"] = ("3x3 stem without max-pool at 64 px and below" if c.small_stem
+                             else "standard ResNet stem above 64 px")
+    if c.batch_size is None:
+        per_process = 256 if gpu else 64
+        c.batch_size = per_process * world_size
+        why["batch_size"] = f"{c.batch_size}: the {'GPU' if gpu else 'CPU'} default" + (
+            f" of {per_process} per process, x {world_size} processes" if world_size > 1
+            else "")
+    if world_size > 1 and c.batch_size % world_size:
+        lower = c.batch_size // world_size * world_size
+        options = " or ".join(str(b) for b in (lower, lower + world_size) if b >= 2)
+        raise ConfigError(
+            f"batch_size {c.batch_size} is the global batch of all {world_size} processes and "
+            f"must divide evenly among them: use a multiple of {world_size} ({options})")
+    if c.sync_batch_norm is None:
+        c.sync_batch_norm = True
+        why["sync_batch_norm"] = ("on: with several processes every batch norm sees the "
+                                  "global batch" + (" (one process here: no effect)"
+                                                    if world_size == 1 else ""))
+    if c.temperature is None:
+        c.temperature = 0.1 if c.method == "simclr" else 0.2
+        why["temperature"] = f"{c.temperature}: the {c.method} paper default"
+    if c.proj_hidden_dim is None:
+        c.proj_hidden_dim = feature_dim(c.backbone)
+        why["proj_hidden_dim"] = f"{c.proj_hidden_dim}: the encoder's feature width"
+    if c.head_batch_norm is None:
+        c.head_batch_norm = c.method == "simclr"
+    if c.optimizer is None:
+        c.optimizer = "lars" if c.method == "simclr" else "sgd"
+        why["optimizer"] = f"{c.optimizer}: the {c.method} paper default"
+    if c.lr_scaling is None:
+        # SimCLR (appendix B.1): with LARS, lr = 0.075 x sqrt(batch) beats linear scaling
+        # for small batches and short runs; the two agree at batch 4096.
+        c.lr_scaling = "sqrt" if c.optimizer == "lars" else "linear"
+        why["lr_scaling"] = f"{c.lr_scaling}: the {c.optimizer} default"
+    if c.lr is None:
+        c.lr = {"lars": 1.2, "sgd": 0.03, "adamw": 0.001}[c.optimizer]
+        why["lr"] = f"{c.lr} per 256 images, the {c.optimizer} default"
+    if c.weight_decay is None:
+        c.weight_decay = {"lars": 1e-6, "sgd": 1e-4, "adamw": 1e-4}[c.optimizer]
+    if c.warmup_epochs is None:
+        c.warmup_epochs = min(10.0, c.epochs / 10)
+        why["warmup_epochs"] = f"{c.warmup_epochs:g}: 10 epochs or a tenth of the run"
+    if c.precision is None:
+        if device.type == "cuda":
+            c.precision = "bf16" if device.bf16 else "fp16"
+            why["precision"] = f"{c.precision} autocast on this GPU"
+        elif device.type == "cpu" and device.bf16:
+            c.precision = "bf16"
+            why["precision"] = ("bf16 autocast: this CPU has bf16 instructions (about twice "
+                                "as fast as fp32)")
+        else:
+            c.precision = "fp32"
+            why["precision"] = f"fp32 on {device.type}"
+    if c.channels_last is None:
+        # oneDNN's CPU convolutions are faster in channels-last too (BENCHMARKS.md).
+        c.channels_last = device.type in ("cuda", "cpu")
+    if c.augment.blur_p is None:
+        c.augment.blur_p = 0.5 if c.image_size > 64 else 0.0
+        why["blur_p"] = f"{c.augment.blur_p}: blur is {'on' if c.augment.blur_p else 'off'} " \
+                        "above/at 64 px as in SimCLR"
+    if device.type == "cpu" and c.precision == "fp16":
+        raise ConfigError("precision fp16 needs a GPU; use fp32, bf16 or auto on the CPU")
+    if device.type == "cpu" and c.precision == "bf16" and not device.bf16:
+        why["precision"] = ("bf16 as asked; this CPU has no bf16 instructions, so it is "
+                            "emulated and slower than fp32")
+    if device.type == "cuda" and c.precision == "bf16" and not device.bf16:
+        raise ConfigError(f"precision bf16 is not supported by {device.name}; use fp16 or auto")
+
+    if num_images is None:
+        return c, why
+    if num_images < c.batch_size:
+        raise ConfigError(
+            f"batch_size {c.batch_size} is larger than the {num_images} usable image(s) in "
+            f"the folder: lower --batch-size to at most {num_images} or add images")
+    if c.method == "moco":
+        # Keys stay in the queue for queue_size / batch steps; if that spans the dataset an
+        # image's own earlier key becomes one of its negatives.
+        limit = ((num_images - c.batch_size) // c.batch_size) * c.batch_size
+        if limit < 1:
+            raise ConfigError(
+                f"MoCo needs more images than two batches for its queue: {num_images} images "
+                f"at batch size {c.batch_size}. Lower --batch-size or use --method simclr")
+        if c.queue_size > limit:
+            why["queue_size"] = (f"reduced from {c.queue_size} to {limit}: the queue must stay "
+                                 f"smaller than the dataset ({num_images} images)")
+            c.queue_size = limit
+    return c, why

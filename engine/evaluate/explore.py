@@ -1,0 +1,213 @@
+"""Exploring a trained run: embeddings, maps, neighbours, kNN, linear probe and export.
+
+Each function works from a run folder and a checkpoint name ("last", "epoch-0010",
+"random" for the untrained baseline), saves its result in the run folder as DESIGN.md lays
+out, and returns a plain dict (JSON-ready). The CLI verbs and the app call these.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.config.resolve import resolve_device
+from engine.data.scan import DataError
+from engine.evaluate.embed import (
+    Embeddings,
+    RunError,
+    checkpoint_path,
+    embed_file,
+    embed_run,
+    load_encoder,
+    load_run_config,
+)
+from engine.evaluate.knn import knn_accuracy, save_result
+from engine.evaluate.maps import MapParams, load_or_compute_map
+from engine.evaluate.neighbours import NeighbourIndex
+from engine.evaluate.probe import ProbeParams, linear_probe
+from engine.run.io import write_atomic, write_json_atomic
+
+SPACES = ("h", "z")
+Progress = Callable[[str, int, int], None]
+
+
+def _vectors(emb: Embeddings, space: str) -> np.ndarray:
+    if space not in SPACES:
+        raise ValueError(f"space must be h (the representation) or z (the projection); "
+                         f"got {space!r}")
+    return emb.features if space == "h" else emb.projections
+
+
+def embeddings(run_dir: Path, checkpoint: str = "last", *, data: Path | None = None,
+               device: str = "auto", force: bool = False, cache_dir: Path | None = None,
+               progress: Progress | None = None) -> Embeddings:
+    """The embeddings of a checkpoint, computed once and reused."""
+    return embed_run(Path(run_dir), checkpoint, data=data, device=device, force=force,
+                     cache_dir=cache_dir, progress=progress)
+
+
+def embed_summary(emb: Embeddings) -> dict[str, Any]:
+    return {"folder": str(emb.folder), "checkpoint": emb.checkpoint, "images": len(emb.paths),
+            "h_dim": int(emb.features.shape[1]), "z_dim": int(emb.projections.shape[1]),
+            "classes": emb.classes, "root": emb.root}
+
+
+def make_map(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
+             params: MapParams | None = None, device: str = "auto",
+             cache_dir: Path | None = None,
+             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """A 2-D map (UMAP or PCA) of the embeddings, cached under maps/."""
+    params = params or MapParams()
+    emb = embeddings(run_dir, checkpoint, device=device, cache_dir=cache_dir)
+    started = time.perf_counter()
+    coords = load_or_compute_map(_vectors(emb, space), params, Path(run_dir) / "maps",
+                                 f"{emb.checkpoint}-{space}", progress=progress)
+    return {"coords": coords, "paths": emb.paths, "labels": emb.labels.tolist(),
+            "classes": emb.classes, "root": emb.root, "checkpoint": emb.checkpoint,
+            "space": space, "params": params.to_dict(),
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def neighbours(run_dir: Path, query: int | str | Path, k: int = 10, *,
+               checkpoint: str = "last", space: str = "h", device: str = "auto",
+               cache_dir: Path | None = None) -> dict[str, Any]:
+    """The ``k`` most similar images (cosine similarity) to an image of the run's folder
+    (by index) or to an image file from anywhere."""
+    emb = embeddings(run_dir, checkpoint, device=device, cache_dir=cache_dir)
+    index = NeighbourIndex(_vectors(emb, space))
+    query_info: dict[str, Any]
+    if isinstance(query, (int, np.integer)) or (isinstance(query, str) and query.isdigit()):
+        i = int(query)
+        idx, scores = index.query_index(i, k)
+        query_info = {"index": i, "path": emb.paths[i] if 0 <= i < len(emb.paths) else None}
+    else:
+        path = Path(query)
+        if not path.is_file():
+            raise DataError(f"query {query!r} is neither an image index (0-"
+                            f"{len(emb.paths) - 1}) nor an existing image file")
+        torch_device, _ = resolve_device(device)
+        encoder, cfg, _ = load_encoder(Path(run_dir), checkpoint, torch_device)
+        h, z = embed_file(encoder, cfg, path)
+        idx, scores = index.query(h if space == "h" else z, k)
+        query_info = {"file": str(path)}
+    results = []
+    for j, score in zip(idx[0].tolist(), scores[0].tolist()):
+        label = int(emb.labels[j])
+        results.append({"index": j, "path": emb.paths[j], "score": round(float(score), 6),
+                        "label": label if label >= 0 else None,
+                        "class": emb.classes[label] if label >= 0 and emb.classes else None})
+    return {"query": query_info, "k": len(results), "space": space,
+            "checkpoint": emb.checkpoint, "root": emb.root, "neighbours": results}
+
+
+def knn(run_dir: Path, checkpoint: str = "last", *, space: str = "h", k: int = 20,
+        temperature: float = 0.07, test_fraction: float = 0.2, seed: int = 0,
+        device: str = "auto", cache_dir: Path | None = None) -> dict[str, Any]:
+    """Weighted kNN top-1 accuracy on a stratified held-out split; saved under probes/."""
+    emb = embeddings(run_dir, checkpoint, device=device, cache_dir=cache_dir)
+    result = knn_accuracy(_vectors(emb, space), emb.labels, k=k, temperature=temperature,
+                          test_fraction=test_fraction, seed=seed)
+    result.update(kind="knn", checkpoint=emb.checkpoint, space=space, class_names=emb.classes)
+    name = f"knn-{emb.checkpoint}-{space}"
+    result["path"] = str(save_result(result, Path(run_dir) / "probes", name))
+    return result
+
+
+def probe(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
+          params: ProbeParams | None = None, device: str = "auto",
+          cache_dir: Path | None = None,
+          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """The linear evaluation protocol on frozen features; saved under probes/."""
+    params = params or ProbeParams()
+    emb = embeddings(run_dir, checkpoint, device=device, cache_dir=cache_dir)
+    result = linear_probe(_vectors(emb, space), emb.labels, emb.classes, params,
+                          progress=progress)
+    result.update(kind="linear-probe", checkpoint=emb.checkpoint, space=space)
+    fraction = f"{params.label_fraction:g}".replace(".", "p")
+    name = f"probe-{emb.checkpoint}-{space}-labels{fraction}"
+    result["path"] = str(save_result(result, Path(run_dir) / "probes", name))
+    return result
+
+
+EMBEDDING_FORMATS = ("npy", "csv")
+
+
+def default_export_path(run_dir: Path, checkpoint: str, fmt: str, space: str = "h") -> Path:
+    """Where an export goes when no file is named: the run's exports/ folder."""
+    from engine.export import SUFFIXES
+
+    exports = Path(run_dir) / "exports"
+    if fmt in EMBEDDING_FORMATS:
+        return exports / f"embeddings-{checkpoint}-{space}.{fmt}"
+    return exports / f"encoder-{checkpoint}{SUFFIXES[fmt]}"
+
+
+def export_encoder_of_run(run_dir: Path, fmt: str, out: Path | None = None, *,
+                          checkpoint: str = "last",
+                          include_head: bool = False) -> dict[str, Any]:
+    """Export a checkpoint's encoder (see engine.export), verified on real images of the
+    run's folder when its cache is at hand. Default destination: the run's exports/."""
+    from engine.export import export_encoder
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    encoder, cfg, info = load_encoder(run_dir, checkpoint, "cpu")
+    if out is None:
+        out = default_export_path(run_dir, info["checkpoint"], fmt)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    manifest_path = run_dir / "manifest.json"
+    summary = None
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            summary = {"root": manifest.get("root"), "images": len(manifest.get("images", [])),
+                       "classes": manifest.get("classes", [])}
+        except (OSError, ValueError):
+            summary = None
+    result = export_encoder(encoder, cfg, fmt, Path(out), include_head=include_head,
+                            checkpoint_path=checkpoint_path(run_dir, checkpoint),
+                            dataset_summary=summary, epochs_trained=info.get("epoch"))
+    return {"path": str(result.path), "metadata": str(result.metadata_path),
+            "format": result.format, "verified": result.verified,
+            "max_abs_diff": result.max_abs_diff, "tolerance": result.tolerance}
+
+
+def export_embeddings(run_dir: Path, out: Path, *, checkpoint: str = "last", space: str = "h",
+                      device: str = "auto", cache_dir: Path | None = None) -> dict[str, Any]:
+    """Write the embeddings to ``out``: .npy (the matrix) or .csv (path, label, vector)."""
+    emb = embeddings(run_dir, checkpoint, device=device, cache_dir=cache_dir)
+    vectors = _vectors(emb, space)
+    out = Path(out)
+    if out.suffix.lower() == ".npy":
+        write_atomic(out, lambda f: np.save(f, vectors))
+    elif out.suffix.lower() == ".csv":
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["path", "label", "class"] + [f"{space}{i}" for i in
+                                                      range(vectors.shape[1])])
+        for path, label, row in zip(emb.paths, emb.labels.tolist(), vectors):
+            name = emb.classes[label] if label >= 0 and emb.classes else ""
+            writer.writerow([path, label if label >= 0 else "", name]
+                            + [f"{v:.7g}" for v in row.tolist()])
+        data = text.getvalue().encode("utf-8")
+        write_atomic(out, lambda f: f.write(data))
+    else:
+        raise ValueError(f"embeddings export needs a .npy or .csv file name; got {out.name}")
+    meta = {"source_run": str(run_dir), "checkpoint": emb.checkpoint, "space": space,
+            "images": len(emb.paths), "dim": int(vectors.shape[1]), "root": emb.root,
+            "classes": emb.classes}
+    meta_path = out.with_name(out.name + ".json")
+    write_json_atomic(meta_path, meta)
+    return {"path": str(out), "metadata": str(meta_path), "format": out.suffix.lower()[1:],
+            **meta}
+
+
+__all__ = ["embeddings", "make_map", "neighbours", "knn", "probe", "export_encoder_of_run",
+           "export_embeddings", "default_export_path", "RunError", "SPACES"]

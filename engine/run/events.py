@@ -1,0 +1,149 @@
+"""The engine's event stream: one JSON object per line (schema version 1).
+
+Every event is written to stdout (for the app that started the engine) and appended to
+``run_dir/events.jsonl`` (for replay, and for opening a run later). Human-readable logs go
+to stderr. Every event has ``v`` (schema version), ``type`` and ``time`` (Unix seconds).
+Readers must ignore unknown types and unknown fields (newer engines may add them).
+
+Types and their fields (see README, "Event stream"):
+
+- ``run_start``: run_dir, resumed, config (resolved), auto (why each automatic value was
+  chosen), dataset {root, images, classes, class_counts, skipped}, device {type, name,
+  memory_gb}, steps_per_epoch, total_steps, start_step, world_size (processes training
+  together under torchrun; 1 alone), per_process_batch (config.batch_size is the global
+  batch), nodes
+- ``progress``: phase ("scan", "decode", ...), done, total, message
+- ``warning``: message
+- ``step``: step, epoch, loss, lr, pairs_per_s, positive_pair_similarity, embedding_std
+  (and momentum for MoCo)
+- ``epoch_end``: epoch, step, loss (mean over the epoch), seconds
+- ``eval``: epoch (epochs done), step, knn_top1 (weighted kNN accuracy of the frozen
+  features on a fixed held-out split, 0-1), knn_k, images, seconds; only with labels
+- ``checkpoint``: path, epoch, step
+- ``run_end``: status ("finished", "stopped" or "failed"), reason, step, epoch
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from engine.run.io import to_jsonable
+
+SCHEMA_VERSION = 1
+
+
+class EventWriter:
+    """Writes events to a stream (stdout by default) and, once a run directory exists, to
+    its events.jsonl. Thread-safe."""
+
+    def __init__(self, stream: IO[str] | None = sys.stdout) -> None:
+        self._stream = stream
+        self._file: IO[str] | None = None
+        self._lock = threading.Lock()
+        self._pending: list[str] = []  # events emitted before the run directory existed
+        self.file_error: Exception | None = None  # why appending to events.jsonl stopped
+
+    def attach(self, events_path: Path) -> None:
+        """Start appending to ``events_path``, including the events emitted so far.
+
+        A process killed while writing can leave a half line at the end of the file; the
+        first event appended then starts on a new line, so it is not glued to the half line
+        (readers skip the half line, see :func:`read_events`, and keep every whole event).
+        Raises OSError when the file cannot be opened.
+        """
+        with self._lock:
+            self._file = open(events_path, "a", encoding="utf-8")
+            if not _ends_with_newline(events_path):
+                self._file.write("\n")
+            for line in self._pending:
+                self._file.write(line)
+            self._file.flush()
+            self._pending.clear()
+
+    def emit(self, type: str, **fields: Any) -> dict[str, Any]:
+        event = {"v": SCHEMA_VERSION, "type": type, "time": round(time.time(), 3)}
+        event.update(to_jsonable(fields))
+        line = json.dumps(event, separators=(",", ":")) + "\n"
+        with self._lock:
+            if self._stream is not None:
+                try:
+                    self._stream.write(line)
+                    self._stream.flush()
+                except (BrokenPipeError, ValueError, OSError):
+                    self._stream = None  # the reader went away; keep writing the file
+            if self._file is not None:
+                try:
+                    self._file.write(line)
+                    self._file.flush()
+                except (OSError, ValueError) as exc:  # disk full, folder gone, read-only
+                    self._file_failed(exc)
+            elif self.file_error is None:
+                self._pending.append(line)
+        return event
+
+    def _file_failed(self, exc: Exception) -> None:
+        """Stop appending to events.jsonl after a write failed; events still go to the
+        stream, and the run itself decides whether it can go on (its next checkpoint
+        reports a full disk with a message). Called with the lock held."""
+        self.file_error = exc
+        file, self._file = self._file, None
+        try:
+            file.close()  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            pass
+        try:
+            print(f"warning: cannot append to the run's events.jsonl ({exc}); events go "
+                  "on to stdout only", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                file, self._file = self._file, None
+                try:
+                    file.close()
+                except (OSError, ValueError) as exc:  # its last flush failed: disk full
+                    self.file_error = exc
+
+
+def _ends_with_newline(path: Path) -> bool:
+    """Whether ``path`` is empty or its last byte is a newline."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            if f.tell() == 0:
+                return True
+            f.seek(-1, 2)
+            return f.read(1) == b"\n"
+    except OSError:
+        return True
+
+
+def parse_event(line: str) -> dict[str, Any] | None:
+    """One event from a line, or None for a blank, malformed or truncated line."""
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        return None
+    return event
+
+
+def read_events(path: Path) -> Iterator[dict[str, Any]]:
+    """Events of an events.jsonl, skipping lines a crash left half-written."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            event = parse_event(line)
+            if event is not None:
+                yield event

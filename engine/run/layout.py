@@ -1,0 +1,149 @@
+"""The run folder: the one place that knows its layout.
+
+Every training run is a folder (DESIGN.md, "Run directory"); the engine writes it and the app
+reads it, both through :class:`RunDir`, so no other module spells a file name in it::
+
+    <runs root>/<yyyymmdd-hhmmss>-<method>-<dataset>/
+      config.json          resolved settings, written before the first step
+      manifest.json        images used, labels, skipped files and why
+      events.jsonl         every event (engine.run.events), for replay
+      app.json             the app's own notes on the run (display name, background pid)
+      checkpoints/         last.pt (rewritten), epoch-NNNN.pt (kept)
+      embeddings/<name>/   index.json, features.npy (h), projections.npy (z)
+      maps/                computed 2-d maps and their parameters
+      probes/              kNN and linear-probe results as JSON
+      exports/             exported encoders, each with a metadata JSON beside it
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+LAST = "last"  # the checkpoint name of the newest state of a run
+RANDOM_INIT = "random"  # the checkpoint name of the untrained encoder (no file)
+CHECKPOINT_SUFFIX = ".pt"
+_NUMBERED = re.compile(r"epoch-(\d+)\.pt")
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    """The name of the checkpoint kept after ``epoch`` epochs: "epoch-0010"."""
+    return f"epoch-{epoch:04d}"
+
+
+@dataclass(frozen=True)
+class EmbeddingFiles:
+    """One saved embedding of a run's images: ``embeddings/<name>/``."""
+
+    path: Path
+
+    @property
+    def index(self) -> Path:
+        """JSON: the checkpoint's hash, the images (path, label) and the array shapes."""
+        return self.path / "index.json"
+
+    @property
+    def features(self) -> Path:
+        """float32 (N, feature dim): the encoder's output h."""
+        return self.path / "features.npy"
+
+    @property
+    def projections(self) -> Path:
+        """float32 (N, projection dim): the projection head's output z."""
+        return self.path / "projections.npy"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run folder. Creating one touches nothing on disk."""
+
+    path: Path
+
+    def __init__(self, path: str | Path) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # --- files ---------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def events(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def app_state(self) -> Path:
+        return self.path / "app.json"
+
+    def is_run(self) -> bool:
+        """Whether the folder holds a run (its config.json is written before any step)."""
+        return self.config.is_file()
+
+    # --- checkpoints ---------------------------------------------------------------------
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoint(LAST)
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        return self.checkpoint(epoch_checkpoint_name(epoch))
+
+    def checkpoint(self, name: str) -> Path:
+        """The file of checkpoint ``name`` ("last", "epoch-0010")."""
+        return self.checkpoints / f"{name}{CHECKPOINT_SUFFIX}"
+
+    def checkpoint_files(self) -> list[Path]:
+        """Every checkpoint file in the folder (any name)."""
+        return sorted(self.checkpoints.glob(f"*{CHECKPOINT_SUFFIX}"))
+
+    def has_checkpoint(self) -> bool:
+        return bool(self.checkpoint_files())
+
+    def numbered_checkpoints(self) -> list[tuple[int, Path]]:
+        """The kept epoch-NNNN.pt files as (epoch, path), oldest first."""
+        return sorted((int(m[1]), p) for p in self.checkpoints.glob("epoch-*.pt")
+                      if (m := _NUMBERED.fullmatch(p.name)))
+
+    def checkpoint_names(self) -> list[str]:
+        """The names of the saved checkpoints, oldest first, "last" at the end."""
+        names = [p.stem for _, p in self.numbered_checkpoints()]
+        return names + ([LAST] if self.last_checkpoint.is_file() else [])
+
+    # --- results -------------------------------------------------------------------------
+    @property
+    def embeddings(self) -> Path:
+        return self.path / "embeddings"
+
+    def embedding(self, name: str) -> EmbeddingFiles:
+        """The saved embedding called ``name`` (a checkpoint name, maybe with a suffix)."""
+        return EmbeddingFiles(self.embeddings / name)
+
+    @property
+    def maps(self) -> Path:
+        return self.path / "maps"
+
+    @property
+    def probes(self) -> Path:
+        return self.path / "probes"
+
+    @property
+    def exports(self) -> Path:
+        return self.path / "exports"
