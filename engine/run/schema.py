@@ -181,8 +181,9 @@ def validate_event(event: dict[str, Any], *, partial: bool = False) -> list[str]
     fields a test needs)."""
     kind = event.get("type")
     problems = _field_problems(str(kind), ENVELOPE, event, partial=False)
-    if event.get("v") is not None and event.get("v") != SCHEMA_VERSION:
-        problems.append(f"{kind} event: v is {event.get('v')!r}, not {SCHEMA_VERSION}")
+    version = event.get("v")
+    if fits(version, "integer") and version != SCHEMA_VERSION:
+        problems.append(f"{kind} event: v is {version}, not {SCHEMA_VERSION}")
     described = EVENTS.get(kind) if isinstance(kind, str) else None
     if described is None:
         return problems + [f"event type {kind!r} is not in the schema (engine.run.schema)"]
