@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from app.model.run_actions import background_process
+from engine.run import schema
 from engine.run.events import read_events
+from engine.run.layout import RunDir
 
 CURVES = ("loss", "lr", "positive_pair_similarity", "embedding_std", "pairs_per_s")
 
@@ -27,67 +29,31 @@ CURVES = ("loss", "lr", "positive_pair_similarity", "embedding_std", "pairs_per_
 LIVE_EVENTS_S = 600
 RUNNING_ELSEWHERE = "running elsewhere"
 
-_NUMBER = "a number"
-#: The fields the app reads from each event type it knows, what they must be, and whether
-#: the event is unusable without them. Numbers may be null (the engine writes NaN and
-#: infinity as null) unless required. Other fields are ignored (newer engines may add some).
+#: The fields the app reads from each event type, what they must be (as problems name them:
+#: "an integer", "a number", "text", ...) and whether the event is unusable without them,
+#: from the engine's schema (engine.run.schema). Numbers may be null (the engine writes NaN
+#: and infinity as null) unless required. Other fields are ignored (newer engines may add
+#: some), as are other types.
 EVENT_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
-    "run_start": {"run_dir": ("text", True), "total_steps": ("an integer", False),
-                  "steps_per_epoch": ("an integer", False), "config": ("an object", False),
-                  "dataset": ("an object", False), "device": ("an object", False)},
-    "progress": {"phase": ("text", False), "message": ("text", False),
-                 "done": (_NUMBER, False), "total": (_NUMBER, False)},
-    "warning": {"message": ("text", False)},
-    "step": {"step": ("an integer", True), "loss": (_NUMBER, True),
-             **{key: (_NUMBER, False) for key in CURVES if key != "loss"}},
-    "epoch_end": {"epoch": ("an integer", True), "loss": (_NUMBER, False)},
-    "eval": {"step": ("an integer", True), "knn_top1": (_NUMBER, True),
-             "epoch": ("an integer", False), "images": ("an integer", False),
-             "seconds": (_NUMBER, False)},
-    "checkpoint": {"path": ("text", True), "epoch": ("an integer", False),
-                   "step": ("an integer", False)},
-    "run_end": {"status": ("text", True), "reason": ("text", False)},
-    "error": {"message": ("text", False)},
-    "result": {},
-}
-_KINDS = {"text": (str,), "an integer": (int,), _NUMBER: (int, float), "an object": (dict,)}
-
-
-def _fits(value: Any, kind: str) -> bool:
-    return isinstance(value, _KINDS[kind]) and not isinstance(value, bool)
+    name: {f.name: (schema.PHRASES[f.kind], f.required) for f in described.fields}
+    for name, described in schema.EVENTS.items()}
 
 
 def event_problems(event: dict[str, Any]) -> list[str]:
     """What is wrong with an event of a known type, for people ("step event: loss is
     missing", "step event: lr is text, not a number"); [] for a good event or an unknown
     type (a newer engine's, which readers ignore)."""
-    kind = event.get("type")
-    problems = []
-    for name, (expected, required) in EVENT_FIELDS.get(str(kind), {}).items():
-        value = event.get(name)
-        if value is None:
-            if required:
-                problems.append(f"{kind} event: {name} is missing")
-        elif not _fits(value, expected):
-            problems.append(f"{kind} event: {name} is {_kind_of(value)}, not {expected}")
-    return problems
-
-
-def _kind_of(value: Any) -> str:
-    for kind in ("text", "an integer", _NUMBER, "an object"):
-        if _fits(value, kind):
-            return kind
-    return {bool: "true/false", list: "a list"}.get(type(value), type(value).__name__)
+    return schema.field_problems(event)
 
 
 def _number(event: dict[str, Any], name: str) -> float:
     value = event.get(name)
-    return float(value) if _fits(value, _NUMBER) else math.nan
+    return float(value) if schema.fits(value, "number") else math.nan
 
 
 def _integer(event: dict[str, Any], name: str) -> int | None:
     value = event.get(name)
-    return value if _fits(value, "an integer") else None
+    return value if schema.fits(value, "integer") else None
 
 
 def _mapping(event: dict[str, Any], name: str) -> dict[str, Any]:
@@ -209,7 +175,7 @@ class RunHistory:
             return None
         rates = [r for r in self.curves["pairs_per_s"][-window:] if r > 0 and math.isfinite(r)]
         batch = self.config.get("batch_size")
-        if not rates or not _fits(batch, _NUMBER) or batch <= 0:
+        if not rates or not schema.fits(batch, "number") or batch <= 0:
             return None
         steps_per_s = (sum(rates) / len(rates)) / batch
         return (self.total_steps - self.steps[-1]) / steps_per_s
@@ -341,16 +307,16 @@ def _replay_for_list(events: Path, stat: os.stat_result) -> _Replayed:
 
 def summarise_run(path: Path) -> RunSummary:
     """A run folder's summary; a damaged folder gives a summary that says what is wrong."""
-    name = path.name
+    name, run = path.name, RunDir(path)
     try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = json.loads(run.config.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return RunSummary(path, name, "?", "?", "unreadable", 0, None, None,
                           f"config.json cannot be read ({type(exc).__name__})")
     if not isinstance(config, dict):
         return RunSummary(path, name, "?", "?", "unreadable", 0, None, None,
                           "config.json does not hold a configuration")
-    events = path / "events.jsonl"
+    events = run.events
     try:
         stat = events.stat() if events.is_file() else None
         replayed = (_replay_for_list(events, stat) if stat is not None
@@ -359,7 +325,7 @@ def summarise_run(path: Path) -> RunSummary:
         return RunSummary(path, name, "?", "?", "unreadable", 0, None, None,
                           f"events.jsonl cannot be read ({type(exc).__name__})")
     checkpoint = ""
-    if (path / "checkpoints" / "last.pt").is_file():
+    if run.last_checkpoint.is_file():
         step = replayed.checkpoint_step
         checkpoint = "checkpoint saved" if step is None else f"checkpoint at step {step}"
     status = replayed.status
@@ -380,7 +346,7 @@ def list_runs(runs_root: Path) -> list[RunSummary]:
     if not root.is_dir():
         return []
     try:
-        folders = [p for p in root.iterdir() if p.is_dir() and (p / "config.json").exists()]
+        folders = [p for p in root.iterdir() if p.is_dir() and RunDir(p).config.exists()]
     except OSError:  # the runs folder went away while it was listed
         return []
     runs = [summarise_run(p) for p in folders]

@@ -1,14 +1,13 @@
 """The exploring verbs of ``contrastive-engine``: embed, map, neighbours, knn, probe, export.
 
 Each takes ``--run RUN_DIR`` and a checkpoint. With ``--json`` stdout carries JSON lines:
-progress events, then one ``{"type": "result", ...}`` object; without it, a readable
+progress events, then one ``result`` event (engine.run.schema); without it, a readable
 summary is printed. Messages for people go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 from engine.cli.args import add_settings, given
 from engine.run.events import EventWriter
-from engine.run.io import to_jsonable
+from engine.run.layout import LAST, RANDOM_INIT, RunDir
 
 VERBS = ("embed", "map", "neighbours", "knn", "probe", "export")
 
@@ -24,7 +23,7 @@ VERBS = ("embed", "map", "neighbours", "knn", "probe", "export")
 def _common(p: argparse.ArgumentParser, *, space: bool = True) -> None:
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="A run folder made by "
                    "`contrastive-engine train`.")
-    p.add_argument("--checkpoint", default="last", help="last (default), epoch-NNNN, a .pt "
+    p.add_argument("--checkpoint", default=LAST, help="last (default), epoch-NNNN, a .pt "
                    "file, or random (the untrained encoder, a baseline).")
     if space:
         p.add_argument("--space", default="h", choices=("h", "z"), help="h: the encoder's "
@@ -100,10 +99,10 @@ def _settings_from(args: argparse.Namespace, cls: type) -> Any:
     return update(cls(), given(args, cls), where="command line")
 
 
-def _print_result(args: argparse.Namespace, result: dict[str, Any],
+def _print_result(args: argparse.Namespace, events: EventWriter, result: dict[str, Any],
                   text: Callable[[dict[str, Any]], str]) -> None:
     if args.json:
-        print(json.dumps({"v": 1, "type": "result", **to_jsonable(result)}), flush=True)
+        events.emit("result", **result)
     else:
         print(text(result))
 
@@ -133,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "embed":
         emb = explore.embeddings(run_dir, args.checkpoint, data=Path(args.data) if args.data
                                  else None, force=args.force, progress=progress, **common)
-        _print_result(args, explore.embed_summary(emb), lambda r: (
+        _print_result(args, events, explore.embed_summary(emb), lambda r: (
             f"{r['images']} images embedded with {r['checkpoint']}: h {r['h_dim']}-d, "
             f"z {r['z_dim']}-d, saved in {r['folder']}"))
     elif args.command == "map":
@@ -145,22 +144,22 @@ def run(args: argparse.Namespace) -> int:
                                   progress=message, **common)
         if args.csv:
             write_map_csv(Path(args.csv), result)
-        _print_result(args, result, lambda r: (
+        _print_result(args, events, result, lambda r: (
             f"{r['params']['method']} map of {len(r['paths'])} images ({r['checkpoint']}, "
-            f"{r['space']}) in {r['seconds']} s; saved under {run_dir / 'maps'}"))
+            f"{r['space']}) in {r['seconds']} s; saved under {RunDir(run_dir).maps}"))
     elif args.command == "neighbours":
         explore.embeddings(run_dir, args.checkpoint, progress=progress, **common)
         result = explore.neighbours(run_dir, args.query, args.k, checkpoint=args.checkpoint,
                                     space=args.space, **common)
-        _print_result(args, result, _neighbours_text)
+        _print_result(args, events, result, _neighbours_text)
     elif args.command == "knn":
-        checkpoints = [args.checkpoint] + (["random"] if args.baseline else [])
+        checkpoints = [args.checkpoint] + ([RANDOM_INIT] if args.baseline else [])
         for ckpt in checkpoints:
             explore.embeddings(run_dir, ckpt, progress=progress, **common)
             result = explore.knn(run_dir, ckpt, space=args.space, k=args.k,
                                  temperature=args.temperature,
                                  test_fraction=args.test_fraction, seed=args.seed, **common)
-            _print_result(args, result, lambda r: (
+            _print_result(args, events, result, lambda r: (
                 f"kNN ({r['checkpoint']}, {r['space']}, k={r['k']}): top-1 {_pct(r['top1'])}"
                 + (f", top-5 {_pct(r.get('top5'))}" if r.get("top5") is not None else "")
                 + f" on {r['test']} held-out images; saved {r['path']}"))
@@ -168,11 +167,11 @@ def run(args: argparse.Namespace) -> int:
         from engine.evaluate.probe import ProbeParams
 
         params = _settings_from(args, ProbeParams)
-        checkpoints = [args.checkpoint] + (["random"] if args.baseline else [])
+        checkpoints = [args.checkpoint] + ([RANDOM_INIT] if args.baseline else [])
         for ckpt in checkpoints:
             explore.embeddings(run_dir, ckpt, progress=progress, **common)
             result = explore.probe(run_dir, ckpt, space=args.space, params=params, **common)
-            _print_result(args, result, lambda r: (
+            _print_result(args, events, result, lambda r: (
                 f"linear probe ({r['checkpoint']}, {r['space']}, "
                 f"{_pct(r['label_fraction'])} of labels): top-1 {_pct(r['top1'])}"
                 + (f", top-5 {_pct(r.get('top5'))}" if r.get("top5") is not None else "")
@@ -184,13 +183,13 @@ def run(args: argparse.Namespace) -> int:
             out.parent.mkdir(parents=True, exist_ok=True)
             result = explore.export_embeddings(run_dir, out, checkpoint=args.checkpoint,
                                                space=args.space, **common)
-            _print_result(args, result, lambda r: (
+            _print_result(args, events, result, lambda r: (
                 f"{r['images']} {r['dim']}-d embeddings written to {r['path']}"))
         else:
             result = explore.export_encoder_of_run(
                 run_dir, args.format, Path(args.out) if args.out else None,
                 checkpoint=args.checkpoint, include_head=args.include_head)
-            _print_result(args, result, lambda r: (
+            _print_result(args, events, result, lambda r: (
                 f"{r['format']} export written to {r['path']} (metadata {r['metadata']}); "
                 f"verified: max abs difference {r['max_abs_diff']:.2e} "
                 f"(tolerance {r['tolerance']:.0e})"))

@@ -180,9 +180,7 @@ def _run_explore(run: Any, args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    import json
-
-    from engine.run.io import to_jsonable
+    from engine.run.events import EventWriter
     from engine.training.bench import run_bench, summary
 
     if args.seconds <= 0:
@@ -190,16 +188,16 @@ def _run_bench(args: argparse.Namespace) -> int:
     report = (lambda line: print(line, file=sys.stderr)) if args.json else print
     results = run_bench(args.device, args.seconds, report=report)
     if args.json:
-        print(json.dumps({"v": 1, "type": "result", **to_jsonable(summary(results))}))
+        EventWriter(sys.stdout).emit("result", **summary(results))
     return EXIT_OK
 
 
 def _report_error(args: argparse.Namespace, message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     if getattr(args, "json", False):
-        import json
+        from engine.run.events import EventWriter
 
-        print(json.dumps({"v": 1, "type": "error", "message": message}), flush=True)
+        EventWriter(sys.stdout).emit("error", message=message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

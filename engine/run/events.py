@@ -1,31 +1,20 @@
-"""The engine's event stream: one JSON object per line (schema version 1).
+"""The engine's event stream: one JSON object per line.
 
 Every event is written to stdout (for the app that started the engine) and appended to
 ``run_dir/events.jsonl`` (for replay, and for opening a run later). Human-readable logs go
-to stderr. Every event has ``v`` (schema version), ``type`` and ``time`` (Unix seconds).
-Readers must ignore unknown types and unknown fields (newer engines may add them).
+to stderr. The event types, their fields and the schema version are data in
+:mod:`engine.run.schema` (the README's "Event stream" table is printed from it); readers
+must ignore unknown types and unknown fields (newer engines may add them).
 
-Types and their fields (see README, "Event stream"):
-
-- ``run_start``: run_dir, resumed, config (resolved), auto (why each automatic value was
-  chosen), dataset {root, images, classes, class_counts, skipped}, device {type, name,
-  memory_gb}, steps_per_epoch, total_steps, start_step, world_size (processes training
-  together under torchrun; 1 alone), per_process_batch (config.batch_size is the global
-  batch), nodes
-- ``progress``: phase ("scan", "decode", ...), done, total, message
-- ``warning``: message
-- ``step``: step, epoch, loss, lr, pairs_per_s, positive_pair_similarity, embedding_std
-  (and momentum for MoCo)
-- ``epoch_end``: epoch, step, loss (mean over the epoch), seconds
-- ``eval``: epoch (epochs done), step, knn_top1 (weighted kNN accuracy of the frozen
-  features on a fixed held-out split, 0-1), knn_k, images, seconds; only with labels
-- ``checkpoint``: path, epoch, step
-- ``run_end``: status ("finished", "stopped" or "failed"), reason, step, epoch
+With ``CONTRASTIVE_EXPLORER_STRICT_EVENTS=1`` in the environment (the tests set it) every
+event written is checked against the schema first: a type or field it does not describe,
+or a value of the wrong kind, raises :class:`EventSchemaError`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -34,16 +23,33 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.run.io import to_jsonable
+from engine.run.schema import SCHEMA_VERSION, validate_event
 
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_VERSION", "STRICT_ENV", "EventSchemaError", "EventWriter", "parse_event",
+           "read_events"]
+
+#: The environment variable that turns on strict mode (see the module's docstring).
+STRICT_ENV = "CONTRASTIVE_EXPLORER_STRICT_EVENTS"
+
+
+class EventSchemaError(AssertionError):
+    """In strict mode: the engine was about to write an event the schema does not describe
+    (a bug: the field or type belongs in engine.run.schema first)."""
 
 
 class EventWriter:
     """Writes events to a stream (stdout by default) and, once a run directory exists, to
-    its events.jsonl. Thread-safe."""
+    its events.jsonl. Thread-safe.
 
-    def __init__(self, stream: IO[str] | None = sys.stdout) -> None:
+    ``strict`` (default: whether ``CONTRASTIVE_EXPLORER_STRICT_EVENTS`` is 1) checks every
+    event against the schema before writing it; missing fields are left to readers, so
+    events written by hand with only some fields pass.
+    """
+
+    def __init__(self, stream: IO[str] | None = sys.stdout, *,
+                 strict: bool | None = None) -> None:
         self._stream = stream
+        self.strict = os.environ.get(STRICT_ENV) == "1" if strict is None else strict
         self._file: IO[str] | None = None
         self._lock = threading.Lock()
         self._pending: list[str] = []  # events emitted before the run directory existed
@@ -67,8 +73,14 @@ class EventWriter:
             self._pending.clear()
 
     def emit(self, type: str, **fields: Any) -> dict[str, Any]:
+        """Write one event of ``type``: ``v``, ``type`` and ``time``, then ``fields`` (made
+        plain for JSON); returns the event."""
         event = {"v": SCHEMA_VERSION, "type": type, "time": round(time.time(), 3)}
         event.update(to_jsonable(fields))
+        if self.strict:
+            problems = validate_event(event, partial=True)
+            if problems:
+                raise EventSchemaError("; ".join(problems))
         line = json.dumps(event, separators=(",", ":")) + "\n"
         with self._lock:
             if self._stream is not None:

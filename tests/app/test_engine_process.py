@@ -11,7 +11,15 @@ pytest.importorskip("PySide6")
 from app.child import engine_process  # noqa: E402
 from app.child.engine_process import EngineProcess  # noqa: E402
 from engine.run.checkpoint import load_checkpoint  # noqa: E402
+from engine.run.events import STRICT_ENV  # noqa: E402
+from engine.run.layout import RunDir  # noqa: E402
 from tests.engine.test_train import TINY, make_folder  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _strict_events(monkeypatch):
+    """Real engine children check every event they write against the schema."""
+    monkeypatch.setenv(STRICT_ENV, "1")
 
 
 def train_args(folder: Path, tmp_path: Path) -> list[str]:
@@ -36,7 +44,7 @@ def test_events_arrive_and_stop_checkpoints(qtbot, tmp_path):
     types = [e["type"] for e in events]
     assert types.index("run_start") < types.index("step") and types[-1] == "run_end"
     run_dir = Path(events[-1]["run_dir"])
-    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == events[-1]["step"]
+    assert load_checkpoint(RunDir(run_dir).last_checkpoint)["step"] == events[-1]["step"]
     assert any("step" in line for line in child.log_tail)  # stderr log lines are kept
 
 

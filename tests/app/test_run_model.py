@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from app.model.run_model import RunHistory, list_runs
+from app.model.run_model import EVENT_FIELDS, RunHistory, event_problems, list_runs
+from engine.run import schema
 
 
 def step(n, loss, rate=10.0):
@@ -27,6 +28,20 @@ def test_curves_progress_and_eta():
     h.add({"type": "something_new", "x": 1})  # a newer engine's event type
     h.add({"type": "run_end", "status": "stopped", "reason": "stop requested"})
     assert h.unknown_events == 1 and h.status == "stopped"
+
+
+def test_the_fields_the_app_checks_are_the_engines_schema():
+    assert set(EVENT_FIELDS) == set(schema.EVENTS)
+    for name, described in schema.EVENTS.items():
+        assert list(EVENT_FIELDS[name]) == [f.name for f in described.fields]
+    assert EVENT_FIELDS["step"]["loss"] == ("a number", True)
+    assert EVENT_FIELDS["step"]["lr"] == ("a number", False)
+    assert EVENT_FIELDS["run_start"]["resumed"] == ("true/false", False)
+    assert event_problems({"type": "run_start", "run_dir": "r", "resumed": "no"}) == [
+        "run_start event: resumed is text, not true/false"]
+    # Unknown fields and types are a newer engine's, which the app ignores.
+    assert event_problems({"type": "step", "step": 1, "loss": 1.0, "grad_norm": "x"}) == []
+    assert event_problems({"type": "histogram", "bins": "x"}) == []
 
 
 def test_replay_skips_truncated_lines_and_marks_interrupted_runs(tmp_path):

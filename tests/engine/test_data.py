@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 
 from engine.config.locations import default_runs_root, user_cache_dir, user_data_dir
 from engine.data import cache as cache_mod
+from engine.data import decode as decode_mod
 from engine.data import demo as demo_mod
 from engine.data import scan as scan_mod
 from engine.data.cache import BadImage, ImageCache, build_cache, cache_paths, decode_image
@@ -482,7 +483,7 @@ def test_decode_unreadable_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(cache_mod, "open", denied, raising=False)
+    monkeypatch.setattr(decode_mod, "open", denied, raising=False)
     with pytest.raises(BadImage, match=r"cannot be read \(permission denied\)"):
         decode_image(path, 8, max_pixels=BIG)
 
@@ -533,7 +534,7 @@ def test_cache_is_built_once_and_reused(tmp_path: Path, monkeypatch: pytest.Monk
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(cache_mod, "_decode", no_decoding)
+    monkeypatch.setattr(cache_mod, "decode_with_pixels", no_decoding)
     again = build_cache(scan_folder(root), 8, tmp_path / "cache", max_image_pixels=BIG)
     np.testing.assert_array_equal(np.asarray(again.images), data)
     assert again.path == first.path and again.manifest == first.manifest
@@ -592,8 +593,8 @@ def test_half_built_cache_is_not_reused(tmp_path: Path, monkeypatch: pytest.Monk
     meta_path.unlink()
     data_path.write_bytes(b"\x00" * data_path.stat().st_size)
     decoded: list[int] = []
-    real = cache_mod._decode
-    monkeypatch.setattr(cache_mod, "_decode", lambda *a: decoded.append(1) or real(*a))
+    real = cache_mod.decode_with_pixels
+    monkeypatch.setattr(cache_mod, "decode_with_pixels", lambda *a: decoded.append(1) or real(*a))
     cache = build_cache(manifest, 8, tmp_path / "cache", max_image_pixels=BIG)
     assert len(decoded) == 3
     np.testing.assert_array_equal(np.asarray(cache.images), good)
@@ -607,7 +608,7 @@ def test_half_built_cache_is_not_reused(tmp_path: Path, monkeypatch: pytest.Monk
 def test_interrupted_build_leaves_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = imagegen.make_flat_folder(tmp_path / "d", 3)
     manifest = scan_folder(root)
-    real = cache_mod._decode
+    real = cache_mod.decode_with_pixels
     calls = []
 
     def crash_on_third(*args):
@@ -616,11 +617,11 @@ def test_interrupted_build_leaves_no_cache(tmp_path: Path, monkeypatch: pytest.M
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(cache_mod, "_decode", crash_on_third)
+    monkeypatch.setattr(cache_mod, "decode_with_pixels", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         build_cache(manifest, 8, tmp_path / "cache", max_image_pixels=BIG, num_workers=1)
     assert list((tmp_path / "cache" / "images").iterdir()) == []  # no data, no sidecar
-    monkeypatch.setattr(cache_mod, "_decode", real)
+    monkeypatch.setattr(cache_mod, "decode_with_pixels", real)
     assert len(build_cache(manifest, 8, tmp_path / "cache", max_image_pixels=BIG)) == 3
 
 
