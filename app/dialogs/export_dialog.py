@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QFontMetrics, QGuiApplication
+from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -35,22 +35,12 @@ from PySide6.QtWidgets import (
 
 from app.child.engine_process import EngineProcess
 from app.dialogs.export_formats import ALL_SUFFIXES, FORMATS, suffix_of
-from app.dialogs.export_result import ExportResultPanel
+from app.dialogs.export_result import ExportResultPanel, bold_width
 from app.style import set_role
 from app.widgets.checkpoint_box import CheckpointBox
 from engine.evaluate.explore import EMBEDDING_FORMATS, default_export_path
 from engine.export.metadata import metadata_path_of
 from engine.run.layout import RunDir
-
-
-def bold_width(button: QPushButton) -> int:
-    """The width ``button`` needs to show its text in bold (the style sheet's default
-    button), where its size hint counts the regular font."""
-    bold = button.font()
-    bold.setBold(True)
-    extra = (QFontMetrics(bold).horizontalAdvance(button.text())
-             - QFontMetrics(button.font()).horizontalAdvance(button.text()))
-    return button.sizeHint().width() + max(0, extra)
 
 
 class ExportDialog(QDialog):

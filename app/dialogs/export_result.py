@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QFontDatabase
+from PySide6.QtGui import QFontDatabase, QFontMetrics
 from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
@@ -34,6 +34,16 @@ def human_size(n: int) -> str:
         value /= 1000
     short = f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
     return short if unit == "bytes" else f"{short} ({n:,} bytes)"
+
+
+def bold_width(button: QPushButton) -> int:
+    """The width ``button`` needs to show its text in bold (the style sheet's default
+    button), where its size hint counts the regular font."""
+    bold = button.font()
+    bold.setBold(True)
+    extra = (QFontMetrics(bold).horizontalAdvance(button.text())
+             - QFontMetrics(button.font()).horizontalAdvance(button.text()))
+    return button.sizeHint().width() + max(0, extra)
 
 
 def _text_box(tooltip: str) -> QPlainTextEdit:

@@ -16,7 +16,7 @@ from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app.child import engine_process  # noqa: E402
-from app.dialogs import export_dialog  # noqa: E402
+from app.dialogs import export_dialog, export_result  # noqa: E402
 from app.dialogs.export_dialog import FORMATS, ExportDialog  # noqa: E402
 from engine.evaluate.embed import load_embeddings, load_encoder  # noqa: E402
 from engine.evaluate.explore import default_export_path  # noqa: E402
@@ -193,6 +193,6 @@ def test_focused_buttons_keep_their_text_unclipped(qtbot, qapp, trained_run):
             assert [b for b in buttons if b.isDefault()] == [dialog.export_button], button.text()
             for other in buttons:
                 assert other.sizeHint().width() <= other.width(), (button.text(), other.text())
-            assert export_dialog.bold_width(dialog.export_button) <= dialog.export_button.width()
+            assert export_result.bold_width(dialog.export_button) <= dialog.export_button.width()
     finally:
         qapp.setStyleSheet("")
