@@ -74,7 +74,6 @@ class ExportResultPanel(QGroupBox):
             "Python that loads this export by its absolute path, runs it on a dummy batch "
             "(or reads the arrays) and prints the shapes; the engine wrote it into the "
             "metadata as load_snippet")
-        self.code_text.setPlaceholderText("The loading code appears here after an export.")
         self.show_folder_button = QPushButton("Show in folder")
         self.show_folder_button.setToolTip("Open the folder that holds the export")
         self.copy_code_button = QPushButton("Copy loading code")
@@ -102,7 +101,7 @@ class ExportResultPanel(QGroupBox):
             label.setText("—")
         set_role(self.verification_label, "")
         self.metadata_text.setPlainText("")
-        self.set_code("")
+        self.set_code("", "The loading code appears here after an export.")
         self.show_folder_button.setEnabled(False)
 
     def show_files(self, path: Path, metadata_path: Path) -> dict[str, Any] | None:
