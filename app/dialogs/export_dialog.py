@@ -1,16 +1,17 @@
 """The Export dialog: write a checkpoint's encoder (torchvision state_dict, TorchScript, ONNX,
 safetensors) or its embeddings (.npy, .csv) in an engine child process, then show what was
-written: the file, its size, how it was verified and the metadata JSON beside it.
+written: the file, its size, how it was verified, the metadata JSON beside it and the
+loading code the engine wrote (app/dialogs/export_result.py).
 
-The export itself is ``contrastive-engine export ... --json`` (engine/cli_explore.py): the
-engine writes atomically, verifies encoder exports against its own encoder and refuses
-with a message that says what to do (a missing optional package names the extra to
-install). This dialog only chooses the arguments and shows the outcome.
+The export itself is ``contrastive-engine export ... --json`` (engine/cli/explore.py): the
+engine writes atomically, verifies encoder exports against its own encoder, returns the
+loading code (``load_snippet``) and refuses with a message that says what to do (a missing
+optional package names the extra to install). This dialog only chooses the arguments and
+shows the outcome.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,9 @@ from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -35,85 +34,13 @@ from PySide6.QtWidgets import (
 )
 
 from app.child.engine_process import EngineProcess
+from app.dialogs.export_formats import ALL_SUFFIXES, FORMATS, suffix_of
+from app.dialogs.export_result import ExportResultPanel, bold_width
 from app.style import set_role
 from app.widgets.checkpoint_box import CheckpointBox
 from engine.evaluate.explore import EMBEDDING_FORMATS, default_export_path
-from engine.export import SUFFIXES
-
-#: Formats offered: (engine --format value, label shown, tooltip: who can load it and how).
-FORMATS: list[tuple[str, str, str]] = [
-    ("torchvision", "torchvision state_dict (.pt)",
-     "The backbone's weights with exactly the keys of torchvision.models.<arch>() minus fc. "
-     "Anyone with torch + torchvision loads it: build the ResNet (small-image stem as the "
-     "metadata says), set fc = nn.Identity(), load_state_dict(torch.load(file, "
-     "weights_only=True), strict=True). Best for fine-tuning in PyTorch."),
-    ("torchscript", "TorchScript (.torchscript)",
-     "A traced model that needs only torch (no model code): torch.jit.load(file) in Python, "
-     "or torch::jit::load in C++ (LibTorch), mobile and serving runtimes."),
-    ("onnx", "ONNX (.onnx)",
-     "An ONNX graph (opset 17, input 'images', dynamic batch) for onnxruntime, TensorRT, "
-     "OpenVINO and other runtimes, in any language: onnxruntime.InferenceSession(file). "
-     "Needs the onnx extra: pip install 'contrastive-explorer[onnx]'."),
-    ("safetensors", "safetensors (.safetensors)",
-     "The same tensors as the torchvision format in the safetensors file format (no pickle; "
-     "Hugging Face tools read it): safetensors.torch.load_file(file) into the torchvision "
-     "ResNet. Needs the safetensors extra: pip install 'contrastive-explorer[safetensors]'."),
-    ("npy", "embeddings (.npy)",
-     "The embedding of every image of the run's folder as one float32 matrix (images x "
-     "dimensions), in the folder's order: numpy.load(file). Paths, labels and classes are "
-     "in the metadata JSON beside it and in embeddings/<checkpoint>/index.json."),
-    ("csv", "embeddings (.csv)",
-     "One row per image: path, label, class, then the vector; opens in pandas "
-     "(pandas.read_csv), R, or a spreadsheet. Values keep 7 significant digits."),
-]
-_ALL_SUFFIXES = {*SUFFIXES.values(), ".npy", ".csv"}
-
-
-def suffix_of(fmt: str) -> str:
-    """The file suffix the engine writes for ``fmt``."""
-    return f".{fmt}" if fmt in EMBEDDING_FORMATS else SUFFIXES[fmt]
-
-
-def human_size(n: int) -> str:
-    """``n`` bytes for people: '44.7 MB (44,712,345 bytes)'."""
-    value = float(n)
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            break
-        value /= 1000
-    short = f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-    return short if unit == "bytes" else f"{short} ({n:,} bytes)"
-
-
-def loading_code(fmt: str, path: Path, metadata: dict[str, Any]) -> str:
-    """Python that loads the export at ``path``, with the file names as absolute paths.
-
-    Encoder formats use the engine's ``load_snippet`` from the metadata (torchvision,
-    TorchScript, ONNX or safetensors code that needs nothing of this project; ``x`` is the
-    caller's normalised batch). Embeddings give the matrix as ``h`` or ``z`` (numpy) with,
-    for CSV, the paths and labels.
-    """
-    path = Path(path)
-    if fmt in EMBEDDING_FORMATS:
-        space = metadata.get("space", "h")
-        if fmt == "npy":
-            return (f"import numpy as np\n"
-                    f"{space} = np.load({str(path)!r})  # (images, dim) float32, folder order\n")
-        return ("import csv\n"
-                "import numpy as np\n"
-                f"with open({str(path)!r}, newline='', encoding='utf-8') as f:\n"
-                "    header, *rows = list(csv.reader(f))\n"
-                "paths = [row[0] for row in rows]\n"
-                "labels = [int(row[1]) if row[1] else -1 for row in rows]  # -1: no label\n"
-                "classes = [row[2] for row in rows]\n"
-                f"{space} = np.array([[float(v) for v in row[3:]] for row in rows], "
-                "dtype=np.float32)\n")
-    snippet = str(metadata.get("load_snippet", ""))
-    for key in ("file", "head_file"):
-        name = metadata.get(key)
-        if name:
-            snippet = snippet.replace(repr(str(name)), repr(str(path.with_name(str(name)))))
-    return snippet
+from engine.export.metadata import metadata_path_of
+from engine.run.layout import RunDir
 
 
 class ExportDialog(QDialog):
@@ -121,8 +48,9 @@ class ExportDialog(QDialog):
     show the file, its size, the verification and the metadata written beside it.
 
     Signals:
-        exported(dict): the engine's result of a finished export (``path``, ``format``, and
-            for encoders ``metadata``, ``verified``, ``max_abs_diff``, ``tolerance``).
+        exported(dict): the engine's result of a finished export (``path``, ``format``,
+            ``metadata``, ``load_snippet``, and for encoders ``verified``, ``max_abs_diff``,
+            ``tolerance``).
     """
 
     exported = Signal(dict)
@@ -187,23 +115,16 @@ class ExportDialog(QDialog):
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
 
-        self.file_label = QLabel()
-        self.file_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.file_label.setWordWrap(True)
-        self.size_label = QLabel()
-        self.verification_label = QLabel()
-        self.verification_label.setWordWrap(True)
-        self.verification_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.metadata_text = QPlainTextEdit()
-        self.metadata_text.setReadOnly(True)
-        self.metadata_text.setLineWrapMode(QPlainTextEdit.NoWrap)
-        self.metadata_text.setToolTip("The metadata JSON written beside the export")
-        self.show_folder_button = QPushButton("Show in folder")
-        self.show_folder_button.setToolTip("Open the folder that holds the export")
-        self.show_folder_button.clicked.connect(self._on_show_folder)
-        self.copy_code_button = QPushButton("Copy loading code")
-        self.copy_code_button.setToolTip("Copy Python that loads this export to the clipboard")
-        self.copy_code_button.clicked.connect(self._on_copy_code)
+        self.result_panel = ExportResultPanel()
+        self.result_panel.show_folder_button.clicked.connect(self._on_show_folder)
+        self.result_panel.copy_code_button.clicked.connect(self._on_copy_code)
+        # In a dialog a focused button becomes the default one (bold in the style sheet,
+        # which widens its text past the width laid out for it); only Export is default.
+        for button in (browse, self.cancel_button, self.close_button,
+                       self.result_panel.show_folder_button,
+                       self.result_panel.copy_code_button):
+            button.setAutoDefault(False)
+        self.export_button.setMinimumWidth(bold_width(self.export_button))
 
         form = QFormLayout()
         form.addRow("Checkpoint", self.checkpoint_box)
@@ -219,28 +140,13 @@ class ExportDialog(QDialog):
         for button in (self.export_button, self.cancel_button, self.close_button):
             buttons.addWidget(button)
 
-        self.result_box = QGroupBox("Result")
-        result_form = QFormLayout()
-        result_form.addRow("File", self.file_label)
-        result_form.addRow("Size", self.size_label)
-        result_form.addRow("Verification", self.verification_label)
-        result_layout = QVBoxLayout(self.result_box)
-        result_layout.addLayout(result_form)
-        result_layout.addWidget(QLabel("Metadata written beside it"))
-        result_layout.addWidget(self.metadata_text, 1)
-        result_buttons = QHBoxLayout()
-        result_buttons.addWidget(self.show_folder_button)
-        result_buttons.addWidget(self.copy_code_button)
-        result_buttons.addStretch(1)
-        result_layout.addLayout(result_buttons)
-
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        layout.addWidget(self.result_box, 1)
-        self.resize(640, 560)
+        layout.addWidget(self.result_panel, 1)
+        self.resize(680, 720)
 
         self.checkpoint_box.currentIndexChanged.connect(lambda _i: self._on_choice_changed())
         self.format_box.currentIndexChanged.connect(lambda _i: self._on_choice_changed())
@@ -282,7 +188,7 @@ class ExportDialog(QDialog):
         if not text:
             return self._default_path()
         path = Path(text).expanduser()
-        return path if path.is_absolute() else self.run_dir / "exports" / path
+        return path if path.is_absolute() else RunDir(self.run_dir).exports / path
 
     def _default_path(self) -> Path:
         return default_export_path(self.run_dir, self.checkpoint_box.checkpoint() or "last",
@@ -298,7 +204,7 @@ class ExportDialog(QDialog):
             self.out_edit.setText(str(self._default_path()))
         else:  # keep the person's name, with the new format's suffix
             path = Path(self.out_edit.text().strip())
-            if path.suffix.lower() in _ALL_SUFFIXES and path.suffix.lower() != suffix_of(fmt):
+            if path.suffix.lower() in ALL_SUFFIXES and path.suffix.lower() != suffix_of(fmt):
                 self.out_edit.setText(str(path.with_suffix(suffix_of(fmt))))
         if not self.engine.is_running():
             self._say_ready()
@@ -348,7 +254,7 @@ class ExportDialog(QDialog):
         """Start the export in an engine child (nothing happens while one runs)."""
         if self.engine.is_running():
             return
-        if not (self.run_dir / "config.json").is_file():
+        if not RunDir(self.run_dir).is_run():
             self._say(f"Cannot export: the run folder {self.run_dir} is gone (deleted or "
                       "moved outside the app). Close this window and choose another run.",
                       "error")
@@ -423,50 +329,29 @@ class ExportDialog(QDialog):
         self.last_result = result
         path = Path(result["path"])
         fmt = str(result.get("format") or self._running_format)
-        metadata_path = Path(result.get("metadata") or path.with_name(path.name + ".json"))
+        metadata_path = Path(result.get("metadata") or metadata_path_of(path))
         self._show_files(path, metadata_path, fmt)
         if fmt in EMBEDDING_FORMATS:
-            self.verification_label.setText(
+            self.result_panel.set_verification(
                 f"not applicable: a copy of the saved embeddings ({result.get('images')} "
-                f"images x {result.get('dim')} dimensions, space {result.get('space')})")
-            set_role(self.verification_label, "")
+                f"images x {result.get('dim')} dimensions, space {result.get('space')})", "")
         elif result.get("verified"):
-            self.verification_label.setText(
+            self.result_panel.set_verification(
                 f"verified: max abs difference {result['max_abs_diff']:.2e} ≤ tolerance "
-                f"{result['tolerance']:.2e} (loaded back and compared with the engine)")
-            set_role(self.verification_label, "ok")
+                f"{result['tolerance']:.2e} (loaded back and compared with the engine)", "ok")
         else:
-            self.verification_label.setText(
+            self.result_panel.set_verification(
                 f"NOT verified: max abs difference {result.get('max_abs_diff')} > tolerance "
-                f"{result.get('tolerance')}; do not use this file")
-            set_role(self.verification_label, "error")
+                f"{result.get('tolerance')}; do not use this file", "error")
+        code = result.get("load_snippet") or (self.metadata or {}).get("load_snippet") or ""
+        self.result_panel.set_code(str(code) if self.metadata is not None else "")
         self._say(f"Exported to {path}.", "ok")
         self.exported.emit(result)
 
     def _show_files(self, path: Path, metadata_path: Path, fmt: str) -> None:
         self._running_format = fmt
         self._running_out = path
-        self.file_label.setText(str(path))
-        try:
-            size = human_size(path.stat().st_size)
-        except OSError as exc:
-            size = f"cannot read the file's size: {exc.strerror or exc}"
-        try:
-            self.metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            self.metadata = None
-            self.metadata_text.setPlainText(
-                f"The metadata {metadata_path} cannot be read ({exc}); export again.")
-        else:
-            self.metadata_text.setPlainText(json.dumps(self.metadata, indent=2,
-                                                       ensure_ascii=False))
-            head = self.metadata.get("head_file")
-            if head and (path.parent / head).is_file():
-                size += (f"; projection head {head}: "
-                         f"{human_size((path.parent / head).stat().st_size)}")
-        self.size_label.setText(size)
-        self.show_folder_button.setEnabled(True)
-        self.copy_code_button.setEnabled(self.metadata is not None)
+        self.metadata = self.result_panel.show_files(path, metadata_path)
 
     def _show_failed_check(self) -> None:
         """A failed verification keeps the files and says "passed": false in the metadata:
@@ -474,7 +359,7 @@ class ExportDialog(QDialog):
         out = self._running_out
         if out is None or self._running_format in EMBEDDING_FORMATS:
             return
-        metadata_path = out.with_name(out.name + ".json")
+        metadata_path = metadata_path_of(out)
         try:
             fresh = metadata_path.stat().st_mtime >= self._started_at - 1
         except OSError:
@@ -483,36 +368,28 @@ class ExportDialog(QDialog):
             return
         self._show_files(out, metadata_path, self._running_format)
         check = (self.metadata or {}).get("verification", {})
-        self.verification_label.setText(
+        self.result_panel.set_verification(
             f"FAILED: max abs difference {check.get('max_abs_diff')} (tolerance "
             f"{check.get('tolerance')})" + (f"; {check['error']}" if check.get("error") else "")
-            + ". The file is kept only for inspection; do not use it.")
-        set_role(self.verification_label, "error")
-        self.copy_code_button.setEnabled(False)
+            + ". The file is kept only for inspection; do not use it.", "error")
+        self.result_panel.set_code("", "No loading code: this export did not verify.")
 
     def _clear_result(self) -> None:
         self.last_result = None
         self.metadata = None
-        for label in (self.file_label, self.size_label, self.verification_label):
-            label.setText("—")
-        set_role(self.verification_label, "")
-        self.metadata_text.setPlainText("")
-        self.show_folder_button.setEnabled(False)
-        self.copy_code_button.setEnabled(False)
+        self.result_panel.clear()
 
     def loading_code(self) -> str:
-        """Python that loads the last export ('' before one)."""
-        if self.last_result is None or self.metadata is None:
-            return ""
-        return loading_code(self._running_format, Path(self.last_result["path"]),
-                            self.metadata)
+        """The engine's loading code of the last export, as shown ('' before one)."""
+        return self.result_panel.code() if self.last_result is not None else ""
 
     def _on_copy_code(self) -> None:
         code = self.loading_code()
         if code:
             QGuiApplication.clipboard().setText(code)
             self._say("Loading code copied to the clipboard"
-                      + ("; x is your batch, normalised as the comments say."
+                      + ("; it runs on a dummy batch x: put your images, normalised as the "
+                         "comments say, in its place."
                          if self._running_format not in EMBEDDING_FORMATS else "."), "ok")
 
     def _on_show_folder(self) -> None:

@@ -26,6 +26,7 @@ from engine.evaluate.embed import (
 )
 from engine.evaluate.maps import MapParams, features_fingerprint, load_cached_map, map_path
 from engine.evaluate.neighbours import NeighbourIndex
+from engine.run.layout import EmbeddingFiles, RunDir
 
 
 @dataclass
@@ -99,23 +100,23 @@ def _checkpoint_sha(run_dir: Path, checkpoint: str) -> str:
     return _sha_cache[key]
 
 
-def _saved_folder(run_dir: Path, checkpoint: str) -> tuple[Path, str] | None:
+def _saved_folder(run_dir: Path, checkpoint: str) -> tuple[EmbeddingFiles, str] | None:
     """The embeddings folder of ``checkpoint`` and the checkpoint's hash, or None when it
     holds no embeddings of that checkpoint file (none yet, or the run went on since)."""
-    folder = Path(run_dir) / "embeddings" / checkpoint_name(run_dir, checkpoint)
+    files = RunDir(run_dir).embedding(checkpoint_name(run_dir, checkpoint))
     try:
-        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+        index = json.loads(files.index.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     sha = _checkpoint_sha(Path(run_dir), checkpoint)
-    return (folder, sha) if index.get("checkpoint_sha256") == sha else None
+    return (files, sha) if index.get("checkpoint_sha256") == sha else None
 
 
 def saved_embeddings(run_dir: Path, checkpoint: str) -> Embeddings | None:
     """The saved embeddings of ``checkpoint``, or None when there are none or they were made
     from another checkpoint file."""
     found = _saved_folder(run_dir, checkpoint)
-    return load_embeddings(found[0]) if found is not None else None
+    return load_embeddings(found[0].path) if found is not None else None
 
 
 def _neighbour_index(run_dir: Path, checkpoint: str, space: str
@@ -125,16 +126,16 @@ def _neighbour_index(run_dir: Path, checkpoint: str, space: str
     found = _saved_folder(run_dir, checkpoint)
     if found is None:
         return None
-    folder, sha = found
+    files, sha = found
     try:
-        stamp = (folder / "index.json").stat().st_mtime_ns
+        stamp = files.index.stat().st_mtime_ns
     except OSError:
         return None
-    key = (str(folder), space, stamp, sha)
+    key = (str(files.path), space, stamp, sha)
     with _lock:
         if key in _index_cache:
             return _index_cache[key]
-    emb = load_embeddings(folder)
+    emb = load_embeddings(files.path)
     pair = emb, NeighbourIndex(emb.features if space == "h" else emb.projections)
     with _lock:
         _index_cache.clear()  # one index at a time: 100k x 2048 floats take 0.8 GB
@@ -172,7 +173,7 @@ def saved_map(run_dir: Path, checkpoint: str, space: str, params: MapParams) -> 
     if emb is None:
         return None
     vectors = emb.features if space == "h" else emb.projections
-    path = map_path(Path(run_dir) / "maps", params, f"{emb.checkpoint}-{space}")
+    path = map_path(RunDir(run_dir).maps, params, f"{emb.checkpoint}-{space}")
     coords = load_cached_map(path, features_fingerprint(vectors), len(vectors))
     if coords is None:
         return None

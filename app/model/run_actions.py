@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 
 from engine.run.io import write_json_atomic
+from engine.run.layout import RunDir
 
-APP_FILE = "app.json"
 MAX_NAME = 120
 
 
@@ -24,7 +24,7 @@ class RunActionError(Exception):
 
 def _app_data(run_dir: Path) -> dict:
     try:
-        data = json.loads((Path(run_dir) / APP_FILE).read_text(encoding="utf-8"))
+        data = json.loads(RunDir(run_dir).app_state.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -43,13 +43,13 @@ def rename_run(run_dir: Path, name: str) -> str:
     if len(name) > MAX_NAME:
         raise RunActionError(f"a run name can have at most {MAX_NAME} characters; this one "
                              f"has {len(name)}")
-    if not (run_dir / "config.json").is_file():
+    if not RunDir(run_dir).is_run():
         raise RunActionError(f"{run_dir} is no longer a run folder (it was moved or deleted); "
                              "refresh the runs list")
     data = _app_data(run_dir)
     data["name"] = name
     try:
-        write_json_atomic(run_dir / APP_FILE, data)
+        write_json_atomic(RunDir(run_dir).app_state, data)
     except OSError as exc:
         raise RunActionError(f"cannot write the name into {run_dir}: {exc.strerror or exc}; "
                              "check that the folder is writable") from None
@@ -62,7 +62,7 @@ def mark_running_in_background(run_dir: Path, pid: int) -> None:
     data = _app_data(run_dir)
     data["background_pid"] = int(pid)
     try:
-        write_json_atomic(Path(run_dir) / APP_FILE, data)
+        write_json_atomic(RunDir(run_dir).app_state, data)
     except OSError:
         pass  # the run goes on regardless; the list will call it interrupted meanwhile
 
@@ -87,7 +87,7 @@ def delete_run(run_dir: Path, runs_root: Path) -> None:
     """Delete a run folder for good. Only folders directly under ``runs_root`` that hold a
     run's config.json are deleted, so a wrong path can never remove anything else."""
     run_dir, runs_root = Path(run_dir).resolve(), Path(runs_root).resolve()
-    if run_dir.parent != runs_root or not (run_dir / "config.json").is_file():
+    if run_dir.parent != runs_root or not RunDir(run_dir).is_run():
         raise RunActionError(f"{run_dir} is not a run folder in {runs_root}; nothing deleted")
     try:
         shutil.rmtree(run_dir)

@@ -7,8 +7,6 @@ out, and returns a plain dict (JSON-ready). The CLI verbs and the app call these
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from collections.abc import Callable
@@ -32,7 +30,7 @@ from engine.evaluate.knn import knn_accuracy, save_result
 from engine.evaluate.maps import MapParams, load_or_compute_map
 from engine.evaluate.neighbours import NeighbourIndex
 from engine.evaluate.probe import ProbeParams, linear_probe
-from engine.run.io import write_atomic, write_json_atomic
+from engine.run.layout import RunDir
 
 SPACES = ("h", "z")
 Progress = Callable[[str, int, int], None]
@@ -67,7 +65,7 @@ def make_map(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
     params = params or MapParams()
     emb = embeddings(run_dir, checkpoint, device=device, cache_dir=cache_dir)
     started = time.perf_counter()
-    coords = load_or_compute_map(_vectors(emb, space), params, Path(run_dir) / "maps",
+    coords = load_or_compute_map(_vectors(emb, space), params, RunDir(run_dir).maps,
                                  f"{emb.checkpoint}-{space}", progress=progress)
     return {"coords": coords, "paths": emb.paths, "labels": emb.labels.tolist(),
             "classes": emb.classes, "root": emb.root, "checkpoint": emb.checkpoint,
@@ -116,7 +114,7 @@ def knn(run_dir: Path, checkpoint: str = "last", *, space: str = "h", k: int = 2
                           test_fraction=test_fraction, seed=seed)
     result.update(kind="knn", checkpoint=emb.checkpoint, space=space, class_names=emb.classes)
     name = f"knn-{emb.checkpoint}-{space}"
-    result["path"] = str(save_result(result, Path(run_dir) / "probes", name))
+    result["path"] = str(save_result(result, RunDir(run_dir).probes, name))
     return result
 
 
@@ -132,7 +130,7 @@ def probe(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
     result.update(kind="linear-probe", checkpoint=emb.checkpoint, space=space)
     fraction = f"{params.label_fraction:g}".replace(".", "p")
     name = f"probe-{emb.checkpoint}-{space}-labels{fraction}"
-    result["path"] = str(save_result(result, Path(run_dir) / "probes", name))
+    result["path"] = str(save_result(result, RunDir(run_dir).probes, name))
     return result
 
 
@@ -143,7 +141,7 @@ def default_export_path(run_dir: Path, checkpoint: str, fmt: str, space: str = "
     """Where an export goes when no file is named: the run's exports/ folder."""
     from engine.export import SUFFIXES
 
-    exports = Path(run_dir) / "exports"
+    exports = RunDir(run_dir).exports
     if fmt in EMBEDDING_FORMATS:
         return exports / f"embeddings-{checkpoint}-{space}.{fmt}"
     return exports / f"encoder-{checkpoint}{SUFFIXES[fmt]}"
@@ -162,7 +160,7 @@ def export_encoder_of_run(run_dir: Path, fmt: str, out: Path | None = None, *,
     if out is None:
         out = default_export_path(run_dir, info["checkpoint"], fmt)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    manifest_path = run_dir / "manifest.json"
+    manifest_path = RunDir(run_dir).manifest
     summary = None
     if manifest_path.is_file():
         try:
@@ -176,37 +174,25 @@ def export_encoder_of_run(run_dir: Path, fmt: str, out: Path | None = None, *,
                             dataset_summary=summary, epochs_trained=info.get("epoch"))
     return {"path": str(result.path), "metadata": str(result.metadata_path),
             "format": result.format, "verified": result.verified,
-            "max_abs_diff": result.max_abs_diff, "tolerance": result.tolerance}
+            "max_abs_diff": result.max_abs_diff, "tolerance": result.tolerance,
+            "load_snippet": result.load_snippet}
 
 
 def export_embeddings(run_dir: Path, out: Path, *, checkpoint: str = "last", space: str = "h",
                       device: str = "auto", cache_dir: Path | None = None) -> dict[str, Any]:
-    """Write the embeddings to ``out``: .npy (the matrix) or .csv (path, label, vector)."""
+    """Write the embeddings to ``out``: .npy (the matrix) or .csv (path, label, vector), with
+    a metadata JSON beside it whose ``load_snippet`` reads the file back."""
+    from engine.export import embeddings_metadata, write_embeddings, write_metadata
+
+    out = Path(out)
     emb = embeddings(run_dir, checkpoint, device=device, cache_dir=cache_dir)
     vectors = _vectors(emb, space)
-    out = Path(out)
-    if out.suffix.lower() == ".npy":
-        write_atomic(out, lambda f: np.save(f, vectors))
-    elif out.suffix.lower() == ".csv":
-        text = io.StringIO()
-        writer = csv.writer(text)
-        writer.writerow(["path", "label", "class"] + [f"{space}{i}" for i in
-                                                      range(vectors.shape[1])])
-        for path, label, row in zip(emb.paths, emb.labels.tolist(), vectors):
-            name = emb.classes[label] if label >= 0 and emb.classes else ""
-            writer.writerow([path, label if label >= 0 else "", name]
-                            + [f"{v:.7g}" for v in row.tolist()])
-        data = text.getvalue().encode("utf-8")
-        write_atomic(out, lambda f: f.write(data))
-    else:
-        raise ValueError(f"embeddings export needs a .npy or .csv file name; got {out.name}")
-    meta = {"source_run": str(run_dir), "checkpoint": emb.checkpoint, "space": space,
-            "images": len(emb.paths), "dim": int(vectors.shape[1]), "root": emb.root,
-            "classes": emb.classes}
-    meta_path = out.with_name(out.name + ".json")
-    write_json_atomic(meta_path, meta)
-    return {"path": str(out), "metadata": str(meta_path), "format": out.suffix.lower()[1:],
-            **meta}
+    fmt = write_embeddings(out, vectors, emb.paths, emb.labels.tolist(), emb.classes, space)
+    meta = embeddings_metadata(fmt, out, source_run=Path(run_dir), checkpoint=emb.checkpoint,
+                               space=space, shape=(len(emb.paths), int(vectors.shape[1])),
+                               root=emb.root, classes=emb.classes)
+    meta_path = write_metadata(out, meta)
+    return {"path": str(out), "metadata": str(meta_path), "format": fmt, **meta}
 
 
 __all__ = ["embeddings", "make_map", "neighbours", "knn", "probe", "export_encoder_of_run",

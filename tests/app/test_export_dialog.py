@@ -16,7 +16,7 @@ from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app.child import engine_process  # noqa: E402
-from app.dialogs import export_dialog  # noqa: E402
+from app.dialogs import export_dialog, export_result  # noqa: E402
 from app.dialogs.export_dialog import FORMATS, ExportDialog  # noqa: E402
 from engine.evaluate.embed import load_embeddings, load_encoder  # noqa: E402
 from engine.evaluate.explore import default_export_path  # noqa: E402
@@ -90,24 +90,28 @@ def test_torchvision_export_is_verified_and_its_loading_code_works(qtbot, dialog
     status, _code, reason = run_export(qtbot, dialog)
     assert status == "finished", reason
     path = run_dir / "exports" / "encoder-last.pt"
-    assert path.is_file() and dialog.file_label.text() == str(path)
+    assert path.is_file() and dialog.result_panel.file_label.text() == str(path)
     on_disk = json.loads((path.parent / (path.name + ".json")).read_text())
-    assert json.loads(dialog.metadata_text.toPlainText()) == on_disk
+    assert json.loads(dialog.result_panel.metadata_text.toPlainText()) == on_disk
     check = on_disk["verification"]
     assert check["passed"]
-    shown = dialog.verification_label.text()
+    shown = dialog.result_panel.verification_label.text()
     assert shown.startswith("verified") and f"{check['max_abs_diff']:.2e}" in shown
     assert f"{check['tolerance']:.2e}" in shown
-    assert dialog.verification_label.property("role") == "ok"
-    assert f"{path.stat().st_size:,} bytes" in dialog.size_label.text()
+    assert dialog.result_panel.verification_label.property("role") == "ok"
+    assert f"{path.stat().st_size:,} bytes" in dialog.result_panel.size_label.text()
 
-    qtbot.mouseClick(dialog.copy_code_button, Qt.LeftButton)
+    qtbot.mouseClick(dialog.result_panel.copy_code_button, Qt.LeftButton)
     code = QApplication.clipboard().text()
     assert str(path) in code
+    # What is shown and copied is the engine's own snippet, as written into the metadata.
+    assert code == dialog.result_panel.code_text.toPlainText() == on_disk["load_snippet"]
+    assert dialog.result_panel.code_text.isReadOnly()
     size = on_disk["input_size"]
-    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
-    namespace = {"x": x}
+    namespace: dict = {}
     exec(code, namespace)  # the copied snippet, as a person would paste it
+    x = namespace["x"]  # its dummy batch
+    assert x.shape == (2, 3, size, size)
     encoder, _cfg, _info = load_encoder(run_dir, "last")
     with torch.no_grad():
         expected, _z = encoder(x)
@@ -116,7 +120,7 @@ def test_torchvision_export_is_verified_and_its_loading_code_works(qtbot, dialog
     opened = []
     monkeypatch.setattr(export_dialog.QDesktopServices, "openUrl",
                         staticmethod(lambda url: opened.append(url) or True))
-    qtbot.mouseClick(dialog.show_folder_button, Qt.LeftButton)
+    qtbot.mouseClick(dialog.result_panel.show_folder_button, Qt.LeftButton)
     assert [Path(u.toLocalFile()) for u in opened] == [path.parent]
 
 
@@ -127,7 +131,7 @@ def test_embeddings_csv_holds_the_saved_features(qtbot, dialog, trained_run):
     status, _code, reason = run_export(qtbot, dialog)
     assert status == "finished", reason
     path = run_dir / "exports" / "embeddings-epoch-0002-h.csv"
-    assert dialog.file_label.text() == str(path)
+    assert dialog.result_panel.file_label.text() == str(path)
     saved = load_embeddings(run_dir / "embeddings" / "epoch-0002")
     header, *rows = list(csv.reader(path.open(newline="")))
     assert len(rows) == 24 == len(saved.paths)
@@ -135,10 +139,12 @@ def test_embeddings_csv_holds_the_saved_features(qtbot, dialog, trained_run):
     vectors = np.array([[float(v) for v in r[3:]] for r in rows], dtype=np.float32)
     np.testing.assert_allclose(vectors, saved.features, rtol=1e-6, atol=1e-7)
     meta = json.loads((path.parent / (path.name + ".json")).read_text())
-    assert json.loads(dialog.metadata_text.toPlainText()) == meta
+    assert json.loads(dialog.result_panel.metadata_text.toPlainText()) == meta
     assert meta["images"] == 24 and meta["dim"] == saved.features.shape[1]
 
-    qtbot.mouseClick(dialog.copy_code_button, Qt.LeftButton)
+    qtbot.mouseClick(dialog.result_panel.copy_code_button, Qt.LeftButton)
+    assert QApplication.clipboard().text() == meta["load_snippet"]
+    assert dialog.result_panel.code_text.toPlainText() == meta["load_snippet"]
     namespace: dict = {}
     exec(QApplication.clipboard().text(), namespace)
     np.testing.assert_allclose(namespace["h"], saved.features, rtol=1e-6, atol=1e-7)
@@ -160,4 +166,33 @@ def test_missing_onnx_names_the_extra_to_install(qtbot, dialog, monkeypatch):
     assert str(missing.value) in dialog.status.text()
     assert "pip install 'contrastive-explorer[onnx]'" in dialog.status.text()
     assert dialog.status.property("role") == "error"
-    assert not dialog.output_path().exists() and not dialog.copy_code_button.isEnabled()
+    assert not dialog.output_path().exists()
+    assert not dialog.result_panel.copy_code_button.isEnabled()
+
+
+def test_focused_buttons_keep_their_text_unclipped(qtbot, qapp, trained_run):
+    from PySide6.QtWidgets import QPushButton
+
+    from app.style import LIGHT, style_sheet
+
+    # The app's style sheet draws the default button bold, and the layout does not widen a
+    # button when it turns default: a focused button that took the default role showed
+    # its text clipped. Only Export is ever default, and it has room for its bold text.
+    qapp.setStyleSheet(style_sheet(LIGHT))  # as the app styles itself before its windows
+    try:
+        dialog = ExportDialog(trained_run[0])
+        qtbot.addWidget(dialog)
+        dialog.show()
+        buttons = [b for b in dialog.findChildren(QPushButton) if b.isVisible()]
+        assert len(buttons) >= 5
+        for button in buttons:
+            button.setEnabled(True)
+            button.setFocus(Qt.TabFocusReason)
+            qtbot.waitUntil(button.hasFocus, timeout=2000)
+            QApplication.processEvents()
+            assert [b for b in buttons if b.isDefault()] == [dialog.export_button], button.text()
+            for other in buttons:
+                assert other.sizeHint().width() <= other.width(), (button.text(), other.text())
+            assert export_result.bold_width(dialog.export_button) <= dialog.export_button.width()
+    finally:
+        qapp.setStyleSheet("")

@@ -154,6 +154,29 @@ def test_export_encoder_and_embeddings(trained, tmp_path):
         explore.export_embeddings(run_dir, tmp_path / "e.txt", cache_dir=cache)
 
 
+@pytest.mark.parametrize(("fmt", "space", "dim"), [("npy", "z", 16), ("csv", "h", 512)])
+def test_embeddings_load_snippet_reads_the_file_alone(trained, tmp_path, fmt, space, dim):
+    run_dir, cache, _ = trained
+    out = explore.export_embeddings(run_dir, tmp_path / f"e.{fmt}", space=space,
+                                    cache_dir=cache)
+    meta = json.loads(open(out["metadata"]).read())
+    assert out["load_snippet"] == meta["load_snippet"]
+    assert repr(out["path"]) in meta["load_snippet"]  # the file by its absolute path
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run([sys.executable, "-I", "-c", out["load_snippet"]], cwd=elsewhere,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{space}: (24, {dim})"]
+    namespace: dict = {}
+    exec(out["load_snippet"], namespace)  # noqa: S102  # our own snippet
+    emb = explore.embeddings(run_dir, cache_dir=cache)
+    expected = emb.projections if space == "z" else emb.features
+    np.testing.assert_allclose(namespace[space], expected, rtol=1e-6, atol=1e-7)
+    if fmt == "csv":
+        assert namespace["paths"] == emb.paths
+
+
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "engine", *map(str, args)],
                           capture_output=True, text=True, timeout=300)
@@ -180,3 +203,6 @@ def test_cli_verbs_with_json(trained, tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.splitlines()[-1])
     assert result["verified"] and result["path"].endswith(".torchscript")
+    with open(result["metadata"]) as f:
+        assert result["load_snippet"] == json.load(f)["load_snippet"]
+    assert repr(result["path"]) in result["load_snippet"]

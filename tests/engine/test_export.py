@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import subprocess
 import sys
 from datetime import datetime, timezone
 
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-import engine.export as export_mod
+import engine.export.formats as formats_mod
 from engine.config.train_config import TrainConfig
 from engine.export import (
     FORMATS,
@@ -98,11 +99,14 @@ def test_torchvision_load_snippet_runs_as_written(encoder, cfg, tmp_path, monkey
                             include_head=True)
     assert result.metadata["head_file"] == "enc-head.pt"
     assert (tmp_path / "enc-head.pt").is_file()
-    monkeypatch.chdir(tmp_path)  # the snippet names files relative to the export's folder
-    x = batch(2)
-    namespace = {"x": x}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the snippet names the files by their absolute paths
+    namespace: dict = {}
     with torch.no_grad():
         exec(result.metadata["load_snippet"], namespace)  # noqa: S102  # our own snippet
+    x = namespace["x"]  # the snippet's dummy batch
+    assert x.shape == (2, 3, SIZE, SIZE)
     h, z = reference(encoder, x)
     torch.testing.assert_close(namespace["h"], h, atol=1e-5, rtol=0)
     torch.testing.assert_close(namespace["z"], z, atol=1e-5, rtol=0)
@@ -193,6 +197,45 @@ def test_safetensors_has_torchvision_keys_and_header_metadata(encoder, cfg, tmp_
                                    atol=1e-5, rtol=0)
 
 
+# ------------------------------------------------------------------------- load snippets
+
+EXTRAS = {"onnx": ("onnx", "onnxruntime"), "safetensors": ("safetensors",)}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_load_snippet_runs_alone_on_the_exported_file(encoder, cfg, tmp_path, fmt):
+    for name in EXTRAS.get(fmt, ()):
+        pytest.importorskip(name)
+    result = export_encoder(encoder, cfg, fmt, tmp_path / "export" / "enc", include_head=True)
+    snippet = result.load_snippet
+    assert snippet == result.metadata["load_snippet"]
+    assert repr(str(result.path)) in snippet  # the file by its absolute path
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # -I: no PYTHONPATH, no working directory on sys.path: nothing of this project is found
+    done = subprocess.run([sys.executable, "-I", "-c", snippet], cwd=elsewhere,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["h: (2, 512)", "z: (2, 16)"]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_load_snippet_without_head_gives_the_engines_h(encoder, cfg, tmp_path, fmt):
+    for name in EXTRAS.get(fmt, ()):
+        pytest.importorskip(name)
+    result = export_encoder(encoder, cfg, fmt, tmp_path / "enc")
+    namespace: dict = {}
+    with torch.no_grad():
+        exec(result.load_snippet, namespace)  # noqa: S102  # our own snippet
+    assert "z" not in namespace
+    x = torch.as_tensor(namespace["x"])
+    assert x.shape == (2, 3, SIZE, SIZE)
+    h = torch.as_tensor(namespace["h"])
+    tolerance = 1e-3 if fmt == "onnx" else 1e-5
+    torch.testing.assert_close(h, reference(encoder, x)[0], atol=tolerance, rtol=0)
+
+
 # ------------------------------------------------------------------------------ metadata
 
 
@@ -231,14 +274,14 @@ def test_metadata_records_everything_needed_to_use_the_export(encoder, cfg, tmp_
 
 
 def test_verification_catches_wrong_weights(encoder, cfg, tmp_path, monkeypatch):
-    real = export_mod._backbone_state
+    real = formats_mod.backbone_state
 
     def buggy_backbone_state(model):  # a writer bug: one weight slightly off
         state = real(model)
         state["layer4.1.conv2.weight"][0, 0, 0, 0] += 0.5
         return state
 
-    monkeypatch.setattr(export_mod, "_backbone_state", buggy_backbone_state)
+    monkeypatch.setattr(formats_mod, "backbone_state", buggy_backbone_state)
     with pytest.raises(ExportError, match="Do not use it") as info:
         export_encoder(encoder, cfg, "torchvision", tmp_path / "enc.pt")
     result = info.value.result
@@ -250,7 +293,7 @@ def test_verification_catches_wrong_weights(encoder, cfg, tmp_path, monkeypatch)
 
 
 def test_verification_catches_a_damaged_file(encoder, cfg, tmp_path, monkeypatch):
-    real = export_mod.write_atomic
+    real = formats_mod.write_atomic
 
     def truncating_write(path, write):  # e.g. a filesystem that loses the file's tail
         import io
@@ -260,7 +303,7 @@ def test_verification_catches_a_damaged_file(encoder, cfg, tmp_path, monkeypatch
         data = buffer.getvalue()[: len(buffer.getvalue()) // 2]
         real(path, lambda f: f.write(data))
 
-    monkeypatch.setattr(export_mod, "write_atomic", truncating_write)
+    monkeypatch.setattr(formats_mod, "write_atomic", truncating_write)
     with pytest.raises(ExportError, match="could not be run back"):
         export_encoder(encoder, cfg, "torchscript", tmp_path / "enc")
     meta = json.loads((tmp_path / "enc.torchscript.json").read_text())
