@@ -33,7 +33,7 @@ def page(qtbot, trained_run):
     run_dir, cache = trained_run
     page = ExplorePage(cache_dir=cache)
     qtbot.addWidget(page)
-    page.method_box.setCurrentIndex(page.method_box.findData("pca"))
+    page.map_settings.set_method("pca")
     page.k_box.setValue(K)
     yield page
     page.cancel(quiet=True)
@@ -108,8 +108,8 @@ def test_saved_map_opens_without_a_child_and_box_selects(qtbot, page, trained_ru
 
     scatter = page.map_view.scatter
     scatter.sigHovered.emit(scatter, [scatter.points()[3]], None)
-    assert expected["paths"][3] in page.hover_text.text()
-    qtbot.waitUntil(lambda: not page.hover_image.pixmap().isNull(), timeout=10_000)
+    assert expected["paths"][3] in page.hover.text.text()
+    qtbot.waitUntil(lambda: not page.hover.image.pixmap().isNull(), timeout=10_000)
 
 
 def test_clicked_point_shows_the_engines_neighbours_per_checkpoint(qtbot, page, trained_run):
@@ -193,7 +193,7 @@ def test_map_without_labels_is_grey_with_no_legend(qtbot):
 def test_umap_replaces_the_pca_map(qtbot, page, trained_run):
     """UMAP's first fit compiles numba code (about 40 s cold)."""
     run_dir, cache = trained_run
-    page.method_box.setCurrentIndex(page.method_box.findData("umap"))
+    page.map_settings.set_method("umap")
     page.set_run(run_dir)
     methods = []
     page.map_shown.connect(methods.append)

@@ -180,7 +180,7 @@ def test_an_image_of_the_data_page_shows_its_neighbours_on_the_explore_page(
     cache = win.cache_dir
     made = explore.make_map(run_dir, "last", params=MapParams(method="pca"), cache_dir=cache,
                             device="cpu")
-    win.explore_page.method_box.setCurrentIndex(win.explore_page.method_box.findData("pca"))
+    win.explore_page.map_settings.set_method("pca")
     with qtbot.waitSignal(win.explore_page.map_shown, timeout=30_000):
         win.select_run(run_dir)  # the saved map is loaded, no engine child needed
     path = str(Path(made["root"]) / made["paths"][5])
