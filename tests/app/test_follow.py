@@ -3,7 +3,7 @@ runs list says it is running elsewhere, and the Train page follows it live by re
 is appended to its events.jsonl.
 
 The "other process" is this test, writing synthetic events of the engine's protocol; the
-Train page's poll is called directly after each write (deterministic), and once through
+Train page's follower is polled directly after each write (deterministic), and once through
 its timer.
 """
 
@@ -147,14 +147,14 @@ def test_a_run_trained_elsewhere_is_followed_live_to_its_end(qtbot, window_besid
 
     # Steps appended show as they come, a line split across two writes once it is whole.
     append(events, step(1) + step(2))
-    page.poll_follow()
+    page.follower.poll()
     assert page.history.steps == [1, 2] and curve_points(page) == 2
     line = step(3)
     append(events, line[:30])
-    page.poll_follow()
+    page.follower.poll()
     assert page.history.steps == [1, 2]
     append(events, line[30:])
-    page.poll_follow()
+    page.follower.poll()
     assert page.history.steps == [1, 2, 3] and curve_points(page) == 3
     assert page.progress.value() == 50 and "step 3 of 6" in page.status.text()
     assert "left" in page.status.text()  # an ETA from its speed
@@ -162,7 +162,7 @@ def test_a_run_trained_elsewhere_is_followed_live_to_its_end(qtbot, window_besid
     # A malformed line is said in the log and skipped; the lines after it still count.
     append(events, '{"v":1,"type":"step","step":\n' + event(
         "eval", epoch=1, step=3, knn_top1=0.75, knn_k=20, images=6, seconds=0.5) + step(4))
-    page.poll_follow()
+    page.follower.poll()
     assert page.history.steps == [1, 2, 3, 4] and page.history.knn == [(3, 0.75)]
     assert "[ignored a malformed event line]" in page.log.toPlainText()
     assert "kNN accuracy 75.0%" in page.log.toPlainText()
@@ -192,7 +192,7 @@ def test_a_run_trained_elsewhere_is_followed_live_to_its_end(qtbot, window_besid
                + event("run_end", status="stopped", reason="stop requested", step=5,
                        epoch=1))
         (run_dir / "checkpoints" / "last.pt").write_bytes(b"weights")
-        page.poll_follow()
+        page.follower.poll()
     assert page.following is None and page.history.status == "stopped"
     assert page.status.text().startswith("Run stopped: stop requested")
     assert page.start_button.isEnabled() and win.actions["start"].isEnabled()
@@ -213,7 +213,7 @@ def test_a_followed_run_that_goes_quiet_is_interrupted(qtbot, window_beside_a_ru
     assert page.following == run_dir and win.tabs.currentWidget() is not page
     append(events, step(1))
     os.utime(events, (LONG_AGO, LONG_AGO))  # and then nothing, for a long time
-    page.poll_follow()
+    page.follower.poll()
     assert page.following is None and page.history.status == "interrupted"
     assert "Run interrupted: no new events" in page.status.text()
     assert page.failure_box.isVisible()
@@ -241,7 +241,7 @@ def test_following_another_run_or_stopping_leaves_the_first(qtbot, window_beside
     # A followed run whose folder goes away stops being followed, and says so.
     assert win.follow_run(run_dir)
     shutil.rmtree(run_dir)
-    page.poll_follow()
+    page.follower.poll()
     assert page.following is None and "folder is gone" in page.status.text()
 
 
