@@ -39,10 +39,9 @@ from app.widgets.neighbours_panel import (
     NeighboursPanel,
     ThumbnailCache,
     ThumbnailGrid,
-    TileInfo,
 )
 from app.widgets.space_chooser import SpaceChooser
-from engine.evaluate.embed import checkpoint_name, list_checkpoints
+from engine.evaluate.embed import checkpoint_name
 from engine.evaluate.maps import MapParams
 from engine.run.layout import LAST, RunDir
 
@@ -183,7 +182,7 @@ class ExplorePage(QWidget):
         self._on_embeddings_changed()
 
     def has_checkpoints(self) -> bool:
-        return self.run_dir is not None and bool(list_checkpoints(self.run_dir))
+        return self.run_dir is not None and bool(RunDir(self.run_dir).checkpoint_names())
 
     def map_params(self) -> MapParams:
         """The map settings shown (ConfigError, a ValueError, if out of range)."""
@@ -222,11 +221,16 @@ class ExplorePage(QWidget):
         self.map_view.set_selected(None)
         self._query_neighbours()
 
-    def export_png(self, path: Path) -> None:
-        self.map_view.export_png(Path(path))
-
-    def export_csv(self, path: Path) -> None:
-        self.map_view.export_csv(Path(path))
+    def show_neighbours_of_image(self, path: str | Path) -> None:
+        """Show the nearest neighbours of an image file: looked up on the map when it is one
+        of the run's images there, otherwise embedded as a file."""
+        data, path = self.map_view.data, str(path)
+        index = None if data is None else next(
+            (i for i in range(len(data)) if data.absolute_path(i) == path), None)
+        if index is not None:
+            self.show_neighbours(index)
+        else:
+            self.show_neighbours_of_file(path)
 
     def cancel(self, quiet: bool = False) -> None:
         """Stop the running engine child and drop the queued ones."""
@@ -362,10 +366,8 @@ class ExplorePage(QWidget):
         data = self.map_view.data
         if data is None:
             return
-        shown = indices[:MAX_SELECTION_TILES].tolist()
-        self.selection.set_tiles([TileInfo(i, data.absolute_path(i), data.class_name(i) or
-                                           f"#{i}", f"#{i} {data.paths[i]}") for i in shown])
-        more = f", first {len(shown)} shown" if len(indices) > len(shown) else ""
+        shown = self.selection.show_points(data, indices[:MAX_SELECTION_TILES].tolist())
+        more = f", first {shown} shown" if len(indices) > shown else ""
         self.tabs.setTabText(1, f"Selection ({len(indices)}{more})")
         self.tabs.setCurrentWidget(self.selection)
 

@@ -34,9 +34,8 @@ from app.widgets.checkpoint_box import CheckpointBox
 from app.widgets.job_status import JobStatus
 from app.widgets.probe_results import ProbeDetails, ProbeTable
 from app.widgets.space_chooser import SpaceChooser
-from engine.evaluate.embed import list_checkpoints
 from engine.evaluate.probe import ProbeParams
-from engine.run.layout import LAST, RANDOM_INIT
+from engine.run.layout import LAST, RANDOM_INIT, RunDir
 
 LABEL_FRACTIONS = (("100% of the labels", 1.0), ("10% of the labels", 0.1),
                    ("1% of the labels", 0.01))
@@ -184,7 +183,7 @@ class ProbePage(QWidget):
             self.details.show_record(None)
 
     def has_checkpoints(self) -> bool:
-        return self.run_dir is not None and bool(list_checkpoints(self.run_dir))
+        return self.run_dir is not None and bool(RunDir(self.run_dir).checkpoint_names())
 
     def has_results(self) -> bool:
         return bool(self.records)

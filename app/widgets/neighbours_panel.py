@@ -191,6 +191,13 @@ class ThumbnailGrid(QScrollArea):
             if image is not None or self.thumbnails.reason(info.path) is not None:
                 tile.set_image(image, self.thumbnails.reason(info.path) or "")
 
+    def show_points(self, data: MapData, indices: list[int]) -> int:
+        """Tiles for images ``indices`` of a map, captioned by class (or index); returns
+        how many."""
+        self.set_tiles([TileInfo(i, data.absolute_path(i), data.class_name(i) or f"#{i}",
+                                 f"#{i} {data.paths[i]}") for i in indices])
+        return len(indices)
+
     def _on_thumbnail(self, path: str, _reason: str = "") -> None:
         for tile in self.tiles:
             if tile.info.path == path:

@@ -76,7 +76,7 @@ def test_computed_map_is_the_engines_and_exports(qtbot, page, trained_run, tmp_p
     assert [label.text for _, label in legend] == classes
 
     path = tmp_path / "map.csv"
-    page.export_csv(path)
+    page.map_view.export_csv(path)
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["path"] for r in rows] == expected["paths"]
@@ -84,7 +84,7 @@ def test_computed_map_is_the_engines_and_exports(qtbot, page, trained_run, tmp_p
     np.testing.assert_allclose([[float(r["x"]), float(r["y"])] for r in rows],
                                expected["coords"], rtol=1e-5, atol=1e-7)
     png = tmp_path / "map.png"
-    page.export_png(png)
+    page.map_view.export_png(png)
     image = QImage(str(png))
     assert png.stat().st_size > 0 and image.width() == 1600 and image.height() > 0
 
