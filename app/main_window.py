@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
@@ -167,17 +166,11 @@ class MainWindow(QMainWindow):
     def apply_settings(self, values: dict) -> None:
         """Show settings (e.g. the demo's) on the Train and Augmentations pages."""
         self.train_page.apply_settings(values)
-        for name, value in (values.get("augment") or {}).items():
-            self.augment_page.form.set_value(name, value)
-        if values.get("image_size"):
-            self.augment_page.size_box.setValue(int(values["image_size"]))
+        self.augment_page.apply_settings(values)
 
     def _sync_augmentations(self) -> None:
         """The trainer gets exactly the augmentations shown on the preview."""
-        cfg = self.augment_page.augment_config()
-        self.train_page.augment_overrides = {
-            f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-            if f.metadata and f.metadata["cli"] and getattr(cfg, f.name) is not None}
+        self.train_page.augment_overrides = self.augment_page.engine_settings()
 
     def _remember_folder(self, folder: Path) -> None:
         self.train_page.set_folder(folder)
@@ -305,23 +298,22 @@ class MainWindow(QMainWindow):
 
     def query_image_file(self, path: Path) -> None:
         """Nearest neighbours of an image file from anywhere, in the selected run."""
-        if self.selected_run() is None:
-            self.statusBar().showMessage(
-                f"Select a trained run in the runs list to see the neighbours of {path.name}",
-                10_000)
-            return
-        self.tabs.setCurrentWidget(self.explore_page)
-        self.explore_page.show_neighbours_of_file(path)
+        self._explore(self.explore_page.show_neighbours_of_file, path,
+                      f"the neighbours of {Path(path).name}")
 
     def show_neighbours_of_image(self, path: str) -> None:
         """Neighbours of an image of the Data page: found on the selected run's map when it
         is there, otherwise embedded as a file."""
+        self._explore(self.explore_page.show_neighbours_of_image, path,
+                      "the nearest neighbours of an image")
+
+    def _explore(self, show, path: str | Path, what: str) -> None:
         if self.selected_run() is None:
-            self.statusBar().showMessage("Select a trained run in the runs list to see the "
-                                         "nearest neighbours of an image", 10_000)
+            self.statusBar().showMessage(f"Select a trained run in the runs list to see {what}",
+                                         10_000)
             return
         self.tabs.setCurrentWidget(self.explore_page)
-        self.explore_page.show_neighbours_of_image(path)
+        show(path)
 
     def _on_run_opened(self, path: Path, status: str) -> None:
         """Double-click: follow a run trained elsewhere live (when this window trains none),

@@ -228,6 +228,20 @@ class AugmentPreview(QWidget):
         """The last valid augmentation settings of the form."""
         return self.form.values()
 
+    def engine_settings(self) -> dict[str, Any]:
+        """The settings shown that the engine takes as flags (``train --flip-p ...``), for
+        a trainer to get exactly the augmentations previewed here."""
+        cfg = self.augment_config()
+        return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                if f.metadata and f.metadata["cli"] and getattr(cfg, f.name) is not None}
+
+    def apply_settings(self, values: dict[str, Any]) -> None:
+        """Show training settings' "augment" mapping and image_size (e.g. the demo's)."""
+        for name, value in (values.get("augment") or {}).items():
+            self.form.set_value(name, value)
+        if values.get("image_size"):
+            self.size_box.setValue(int(values["image_size"]))
+
     def refresh(self) -> None:
         """Make new pairs with the current settings and seed, 100 ms after the last call.
 
