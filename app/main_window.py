@@ -2,60 +2,30 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from PySide6.QtCore import QFileSystemWatcher, QSettings, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
-from PySide6.QtWidgets import (
-    QFileDialog,
-    QInputDialog,
-    QLabel,
-    QListWidget,
-    QListWidgetItem,
-    QMainWindow,
-    QMenu,
-    QMessageBox,
-    QSplitter,
-    QTabWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QSplitter, QTabWidget
 
+from app.child.runs_watcher import RunsWatcher
+from app.dialogs import run_dialogs
 from app.dialogs.export_dialog import ExportDialog
-from app.model.run_actions import (
-    RunActionError,
-    background_process,
-    delete_run,
-    display_name,
-    rename_run,
-)
-from app.model.run_model import LIVE_EVENTS_S, RUNNING_ELSEWHERE, RunHistory, list_runs
+from app.model.run_actions import RunActionError, background_process, delete_run, rename_run
+from app.model.run_model import RUNNING_ELSEWHERE, RunHistory, list_runs
 from app.pages.augment_page import AugmentPreview
 from app.pages.data_page import DataPage
 from app.pages.explore_page import ExplorePage
 from app.pages.probe_page import ProbePage
-from app.pages.train_page import STOP_ELSEWHERE_TIP, TrainPage
-from app.style import set_role
+from app.pages.train_page import TrainPage
+from app.widgets.runs_sidebar import RunsSidebar
+from app.window_actions import build_actions, update_actions
+from engine.run.layout import RunDir
 
 ORGANISATION, APPLICATION = "Contrastive Explorer", "Contrastive Explorer"
-#: The runs list is made again this long after the runs folder changed (runs added,
-#: deleted or moved by anyone), so a burst of changes costs one refresh.
-REFRESH_DELAY_MS = 300
-#: How often the selected run's folder is checked to still exist, for file systems whose
-#: changes the watcher does not see (network shares).
-SELECTED_RUN_CHECK_MS = 5000
-#: While a run is trained outside this window (running elsewhere, or left running in the
-#: background), the runs list is made again this often: the watcher sees the runs folder,
-#: not the events a run appends, and not at all on many network shares.
-LIVE_REFRESH_MS = 5000
-#: Statuses of runs that a process other than this window's engine child trains now.
-TRAINED_OUTSIDE = (RUNNING_ELSEWHERE, "running in the background")
 #: A run this window trained counts as ended here (not going on elsewhere) while its
 #: events.jsonl is no newer than the end of the engine child plus this much.
 OWN_RUN_SLACK_S = 2.0
-#: Item data: the run's status as listed.
-STATUS_ROLE = Qt.UserRole + 1
 
 
 def device_description() -> str:
@@ -72,13 +42,13 @@ def device_description() -> str:
 class MainWindow(QMainWindow):
     """Runs sidebar + one page per job. Drop a folder on the window to open it.
 
-    The runs list follows the runs folder: a run deleted or moved from outside is taken off
-    it (a file-system watcher, and a periodic check of the selected run), and an action on
-    a run whose folder has gone says so.
+    The runs list (:attr:`sidebar`) follows the runs folder: a run deleted or moved from
+    outside is taken off it (:attr:`runs_watcher`, and a periodic check of the selected
+    run), and an action on a run whose folder has gone says so.
 
     A run that another process trains (no run_end, events.jsonl changed in the last
     LIVE_EVENTS_S, not this window's engine child) is listed as "running elsewhere", and
-    the list is made again every LIVE_REFRESH_MS while there is one. Double-click or
+    the list is made again every few seconds while there is one. Double-click or
     "Follow live" shows it on the Train page as it goes; merely selecting it does the same
     when the Train page is idle (:meth:`TrainPage.is_idle`: nothing of its own is lost).
 
@@ -95,30 +65,8 @@ class MainWindow(QMainWindow):
         self.runs_root = Path(runs_root)
         self.cache_dir = cache_dir
         self.settings = settings or QSettings(ORGANISATION, APPLICATION)
-        self.runs = QListWidget()
-        self.runs.setObjectName("runs")
-        self.runs.setWordWrap(True)
-        self.runs.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        self.runs.setToolTip("Runs in the runs folder. Select one to explore it; double-click "
-                             "to show its curves; right-click to rename or delete it.")
-        self.runs.itemDoubleClicked.connect(self._on_run_opened)
-        self.runs.currentItemChanged.connect(self._on_run_selected)
-        self.runs.setContextMenuPolicy(Qt.CustomContextMenu)
-        self.runs.customContextMenuRequested.connect(self._on_runs_menu)
-        self._refresh_timer = QTimer(self)
-        self._refresh_timer.setSingleShot(True)
-        self._refresh_timer.setInterval(REFRESH_DELAY_MS)
-        self._refresh_timer.timeout.connect(self.refresh_runs)
-        self._runs_watcher = QFileSystemWatcher(self)
-        self._runs_watcher.directoryChanged.connect(lambda _path: self._refresh_timer.start())
-        self._runs_watcher.fileChanged.connect(lambda _path: self._refresh_timer.start())
-        self._live_refresh = QTimer(self)
-        self._live_refresh.setInterval(LIVE_REFRESH_MS)
-        self._live_refresh.timeout.connect(self.refresh_runs)
-        self._selected_check = QTimer(self)
-        self._selected_check.setInterval(SELECTED_RUN_CHECK_MS)
-        self._selected_check.timeout.connect(self._check_selected_run)
-        self._selected_check.start()
+        self.runs_watcher = RunsWatcher(self.runs_root, self)
+        self.runs_watcher.changed.connect(self.refresh_runs)
         self._closing_after_stop = False
         #: The last message box shown without blocking (see _tell).
         self.message_box: QMessageBox | None = None
@@ -143,21 +91,17 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.train_page, "Train")
         self.tabs.addTab(self.explore_page, "Explore")
         self.tabs.addTab(self.probe_page, "Probe")
-        runs_panel = QWidget()
-        runs_layout = QVBoxLayout(runs_panel)
-        runs_layout.setContentsMargins(4, 4, 0, 0)
-        runs_title = QLabel("Runs")
-        set_role(runs_title, "heading")
-        runs_layout.addWidget(runs_title)
-        runs_layout.addWidget(self.runs, 1)
-        runs_panel.setMinimumWidth(200)
+        self.sidebar = RunsSidebar()
+        self._connect_sidebar()
         splitter = QSplitter()
-        splitter.addWidget(runs_panel)
+        splitter.addWidget(self.sidebar)
         splitter.setCollapsible(0, False)
         splitter.addWidget(self.tabs)
         splitter.setSizes([260, 1100])
         self.setCentralWidget(splitter)
-        self._make_menus()
+        self.actions: dict[str, QAction] = build_actions(self)
+        self.train_page.engine_state_changed.connect(self._update_actions)
+        self._update_actions()
         self.statusBar().showMessage(device_description())
         self.refresh_runs()
         geometry = self.settings.value("geometry")
@@ -173,64 +117,26 @@ class MainWindow(QMainWindow):
             self.train_page.set_folder(str(last))
             self.data_page.folder.setText(str(last))
 
-    def _make_menus(self) -> None:
-        """Menus, the toolbar and their shortcuts (each action is made once, used in both)."""
-        self.actions: dict[str, QAction] = {}
-
-        def action(key: str, text: str, slot, shortcut=None, tip: str = "") -> QAction:
-            made = QAction(text, self)
-            if shortcut is not None:
-                made.setShortcut(QKeySequence(shortcut))
-            made.setToolTip(tip or text.replace("&", "").rstrip("…"))
-            made.setStatusTip(made.toolTip())
-            made.triggered.connect(slot)
-            self.actions[key] = made
-            return made
-
-        file_menu = self.menuBar().addMenu("&File")
-        file_menu.addAction(action("open", "&Open image folder…", self._on_open_folder,
-                                   QKeySequence.Open, "Open a folder of images (Ctrl+O); "
-                                   "class sub-folders give labels"))
-        file_menu.addSeparator()
-        file_menu.addAction(action("quit", "&Quit", self.close, QKeySequence.Quit))
-        run_menu = self.menuBar().addMenu("&Run")
-        page = self.train_page
-        for key, text, slot, keys, tip in [
-                ("start", "&Start training", page.start, "Ctrl+Return",
-                 "Start a new run with the Train page's settings (Ctrl+Return)"),
-                ("stop", "S&top (checkpoint)", page.stop, "Ctrl+.",
-                 "Save a checkpoint and stop the run (Ctrl+.)"),
-                ("resume", "&Resume", page.resume, None, "Continue the stopped run"),
-                ("unfollow", "Stop f&ollowing", page.stop_following, None,
-                 "Stop showing the run trained by another process on the Train page (it "
-                 "goes on where it runs)"),
-                ("export", "&Export encoder or embeddings…", self.open_export_dialog,
-                 "Ctrl+E", "Export the selected run's encoder or embeddings (Ctrl+E)"),
-                ("refresh", "Re&fresh runs", self.refresh_runs, QKeySequence.Refresh, "")]:
-            run_menu.addAction(action(key, text, slot, keys, tip))
-        view_menu = self.menuBar().addMenu("&View")
-        for i in range(self.tabs.count()):
-            view_menu.addAction(action(
-                f"page{i}", self.tabs.tabText(i),
-                lambda _=False, i=i: self.tabs.setCurrentIndex(i), f"Ctrl+{i + 1}",
-                f"Show the {self.tabs.tabText(i)} page (Ctrl+{i + 1})"))
-        toolbar = self.addToolBar("Main")
-        toolbar.setObjectName("main-toolbar")  # saveState needs a name
-        toolbar.setMovable(False)
-        toolbar.setToolButtonStyle(Qt.ToolButtonTextOnly)
-        for key in ("open", "start", "stop", "export"):
-            toolbar.addAction(self.actions[key])
-        page.engine_state_changed.connect(self._update_actions)
-        self._update_actions()
+    def _connect_sidebar(self) -> None:
+        side, page = self.sidebar, self.train_page
+        side.selected.connect(self._on_run_selected)
+        side.opened.connect(self._on_run_opened)
+        side.follow_requested.connect(self.follow_run)
+        side.unfollow_requested.connect(page.stop_following)
+        side.curves_requested.connect(self.show_run_curves)
+        side.rename_requested.connect(self.rename_selected_run)
+        side.export_requested.connect(self.open_export_dialog)
+        side.delete_requested.connect(self.delete_selected_run)
+        side.reveal_requested.connect(
+            lambda path: QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))))
+        side.selection_gone.connect(self.refresh_runs)
 
     def _update_actions(self) -> None:
-        running = self.train_page.engine.is_running()
-        following = self.train_page.following is not None
-        self.actions["start"].setEnabled(not running and not following)
-        self.actions["stop"].setEnabled(running)
-        self.actions["stop"].setToolTip(STOP_ELSEWHERE_TIP if following
-                                        else "Save a checkpoint and stop the run (Ctrl+.)")
-        self.actions["unfollow"].setEnabled(following)
+        page = self.train_page
+        self.sidebar.followed = page.following
+        self.sidebar.training_here = page.engine.is_running()
+        update_actions(self.actions, running=page.engine.is_running(),
+                       following=page.following is not None)
 
     def open_export_dialog(self) -> ExportDialog | None:
         """Export the selected run's encoder or embeddings (a dialog that stays open)."""
@@ -246,7 +152,8 @@ class MainWindow(QMainWindow):
         self.export_dialog = dialog
         return dialog
 
-    def _on_open_folder(self) -> None:
+    def choose_folder(self) -> None:
+        """Ask for an image folder and open it."""
         folder = QFileDialog.getExistingDirectory(self, "Image folder")
         if folder:
             self.open_folder(Path(folder))
@@ -259,17 +166,11 @@ class MainWindow(QMainWindow):
     def apply_settings(self, values: dict) -> None:
         """Show settings (e.g. the demo's) on the Train and Augmentations pages."""
         self.train_page.apply_settings(values)
-        for name, value in (values.get("augment") or {}).items():
-            self.augment_page.form.set_value(name, value)
-        if values.get("image_size"):
-            self.augment_page.size_box.setValue(int(values["image_size"]))
+        self.augment_page.apply_settings(values)
 
     def _sync_augmentations(self) -> None:
         """The trainer gets exactly the augmentations shown on the preview."""
-        cfg = self.augment_page.augment_config()
-        self.train_page.augment_overrides = {
-            f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-            if f.metadata and f.metadata["cli"] and getattr(cfg, f.name) is not None}
+        self.train_page.augment_overrides = self.augment_page.engine_settings()
 
     def _remember_folder(self, folder: Path) -> None:
         self.train_page.set_folder(folder)
@@ -277,11 +178,7 @@ class MainWindow(QMainWindow):
 
     def refresh_runs(self) -> None:
         """List the runs again, keeping the selected one selected."""
-        self._refresh_timer.stop()
         selected = self.selected_run()
-        scrolled = self.runs.verticalScrollBar().value()
-        self.runs.blockSignals(True)
-        self.runs.clear()
         page = self.train_page
         runs = list_runs(self.runs_root)
         for run in runs:
@@ -290,32 +187,8 @@ class MainWindow(QMainWindow):
             elif run.status == RUNNING_ELSEWHERE and self._ended_here(run.path,
                                                                       run.events_mtime):
                 run.status = "interrupted"  # this window's engine child wrote it, and ended
-            text = f"{display_name(run.path)}\n{run.method} · {run.dataset} · {run.status}"
-            if run.last_loss is not None:
-                text += f" · step {run.steps}, loss {run.last_loss:.3f}"
-            if run.best_knn is not None:
-                text += f" · best kNN {100 * run.best_knn:.1f}%"
-            if run.checkpoint and run.status not in ("finished", "running"):
-                text += f" · {run.checkpoint}"
-            item = QListWidgetItem(text)
-            item.setData(Qt.UserRole, str(run.path))
-            item.setData(STATUS_ROLE, run.status)
-            tip = run.problem or str(run.path)
-            if run.status == RUNNING_ELSEWHERE:
-                tip += (f"\nAnother process trains this run: its events.jsonl changed in the "
-                        f"last {LIVE_EVENTS_S // 60} min. Double-click to follow it live on "
-                        "the Train page.")
-            item.setToolTip(tip)
-            self.runs.addItem(item)
-            if run.path == selected:
-                self.runs.setCurrentItem(item)
-        self.runs.verticalScrollBar().setValue(scrolled)
-        self.runs.blockSignals(False)
-        self._watch(runs)
-        if not any(run.status in TRAINED_OUTSIDE for run in runs):
-            self._live_refresh.stop()
-        elif not self._live_refresh.isActive():
-            self._live_refresh.start()
+        self.sidebar.show_runs(runs)
+        self.runs_watcher.watch(runs)
         if self.selected_run() != selected:
             if selected is not None and not selected.exists():
                 self.statusBar().showMessage(
@@ -330,99 +203,33 @@ class MainWindow(QMainWindow):
         return (ended is not None and events_mtime is not None
                 and events_mtime <= ended + OWN_RUN_SLACK_S)
 
-    def _watch(self, runs) -> None:
-        """Watch the runs folder (runs added, deleted, moved), the events.jsonl of each run
-        that nothing trains now (a run resumed elsewhere appends to it) and folders that are
-        not runs yet (a run starting elsewhere writes its config.json there). Runs being
-        trained are not watched (they change all the time): the periodic refresh sees
-        them."""
-        wanted = set()
-        if self.runs_root.is_dir():
-            wanted.add(str(self.runs_root))  # (again, after the folder was made or replaced)
-            try:
-                wanted |= {str(p) for p in self.runs_root.iterdir()
-                           if p.is_dir() and not (p / "config.json").exists()}
-            except OSError:
-                pass
-        wanted |= {str(run.path / "events.jsonl") for run in runs
-                   if run.events_mtime is not None and run.status != "running"
-                   and run.status not in TRAINED_OUTSIDE}
-        watcher = self._runs_watcher
-        watched = set(watcher.files()) | set(watcher.directories())
-        if watched - wanted:
-            watcher.removePaths(sorted(watched - wanted))
-        if wanted - watched:
-            watcher.addPaths(sorted(wanted - watched))
-
-    def _check_selected_run(self) -> None:
-        run_dir = self.selected_run()
-        if run_dir is not None and not run_dir.is_dir():
-            self.refresh_runs()
-
     def _selected_run_folder(self, action: str) -> Path | None:
         """The selected run's folder, or None after saying why there is none to ``action``
         (its folder was deleted or moved outside the app: the list is refreshed)."""
         run_dir = self.selected_run()
         if run_dir is None:
             return None
-        if not (run_dir / "config.json").is_file():
-            self._tell(f"Cannot {action}", f"The run folder {run_dir} is gone: it was deleted "
-                       "or moved outside the app. It is no longer in the runs list.")
+        if not RunDir(run_dir).is_run():
+            self._tell(f"Cannot {action}", run_dialogs.gone(run_dir))
             self.refresh_runs()
             return None
         return run_dir
 
     def _tell(self, title: str, text: str) -> QMessageBox:
         """A warning that does not block the event loop (runs and children go on)."""
-        box = QMessageBox(QMessageBox.Warning, title, text, QMessageBox.Ok, self)
-        box.setAttribute(Qt.WA_DeleteOnClose)
-        box.open()
-        self.message_box = box
-        return box
+        self.message_box = run_dialogs.tell(self, title, text)
+        return self.message_box
 
     def selected_run(self) -> Path | None:
-        item = self.runs.currentItem()
-        return Path(item.data(Qt.UserRole)) if item is not None else None
+        return self.sidebar.selected_run()
 
     def select_run(self, run_dir: Path) -> None:
-        for row in range(self.runs.count()):
-            if Path(self.runs.item(row).data(Qt.UserRole)) == Path(run_dir):
-                self.runs.setCurrentRow(row)
-                return
-        raise ValueError(f"{run_dir} is not in the runs list")
+        self.sidebar.select_run(run_dir)
 
-    def _on_run_selected(self, current: QListWidgetItem | None, _previous=None) -> None:
-        self.run_selected.emit(Path(current.data(Qt.UserRole)) if current else None)
-        if (current is not None and current.data(STATUS_ROLE) == RUNNING_ELSEWHERE
-                and self.train_page.is_idle()):
-            self.train_page.follow(Path(current.data(Qt.UserRole)))  # (the page stays)
-
-    def _on_runs_menu(self, position) -> None:
-        item = self.runs.itemAt(position)
-        if item is None:
-            return
-        self.runs.setCurrentItem(item)
-        # The list may be made again while the menu is open: keep the path, not the item.
-        path, status = Path(item.data(Qt.UserRole)), item.data(STATUS_ROLE)
-        menu = QMenu(self)
-        menu.setToolTipsVisible(True)
-        if self.train_page.following == path:
-            menu.addAction("Stop following", self.train_page.stop_following)
-        elif status == RUNNING_ELSEWHERE:
-            follow = menu.addAction("Follow live", lambda: self.follow_run(path))
-            follow.setToolTip("Show this run, which another process trains, on the Train "
-                              "page as it goes")
-            if self.train_page.engine.is_running():
-                follow.setEnabled(False)
-                follow.setToolTip("A run is training in this window: stop it first")
-        menu.addAction("Show curves", lambda: self.show_run_curves(path))
-        menu.addAction("Rename…", self.rename_selected_run)
-        menu.addAction("Export…", self.open_export_dialog)
-        menu.addAction("Show in file manager", lambda: QDesktopServices.openUrl(
-            QUrl.fromLocalFile(str(path))))
-        menu.addSeparator()
-        menu.addAction("Delete…", self.delete_selected_run)
-        menu.popup(self.runs.viewport().mapToGlobal(position))
+    def _on_run_selected(self, run_dir: Path | None, status: str) -> None:
+        self.run_selected.emit(run_dir)
+        if run_dir is not None and status == RUNNING_ELSEWHERE and self.train_page.is_idle():
+            self.train_page.follow(run_dir)  # (the page stays)
 
     def rename_selected_run(self, name: str | None = None) -> None:
         """Ask for (or take) a new display name for the selected run."""
@@ -430,9 +237,8 @@ class MainWindow(QMainWindow):
         if run_dir is None:
             return
         if name is None:
-            name, ok = QInputDialog.getText(self, "Rename run", "Name (empty: the folder's "
-                                            "name):", text=display_name(run_dir))
-            if not ok:
+            name = run_dialogs.ask_run_name(self, run_dir)
+            if name is None:
                 return
         try:
             rename_run(run_dir, name)
@@ -449,23 +255,14 @@ class MainWindow(QMainWindow):
             QMessageBox.information(self, "Run is training", "Stop the run before deleting "
                                     "it (Run ▸ Stop).")
             return False
-        item = self.runs.currentItem()
-        if item is not None and item.data(STATUS_ROLE) == RUNNING_ELSEWHERE:
-            self._tell("Run is training", "Another process is training this run (its "
-                       f"events.jsonl changed in the last {LIVE_EVENTS_S // 60} min). Stop "
-                       "it where it runs first (Ctrl+C, or SIGTERM to the engine or "
-                       "torchrun: it saves a checkpoint and stops).")
+        if self.sidebar.selected_status() == RUNNING_ELSEWHERE:
+            self._tell("Run is training", run_dialogs.TRAINED_ELSEWHERE)
             return False
         pid = background_process(run_dir)
         if pid is not None:
-            self._tell("Run is training", f"This run goes on training in the background "
-                       f"(process {pid}). Stop it first: `kill -TERM {pid}` saves a checkpoint "
-                       "and stops it.")
+            self._tell("Run is training", run_dialogs.in_background(pid))
             return False
-        if confirm and QMessageBox.question(
-                self, "Delete run", f"Permanently delete “{display_name(run_dir)}” and "
-                f"everything in it (checkpoints, embeddings, probes, exports)?\n\n{run_dir}",
-                QMessageBox.Yes | QMessageBox.No, QMessageBox.No) != QMessageBox.Yes:
+        if confirm and not run_dialogs.confirm_delete(self, run_dir):
             return False
         try:
             delete_run(run_dir, self.runs_root)
@@ -501,37 +298,27 @@ class MainWindow(QMainWindow):
 
     def query_image_file(self, path: Path) -> None:
         """Nearest neighbours of an image file from anywhere, in the selected run."""
-        if self.selected_run() is None:
-            self.statusBar().showMessage(
-                f"Select a trained run in the runs list to see the neighbours of {path.name}",
-                10_000)
-            return
-        self.tabs.setCurrentWidget(self.explore_page)
-        self.explore_page.show_neighbours_of_file(path)
+        self._explore(self.explore_page.show_neighbours_of_file, path,
+                      f"the neighbours of {Path(path).name}")
 
     def show_neighbours_of_image(self, path: str) -> None:
         """Neighbours of an image of the Data page: found on the selected run's map when it
         is there, otherwise embedded as a file."""
-        if self.selected_run() is None:
-            self.statusBar().showMessage("Select a trained run in the runs list to see the "
-                                         "nearest neighbours of an image", 10_000)
-            return
-        data = self.explore_page.map_view.data
-        index = None
-        if data is not None:
-            index = next((i for i in range(len(data)) if data.absolute_path(i) == path), None)
-        self.tabs.setCurrentWidget(self.explore_page)
-        if index is not None:
-            self.explore_page.show_neighbours(index)
-        else:
-            self.explore_page.show_neighbours_of_file(path)
+        self._explore(self.explore_page.show_neighbours_of_image, path,
+                      "the nearest neighbours of an image")
 
-    def _on_run_opened(self, item: QListWidgetItem) -> None:
+    def _explore(self, show, path: str | Path, what: str) -> None:
+        if self.selected_run() is None:
+            self.statusBar().showMessage(f"Select a trained run in the runs list to see {what}",
+                                         10_000)
+            return
+        self.tabs.setCurrentWidget(self.explore_page)
+        show(path)
+
+    def _on_run_opened(self, path: Path, status: str) -> None:
         """Double-click: follow a run trained elsewhere live (when this window trains none),
         else overlay the run's curves on the Train page's."""
-        path = Path(item.data(Qt.UserRole))
-        if (item.data(STATUS_ROLE) == RUNNING_ELSEWHERE
-                and not self.train_page.engine.is_running()):
+        if status == RUNNING_ELSEWHERE and not self.train_page.engine.is_running():
             self.follow_run(path)
         else:
             self.show_run_curves(path)
@@ -539,18 +326,15 @@ class MainWindow(QMainWindow):
     def follow_run(self, run_dir: Path) -> bool:
         """Show ``run_dir``, trained by another process, live on the Train page; following
         another run, or starting a run here, stops it."""
-        if not (Path(run_dir) / "config.json").is_file():
-            self._tell("Cannot follow the run", f"The run folder {run_dir} is gone: it was "
-                       "deleted or moved outside the app. It is no longer in the runs list.")
+        if not RunDir(run_dir).is_run():
+            self._tell("Cannot follow the run", run_dialogs.gone(run_dir))
             self.refresh_runs()
             return False
         if self.train_page.following == Path(run_dir):
             self.tabs.setCurrentWidget(self.train_page)  # (already followed)
             return True
         if not self.train_page.follow(Path(run_dir)):
-            self._tell("Cannot follow the run", "A run is training in this window and the "
-                       "Train page shows it: stop it first. Meanwhile “Show curves” in the "
-                       "runs list compares the other run's curves with it.")
+            self._tell("Cannot follow the run", run_dialogs.FOLLOW_REFUSED)
             return False
         self.tabs.setCurrentWidget(self.train_page)
         return True
@@ -558,10 +342,9 @@ class MainWindow(QMainWindow):
     def show_run_curves(self, path: Path) -> None:
         """Draw a run's curves behind the Train page's own (replayed once)."""
         path = Path(path)
-        events = path / "events.jsonl"
+        events = RunDir(path).events
         if not path.is_dir():
-            self._tell("Cannot show the run", f"The run folder {path} is gone: it was deleted "
-                       "or moved outside the app. It is no longer in the runs list.")
+            self._tell("Cannot show the run", run_dialogs.gone(path))
             self.refresh_runs()
             return
         if not events.is_file():
@@ -572,23 +355,9 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.train_page)
 
     def ask_close_choice(self) -> str:
-        """Ask what becomes of the run that is training when the window closes: "stop"
-        (save a checkpoint, then close), "leave" (close; the run goes on in the background)
-        or "cancel" (keep the window open)."""
-        box = QMessageBox(QMessageBox.Question, "Training is running",
-                          "A run is training. Stop it before closing, or leave it running?",
-                          QMessageBox.NoButton, self)
-        box.setInformativeText(
-            "Stop and close: a checkpoint is saved first; Resume goes on from it.\n"
-            "Leave running: the run goes on without the window and keeps writing to its "
-            "folder; open it from the runs list later.")
-        stop = box.addButton("Stop and close", QMessageBox.AcceptRole)
-        leave = box.addButton("Leave running", QMessageBox.DestructiveRole)
-        box.addButton(QMessageBox.Cancel)
-        box.setDefaultButton(stop)
-        box.exec()
-        clicked = box.clickedButton()
-        return "stop" if clicked is stop else "leave" if clicked is leave else "cancel"
+        """"stop", "leave" or "cancel": what becomes of the run training as the window
+        closes (:func:`app.dialogs.run_dialogs.ask_close_choice`)."""
+        return run_dialogs.ask_close_choice(self)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         page = self.train_page
@@ -620,8 +389,8 @@ class MainWindow(QMainWindow):
         self.explore_page.cancel(quiet=True)
         self.probe_page.cancel(quiet=True)
         page.stop_following(quiet=True)
-        self._selected_check.stop()
-        self._live_refresh.stop()
+        self.sidebar.stop_checking()
+        self.runs_watcher.stop()
         super().closeEvent(event)
 
     def _close_after_stop(self, status: str, _code: int = 0, _reason: str = "") -> None:

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if "explore" in args.pages:
         page = window.explore_page
         window.tabs.setCurrentWidget(page)
-        page.method_box.setCurrentIndex(page.method_box.findData("umap"))
+        page.map_settings.set_method("umap")
         shown: list[str] = []
         page.map_shown.connect(shown.append)
         if page.map_view.data is None or page.map_view.data.method != "umap":

@@ -16,12 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PySide6.QtCore import Qt, QThreadPool, QTimer, Signal
-from PySide6.QtGui import QImage, QPainter, QPixmap
+from PySide6.QtCore import QThreadPool, QTimer, Signal
+from PySide6.QtGui import QImage
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
-    QGridLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -33,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.child.workers import Relay, Task
+from app.widgets.pair_grid import PairGrid
 from app.widgets.settings_form import SettingsForm
 from engine.config.train_config import AugmentConfig, TrainConfig, augment_preset
 from engine.data.augment import make_pairs, to_uint8_hwc
@@ -41,7 +41,6 @@ from engine.data.scan import scan_folder
 
 #: Preset names shown, and the method whose augmentation preset each one is.
 PRESETS = {"SimCLR": "simclr", "MoCo v2": "moco"}
-_GAP = 4  # pixels between cells in the saved PNG
 
 
 # --- plain work, run in a worker thread -------------------------------------------------------
@@ -106,13 +105,6 @@ def preview_pairs(images: np.ndarray, cfg: AugmentConfig, size: int, seed: int
     return to_uint8_hwc(view1), to_uint8_hwc(view2)
 
 
-def to_qimage(array: np.ndarray) -> QImage:
-    """uint8 (H, W, 3) RGB -> a QImage that owns a copy of the pixels."""
-    array = np.ascontiguousarray(array)
-    h, w, _ = array.shape
-    return QImage(array.data, w, h, 3 * w, QImage.Format_RGB888).copy()
-
-
 # --- the page ---------------------------------------------------------------------------------
 
 class AugmentPreview(QWidget):
@@ -129,7 +121,6 @@ class AugmentPreview(QWidget):
                  seed: int = 0, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.num_images = num_images
-        self.cell_px = cell_px
         self.seed = seed
         self._max_pixels = TrainConfig().max_image_pixels
         self._paths: list[str] = []
@@ -176,9 +167,7 @@ class AugmentPreview(QWidget):
         self.save_button.clicked.connect(self._on_save)
         self.status = QLabel("Choose an image folder to preview its positive pairs.")
         self.status.setWordWrap(True)
-        self.grid_widget = QWidget()
-        self.grid_layout = QGridLayout(self.grid_widget)
-        self._cells: list[list[QLabel]] = []
+        self.grid = PairGrid(cell_px)
 
         controls = QWidget()
         left = QVBoxLayout(controls)
@@ -196,12 +185,9 @@ class AugmentPreview(QWidget):
         buttons.addWidget(self.new_button)
         buttons.addWidget(self.save_button)
         left.addLayout(buttons)
-        self.grid_scroll = QScrollArea()
-        self.grid_scroll.setWidget(self.grid_widget)
-        self.grid_scroll.setWidgetResizable(True)
         body = QSplitter()
         body.addWidget(controls)
-        body.addWidget(self.grid_scroll)
+        body.addWidget(self.grid)
         body.setSizes([320, 3 * cell_px + 60])
         layout = QVBoxLayout(self)
         layout.addWidget(body, 1)
@@ -242,6 +228,20 @@ class AugmentPreview(QWidget):
         """The last valid augmentation settings of the form."""
         return self.form.values()
 
+    def engine_settings(self) -> dict[str, Any]:
+        """The settings shown that the engine takes as flags (``train --flip-p ...``), for
+        a trainer to get exactly the augmentations previewed here."""
+        cfg = self.augment_config()
+        return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                if f.metadata and f.metadata["cli"] and getattr(cfg, f.name) is not None}
+
+    def apply_settings(self, values: dict[str, Any]) -> None:
+        """Show training settings' "augment" mapping and image_size (e.g. the demo's)."""
+        for name, value in (values.get("augment") or {}).items():
+            self.form.set_value(name, value)
+        if values.get("image_size"):
+            self.size_box.setValue(int(values["image_size"]))
+
     def refresh(self) -> None:
         """Make new pairs with the current settings and seed, 100 ms after the last call.
 
@@ -267,19 +267,8 @@ class AugmentPreview(QWidget):
         return list(self._shown_paths)
 
     def grid_image(self) -> QImage:
-        """The grid as one image: a row per image, original | view 1 | view 2, each cell
-        ``cell_px`` square with a 4 px gap."""
-        rows = len(self._cells)
-        side = self.cell_px
-        image = QImage(max(1, 3 * side + 2 * _GAP), max(1, rows * side + (rows - 1) * _GAP),
-                       QImage.Format_RGB32)
-        image.fill(Qt.white)
-        painter = QPainter(image)
-        for r, cells in enumerate(self._cells):
-            for c, label in enumerate(cells):
-                painter.drawPixmap(c * (side + _GAP), r * (side + _GAP), label.pixmap())
-        painter.end()
-        return image
+        """The grid as one image (:meth:`PairGrid.image`)."""
+        return self.grid.image()
 
     def save_png(self, path: str | Path) -> None:
         """Write :meth:`grid_image` to ``path`` as PNG; raises OSError if it cannot."""
@@ -341,7 +330,7 @@ class AugmentPreview(QWidget):
             return
         self._pairs = pairs
         self._shown_paths = list(decoded[1])
-        self._show(pairs)
+        self.grid.show_pairs(pairs)
         text = (f"{len(pairs[0])} images, views of {pairs[1].shape[1]} px cut from "
                 f"{pairs[0].shape[1]} px, seed {self.seed}")
         if decoded[3]:
@@ -362,38 +351,7 @@ class AugmentPreview(QWidget):
             except OSError as exc:
                 self._say(str(exc))
 
-    # --- display ---------------------------------------------------------------------------
-
-    def _show(self, pairs: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        n = len(pairs[0])
-        if len(self._cells) != n:
-            self._build_grid(n)
-        for r in range(n):
-            for c in range(3):
-                self._cells[r][c].setPixmap(self._cell_pixmap(pairs[c][r]))
-
-    def _build_grid(self, rows: int) -> None:
-        self.grid_widget = QWidget()
-        self.grid_layout = QGridLayout(self.grid_widget)
-        for c, title in enumerate(("original", "view 1", "view 2")):
-            self.grid_layout.addWidget(QLabel(title, alignment=Qt.AlignCenter), 0, c)
-        self._cells = []
-        for r in range(rows):
-            cells = [QLabel() for _ in range(3)]
-            for c, cell in enumerate(cells):
-                cell.setFixedSize(self.cell_px, self.cell_px)
-                self.grid_layout.addWidget(cell, r + 1, c)
-            self._cells.append(cells)
-        self.grid_layout.setAlignment(Qt.AlignTop | Qt.AlignLeft)
-        self.grid_scroll.setWidget(self.grid_widget)  # deletes the previous grid
-
-    def _cell_pixmap(self, array: np.ndarray) -> QPixmap:
-        image = to_qimage(array)
-        # Enlarging small views shows their real pixels; shrinking is smoothed.
-        mode = Qt.FastTransformation if image.width() <= self.cell_px else \
-            Qt.SmoothTransformation
-        return QPixmap.fromImage(image.scaled(self.cell_px, self.cell_px,
-                                              Qt.IgnoreAspectRatio, mode))
+    # --- status ----------------------------------------------------------------------------
 
     def _say_invalid(self) -> None:
         name, message = next(iter(self.form.errors().items()))

@@ -1,14 +1,13 @@
 """The Data page: choose an image folder and see what is in it (counts per class, file and
 pixel sizes, skipped files) and scroll through its thumbnails.
 
-Scanning and thumbnail decoding run in worker threads; results come back to the GUI thread
-through Qt signals, and only the GUI thread touches widgets.
+Scanning and thumbnail decoding (app.widgets.folder_thumbnails) run in worker threads;
+results come back to the GUI thread through Qt signals, and only the GUI thread touches
+widgets.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,18 +15,7 @@ from statistics import median
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from PySide6.QtCore import (
-    QAbstractListModel,
-    QModelIndex,
-    QObject,
-    QPersistentModelIndex,
-    QRunnable,
-    QSize,
-    Qt,
-    QThreadPool,
-    Signal,
-)
-from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtCore import QModelIndex, QObject, QRunnable, Qt, QThreadPool, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -35,7 +23,6 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
-    QListView,
     QPushButton,
     QSplitter,
     QTableWidget,
@@ -45,20 +32,11 @@ from PySide6.QtWidgets import (
 )
 
 from app.style import set_role
-from engine.data.cache import BadImage, decode_image
+from app.widgets.folder_thumbnails import THUMBNAIL_SIZE, FolderThumbnails, ThumbnailModel
 from engine.data.scan import DataError, Manifest, SkippedFile, scan_folder
 
 #: How many images' headers are read for the pixel-size summary (and checked to be images).
 SIZE_SAMPLE = 200
-THUMBNAIL_SIZE = 64
-#: Thumbnails kept in memory (64 px RGB: about 12 KB each).
-THUMBNAIL_CACHE = 2000
-#: Thumbnail requests waiting to be decoded; older ones (scrolled past) are dropped first.
-MAX_PENDING = 512
-#: The same guard as training (engine.config.train_config.TrainConfig.max_image_pixels).
-MAX_PIXELS = 178_956_970
-
-
 
 # --- the folder report (no Qt) ----------------------------------------------------------
 
@@ -132,160 +110,6 @@ class _ScanSignals(QObject):
     done = Signal(int, object)  # generation, FolderReport or error message (str)
 
 
-class ThumbnailLoader(QObject):
-    """Decodes requested rows' thumbnails in one worker thread, newest request first.
-
-    Signals:
-        loaded(int generation, int row, QImage): a thumbnail is ready.
-        failed(int generation, int row, str reason): the file is not a usable image.
-    """
-
-    loaded = Signal(int, int, QImage)
-    failed = Signal(int, int, str)
-
-    def __init__(self, size: int = THUMBNAIL_SIZE, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.size = size
-        self.generation = 0
-        self._paths: list[str] = []
-        self._pending: OrderedDict[int, None] = OrderedDict()
-        self._lock = threading.Lock()
-        self._running = False
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-
-    def reset(self, paths: list[str]) -> None:
-        """Forget pending work; decode rows of ``paths`` from now on."""
-        with self._lock:
-            self.generation += 1
-            self._paths = list(paths)
-            self._pending.clear()
-
-    def request(self, row: int) -> None:
-        with self._lock:
-            self._pending[row] = None
-            self._pending.move_to_end(row)
-            while len(self._pending) > MAX_PENDING:
-                self._pending.popitem(last=False)
-            if self._running:
-                return
-            self._running = True
-        self._pool.start(_Task(self._work))
-
-    def wait(self, msecs: int = 10_000) -> bool:
-        with self._lock:
-            self._pending.clear()
-        return self._pool.waitForDone(msecs)
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                if not self._pending:
-                    self._running = False
-                    return
-                row, _ = self._pending.popitem(last=True)
-                generation, path = self.generation, self._paths[row]
-            try:
-                rgb = decode_image(path, self.size, max_pixels=MAX_PIXELS)
-            except BadImage as exc:
-                self.failed.emit(generation, row, str(exc))
-                continue
-            except Exception as exc:  # noqa: BLE001 - keep the loop alive for the other rows
-                self.failed.emit(generation, row, f"cannot be read ({exc})")
-                continue
-            h, w = rgb.shape[:2]
-            image = QImage(np.ascontiguousarray(rgb).data, w, h, 3 * w,
-                           QImage.Format_RGB888).copy()  # copy: own the pixels
-            self.loaded.emit(generation, row, image)
-
-
-# --- the thumbnail model --------------------------------------------------------------------
-
-
-def _placeholder(size: int, colour: str) -> QPixmap:
-    pixmap = QPixmap(size, size)
-    pixmap.fill(QColor(colour))
-    return pixmap
-
-
-class ThumbnailModel(QAbstractListModel):
-    """The manifest's images as a list; decorations are decoded lazily, only for the rows
-    a view asks for, and kept in a small LRU cache. Qt.UserRole is the absolute path."""
-
-    def __init__(self, size: int = THUMBNAIL_SIZE, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.size = size
-        self.manifest: Manifest | None = None
-        self._paths: list[str] = []
-        self._cache: OrderedDict[int, QPixmap] = OrderedDict()
-        self._failed: dict[int, str] = {}
-        self.placeholder = _placeholder(size, "#d0d0d0")
-        self.broken = _placeholder(size, "#e8a0a0")
-        self.loader = ThumbnailLoader(size, self)
-        self.loader.loaded.connect(self._on_loaded)
-        self.loader.failed.connect(self._on_failed)
-
-    def set_manifest(self, manifest: Manifest | None) -> None:
-        self.beginResetModel()
-        self.manifest = manifest
-        root = Path(manifest.root) if manifest else Path()
-        self._paths = [str(root / r.path) for r in manifest.images] if manifest else []
-        self._cache.clear()
-        self._failed.clear()
-        self.loader.reset(self._paths)
-        self.endResetModel()
-
-    def path(self, row: int) -> str:
-        return self._paths[row]
-
-    def is_loaded(self, row: int) -> bool:
-        return row in self._cache
-
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
-        return 0 if parent.isValid() else len(self._paths)
-
-    def data(self, index: QModelIndex | QPersistentModelIndex,
-             role: int = Qt.DisplayRole) -> object:
-        if not index.isValid() or self.manifest is None:
-            return None
-        row = index.row()
-        if role == Qt.DecorationRole:
-            if row in self._cache:
-                self._cache.move_to_end(row)
-                return self._cache[row]
-            if row in self._failed:
-                return self.broken
-            self.loader.request(row)
-            return self.placeholder
-        if role == Qt.ToolTipRole:
-            label = self.manifest.images[row].label
-            text = self._paths[row] + "\nclass: " + (
-                "none (unlabelled)" if label is None else self.manifest.classes[label])
-            if row in self._failed:
-                text += "\ncannot show: " + self._failed[row]
-            return text
-        if role == Qt.UserRole:
-            return self._paths[row]
-        return None
-
-    def _on_loaded(self, generation: int, row: int, image: QImage) -> None:
-        if generation != self.loader.generation:
-            return  # for a folder no longer shown
-        self._cache[row] = QPixmap.fromImage(image)
-        self._cache.move_to_end(row)
-        while len(self._cache) > THUMBNAIL_CACHE:
-            self._cache.popitem(last=False)
-        index = self.index(row)
-        self.dataChanged.emit(index, index, [Qt.DecorationRole])
-
-    def _on_failed(self, generation: int, row: int, reason: str) -> None:
-        if generation != self.loader.generation:
-            return
-        self._failed[row] = reason
-        index = self.index(row)
-        self.dataChanged.emit(index, index, [Qt.DecorationRole, Qt.ToolTipRole])
-
-
 # --- the page -----------------------------------------------------------------------------
 
 
@@ -345,17 +169,7 @@ class DataPage(QWidget):
         self.skipped_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
 
         self.model = ThumbnailModel(THUMBNAIL_SIZE, self)
-        self.thumbnails = QListView()
-        self.thumbnails.setViewMode(QListView.IconMode)
-        self.thumbnails.setResizeMode(QListView.Adjust)
-        self.thumbnails.setMovement(QListView.Static)
-        self.thumbnails.setUniformItemSizes(True)  # no size query per row: 10k rows stay fast
-        self.thumbnails.setLayoutMode(QListView.Batched)
-        self.thumbnails.setIconSize(QSize(THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-        self.thumbnails.setGridSize(QSize(THUMBNAIL_SIZE + 8, THUMBNAIL_SIZE + 8))
-        self.thumbnails.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.thumbnails.setToolTip("")
-        self.thumbnails.setModel(self.model)
+        self.thumbnails = FolderThumbnails(self.model)
         self.thumbnails.doubleClicked.connect(self._on_thumbnail_activated)
 
         top = QHBoxLayout()

@@ -11,20 +11,14 @@ threads.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import Qt, QThreadPool, QTimer, Signal
-from PySide6.QtGui import QPixmap
+from PySide6.QtCore import QThreadPool, QTimer, Signal
 from PySide6.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QSplitter,
@@ -36,22 +30,23 @@ from PySide6.QtWidgets import (
 from app.child.engine_jobs import EngineJob, EngineQueue
 from app.child.workers import Relay, Task
 from app.model.explore_data import MapData, saved_map, saved_neighbours
-from app.style import set_role
 from app.widgets.checkpoint_box import CheckpointBox
+from app.widgets.job_status import JobStatus
+from app.widgets.map_settings import MapSettings
 from app.widgets.map_view import MapView
-from app.widgets.neighbours_panel import NeighboursPanel, ThumbnailCache, ThumbnailGrid, TileInfo
-from engine.evaluate.embed import checkpoint_name, list_checkpoints
+from app.widgets.neighbours_panel import (
+    HoverPreview,
+    NeighboursPanel,
+    ThumbnailCache,
+    ThumbnailGrid,
+)
+from app.widgets.space_chooser import SpaceChooser
+from engine.evaluate.embed import checkpoint_name
 from engine.evaluate.maps import MapParams
+from engine.run.layout import LAST, RunDir
 
 #: Thumbnails shown for a box selection (the rest are counted, not drawn).
 MAX_SELECTION_TILES = 200
-
-
-# --- the page ---------------------------------------------------------------------------------
-
-def _param_tooltip(name: str) -> str:
-    meta = {f.name: f.metadata for f in dataclasses.fields(MapParams)}[name]
-    return f"{meta['help']} Allowed: {meta['min']:g} to {meta['max']:g}."
 
 
 class ExplorePage(QWidget):
@@ -80,9 +75,10 @@ class ExplorePage(QWidget):
         self.query: tuple[str, Any] | None = None
         #: the neighbours shown, as engine.evaluate.explore.neighbours returns them (query excluded)
         self.neighbours_result: dict[str, Any] | None = None
+        self.status = JobStatus("Choose a run in the sidebar to explore it.")
         self.jobs = EngineQueue(self.cache_dir, self)
-        self.jobs.started.connect(self._on_job_started)
-        self.jobs.progress.connect(self._on_job_progress)
+        self.status.follow(self.jobs)
+        self.jobs.started.connect(lambda job: self._update_controls())
         self.jobs.failed.connect(lambda job, reason: self._fail(f"{job.describe} failed: {reason}"))
         self.jobs.idle.connect(self._on_jobs_idle)
         self._embedded: set[tuple[str, str]] = set()
@@ -97,8 +93,6 @@ class ExplorePage(QWidget):
         self._query_relay.done.connect(self._on_saved_neighbours)
         self._query_relay.failed.connect(self._on_query_failed)
         self.thumbnails = ThumbnailCache(parent=self)
-        self.thumbnails.ready.connect(self._on_thumbnail)
-        self._hover_path = ""
         self._k_timer = QTimer(self)
         self._k_timer.setSingleShot(True)
         self._k_timer.setInterval(300)
@@ -106,28 +100,9 @@ class ExplorePage(QWidget):
 
         self.checkpoint_box = CheckpointBox()
         self.checkpoint_box.currentIndexChanged.connect(lambda _: self._on_embeddings_changed())
-        self.space_box = QComboBox()
-        self.space_box.addItem("h (representation)", "h")
-        self.space_box.addItem("z (projection)", "z")
-        self.space_box.setToolTip("h: the encoder's output, what transfers to other tasks. "
-                                  "z: the projection head's output, what the loss compared.")
+        self.space_box = SpaceChooser()
         self.space_box.currentIndexChanged.connect(lambda _: self._on_embeddings_changed())
-        self.method_box = QComboBox()
-        self.method_box.addItem("UMAP", "umap")
-        self.method_box.addItem("PCA", "pca")
-        self.method_box.setToolTip("UMAP keeps neighbourhoods (a PCA map is shown while it is "
-                                   "computed); PCA is a fast linear projection.")
-        self.method_box.currentIndexChanged.connect(self._on_method_changed)
-        defaults = MapParams()
-        self.neighbors_box = QSpinBox()
-        self.neighbors_box.setRange(2, 1000)
-        self.neighbors_box.setValue(defaults.n_neighbors)
-        self.neighbors_box.setToolTip(_param_tooltip("n_neighbors"))
-        self.min_dist_box = QDoubleSpinBox()
-        self.min_dist_box.setRange(0.0, 1.0)
-        self.min_dist_box.setSingleStep(0.05)
-        self.min_dist_box.setValue(defaults.min_dist)
-        self.min_dist_box.setToolTip(_param_tooltip("min_dist"))
+        self.map_settings = MapSettings()
         self.compute_button = QPushButton("Compute map")
         self.compute_button.setToolTip("Embed the images with this checkpoint if needed and "
                                        "make the map; saved maps load at once.")
@@ -140,27 +115,14 @@ class ExplorePage(QWidget):
         self.k_box.setValue(12)
         self.k_box.setToolTip("How many nearest neighbours to show.")
         self.k_box.valueChanged.connect(lambda _: self._k_timer.start())
-        self.png_button = QPushButton("Export PNG…")
-        self.png_button.setToolTip("Save the map as a PNG image.")
-        self.png_button.clicked.connect(self._on_export_png)
-        self.csv_button = QPushButton("Export CSV…")
-        self.csv_button.setToolTip("Save the map's coordinates as CSV: path, label, class, x, y.")
-        self.csv_button.clicked.connect(self._on_export_csv)
-        self.status = QLabel("Choose a run in the sidebar to explore it.")
-        self.status.setWordWrap(True)
-        self.progress = QProgressBar()
-        self.progress.hide()
 
         self.map_view = MapView()
         self.map_view.point_clicked.connect(self._on_image_picked)
         self.map_view.point_hovered.connect(self._on_point_hovered)
         self.map_view.box_selected.connect(self._on_box_selected)
-        self.hover_image = QLabel()
-        self.hover_image.setFixedSize(96, 96)
-        self.hover_image.setScaledContents(True)
-        self.hover_text = QLabel("Hover over a point to see its image.")
-        self.hover_text.setWordWrap(True)
-        self.hover_text.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.map_view.exported.connect(lambda path: self._say(f"Saved {path}."))
+        self.map_view.export_failed.connect(self._fail)
+        self.hover = HoverPreview(self.thumbnails)
         self.panel = NeighboursPanel(self.thumbnails)
         self.panel.file_dropped.connect(self.show_neighbours_of_file)
         self.panel.neighbour_activated.connect(self._on_image_picked)
@@ -173,20 +135,16 @@ class ExplorePage(QWidget):
         self.tabs.addTab(self.selection, "Selection")
 
         row1 = QHBoxLayout()
-        for label, widget in (("Checkpoint", self.checkpoint_box), ("Space", self.space_box),
-                              ("Method", self.method_box), ("n_neighbors", self.neighbors_box),
-                              ("min_dist", self.min_dist_box)):
+        for label, widget in (("Checkpoint", self.checkpoint_box), ("Space", self.space_box)):
             row1.addWidget(QLabel(label))
             row1.addWidget(widget)
+        row1.addWidget(self.map_settings)
         row1.addWidget(self.compute_button)
         row1.addWidget(self.cancel_button)
         row1.addStretch(1)
         self.checkpoint_box.setMinimumContentsLength(12)
-        self.map_view.toolbar.addWidget(self.png_button)
-        self.map_view.toolbar.addWidget(self.csv_button)
         hover = QHBoxLayout()
-        hover.addWidget(self.hover_image)
-        hover.addWidget(self.hover_text, 1)
+        hover.addWidget(self.hover, 1)
         hover.addWidget(QLabel("Neighbours"))
         hover.addWidget(self.k_box)
         right = QWidget()
@@ -198,14 +156,10 @@ class ExplorePage(QWidget):
         body.addWidget(self.map_view)
         body.addWidget(right)
         body.setSizes([600, 460])
-        bottom = QHBoxLayout()
-        bottom.addWidget(self.status, 1)
-        bottom.addWidget(self.progress)
         layout = QVBoxLayout(self)
         layout.addLayout(row1)
         layout.addWidget(body, 1)
-        layout.addLayout(bottom)
-        self._on_method_changed()
+        layout.addWidget(self.status)
         self._update_controls()
 
     # --- public ----------------------------------------------------------------------------
@@ -215,6 +169,7 @@ class ExplorePage(QWidget):
         at once."""
         self.cancel(quiet=True)
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.map_view.export_folder = RunDir(self.run_dir).maps if self.run_dir else None
         self.query, self.neighbours_result = None, None
         self.panel.show_message("Click a point of the map or drop an image file here.",
                                 clear=True)
@@ -227,13 +182,11 @@ class ExplorePage(QWidget):
         self._on_embeddings_changed()
 
     def has_checkpoints(self) -> bool:
-        return self.run_dir is not None and bool(list_checkpoints(self.run_dir))
+        return self.run_dir is not None and bool(RunDir(self.run_dir).checkpoint_names())
 
     def map_params(self) -> MapParams:
         """The map settings shown (ConfigError, a ValueError, if out of range)."""
-        return MapParams(method=self.method_box.currentData(),
-                         n_neighbors=self.neighbors_box.value(),
-                         min_dist=round(self.min_dist_box.value(), 6))
+        return self.map_settings.params()
 
     def compute_map(self) -> None:
         """Make the map in engine children: PCA first (shown at once), then UMAP if chosen."""
@@ -268,13 +221,16 @@ class ExplorePage(QWidget):
         self.map_view.set_selected(None)
         self._query_neighbours()
 
-    def export_png(self, path: Path) -> None:
-        self.map_view.export_png(Path(path))
-
-    def export_csv(self, path: Path) -> None:
-        if self.map_view.data is None:
-            raise ValueError("there is no map to export yet: compute one first")
-        self.map_view.data.write_csv(Path(path))
+    def show_neighbours_of_image(self, path: str | Path) -> None:
+        """Show the nearest neighbours of an image file: looked up on the map when it is one
+        of the run's images there, otherwise embedded as a file."""
+        data, path = self.map_view.data, str(path)
+        index = None if data is None else next(
+            (i for i in range(len(data)) if data.absolute_path(i) == path), None)
+        if index is not None:
+            self.show_neighbours(index)
+        else:
+            self.show_neighbours_of_file(path)
 
     def cancel(self, quiet: bool = False) -> None:
         """Stop the running engine child and drop the queued ones."""
@@ -287,23 +243,7 @@ class ExplorePage(QWidget):
 
     # --- engine children -------------------------------------------------------------------
 
-    def _on_job_started(self, job: EngineJob) -> None:
-        self._say(job.describe + "…")
-        self.progress.setRange(0, 0)
-        self.progress.show()
-        self._update_controls()
-
-    def _on_job_progress(self, job: EngineJob, event: dict) -> None:
-        if "message" in event:
-            self._say(f"{job.describe}: {event['message']}")
-            self.progress.setRange(0, 0)
-        elif event.get("total"):
-            self.progress.setRange(0, int(event["total"]))
-            self.progress.setValue(int(event.get("done", 0)))
-            self.progress.setFormat(f"{event.get('phase', '')} %v/%m")
-
     def _on_jobs_idle(self) -> None:
-        self.progress.hide()
         self._update_controls()
         self.idle.emit()
 
@@ -408,23 +348,7 @@ class ExplorePage(QWidget):
 
     def _show_neighbours_result(self, result: dict) -> None:
         self.neighbours_result = result
-        root, q = Path(result["root"]), result["query"]
-        if "index" in q:
-            query = TileInfo(q["index"], str(root / q["path"]),
-                             f"#{q['index']}" + (f"\n{q['class']}" if q.get("class") else ""),
-                             q["path"])
-            name = Path(q["path"]).name
-        else:
-            query = TileInfo(None, q["file"], "dropped file", q["file"])
-            name = Path(q["file"]).name
-        tiles = [TileInfo(n["index"], str(root / n["path"]),
-                          f"{n['score']:.3f}" + (f"\n{n['class']}" if n["class"] else ""),
-                          f"#{n['index']} {n['path']}\ncosine similarity {n['score']:.4f}"
-                          + (f"\nclass {n['class']}" if n["class"] else ""))
-                 for n in result["neighbours"]]
-        title = (f"{len(tiles)} nearest neighbours of {name} ({result['checkpoint']}, "
-                 f"{result['space']}) by cosine similarity")
-        self.panel.show_result(title, query, tiles)
+        title = self.panel.show_neighbours(result)
         if not self.jobs.is_busy():
             self._say(f"Showing the {title}.")
         self.tabs.setCurrentWidget(self.panel)
@@ -435,56 +359,17 @@ class ExplorePage(QWidget):
         self.image_selected.emit(index)
 
     def _on_point_hovered(self, index: int) -> None:
-        data = self.map_view.data
-        if index < 0 or data is None:
-            return
-        self._hover_path = data.absolute_path(index)
-        name = data.class_name(index)
-        self.hover_text.setText(f"#{index} {data.paths[index]}" + (f"\n{name}" if name else ""))
-        self._on_thumbnail(self._hover_path)
-
-    def _on_thumbnail(self, path: str) -> None:
-        if path == self._hover_path:
-            image = self.thumbnails.get(path)
-            self.hover_image.setPixmap(QPixmap.fromImage(image) if image else QPixmap())
+        if index >= 0 and self.map_view.data is not None:
+            self.hover.show_point(self.map_view.data, index)
 
     def _on_box_selected(self, indices: np.ndarray) -> None:
         data = self.map_view.data
         if data is None:
             return
-        shown = indices[:MAX_SELECTION_TILES].tolist()
-        self.selection.set_tiles([TileInfo(i, data.absolute_path(i), data.class_name(i) or
-                                           f"#{i}", f"#{i} {data.paths[i]}") for i in shown])
-        more = f", first {len(shown)} shown" if len(indices) > len(shown) else ""
+        shown = self.selection.show_points(data, indices[:MAX_SELECTION_TILES].tolist())
+        more = f", first {shown} shown" if len(indices) > shown else ""
         self.tabs.setTabText(1, f"Selection ({len(indices)}{more})")
         self.tabs.setCurrentWidget(self.selection)
-
-    def _on_method_changed(self, *_: object) -> None:
-        umap = self.method_box.currentData() == "umap"
-        self.neighbors_box.setEnabled(umap)
-        self.min_dist_box.setEnabled(umap)
-
-    def _on_export_png(self) -> None:
-        self._export("PNG image (*.png)", ".png", self.export_png)
-
-    def _on_export_csv(self) -> None:
-        self._export("CSV file (*.csv)", ".csv", self.export_csv)
-
-    def _export(self, filter_: str, suffix: str, write: Callable[[Path], None]) -> None:
-        data = self.map_view.data
-        if data is None or self.run_dir is None:
-            return
-        default = self.run_dir / "maps" / f"map-{data.checkpoint}-{data.space}-{data.method}"
-        path, _ = QFileDialog.getSaveFileName(self, "Export the map", str(default) + suffix,
-                                              filter_)
-        if not path:
-            return
-        try:
-            write(Path(path))
-        except (OSError, ValueError) as exc:
-            self._fail(f"The map could not be saved to {path}: {exc}. Choose another folder.")
-        else:
-            self._say(f"Saved {path}.")
 
     # --- small helpers ---------------------------------------------------------------------
 
@@ -497,28 +382,23 @@ class ExplorePage(QWidget):
         return True
 
     def _checkpoint(self) -> str:
-        return self.checkpoint_box.checkpoint() or "last"
+        return self.checkpoint_box.checkpoint() or LAST
 
     def _checkpoint_name(self) -> str:
         return checkpoint_name(self.run_dir, self._checkpoint()) if self.run_dir else ""
 
     def _space(self) -> str:
-        return str(self.space_box.currentData())
+        return self.space_box.space()
 
     def _update_controls(self) -> None:
         ready = self.has_checkpoints()
         for widget in (self.checkpoint_box, self.space_box, self.compute_button, self.k_box):
             widget.setEnabled(ready)
         self.cancel_button.setEnabled(self.jobs.is_busy())
-        has_map = self.map_view.data is not None
-        self.png_button.setEnabled(has_map)
-        self.csv_button.setEnabled(has_map)
 
     def _say(self, text: str) -> None:
-        set_role(self.status, "")
-        self.status.setText(text)
+        self.status.say(text)
 
     def _fail(self, text: str) -> None:
-        set_role(self.status, "error")
-        self.status.setText(text)
+        self.status.fail(text)
         self.failed.emit(text)

@@ -8,14 +8,13 @@ import math
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QMessageBox,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QScrollArea,
@@ -25,22 +24,19 @@ from PySide6.QtWidgets import (
 )
 
 from app.child.engine_process import EngineProcess
+from app.child.run_follower import RunFollower
 from app.model.run_actions import display_name, mark_running_in_background
-from app.model.run_model import EVENT_FIELDS, LIVE_EVENTS_S, EventTail, RunHistory
+from app.model.run_model import RunHistory
 from app.widgets.curves import TrainingCurves
+from app.widgets.run_log import RunLog
 from app.widgets.settings_form import SettingsForm
 from engine.config.train_config import TrainConfig, preset
-from engine.run.events import SCHEMA_VERSION, parse_event
+from engine.run.layout import RunDir
 
 #: Settings shown on the page, in this order (the rest keep their preset values).
 FORM_FIELDS = ["method", "backbone", "image_size", "batch_size", "epochs", "max_steps", "lr",
                "optimizer", "temperature", "queue_size", "moco_momentum", "proj_hidden_dim",
                "proj_out_dim", "precision", "device", "seed"]
-#: How often the events.jsonl of a run followed live is read for what was appended.
-FOLLOW_POLL_MS = 1000
-#: At most this much of a followed events.jsonl is read at once, so catching up with a long
-#: run never holds the window; the rest is read right after.
-FOLLOW_CHUNK_BYTES = 1 << 20
 STOP_TIP = "Save a checkpoint and stop the run"
 STOP_ELSEWHERE_TIP = (
     "The followed run is trained by another process, which this window cannot stop: stop "
@@ -51,11 +47,12 @@ STOP_ELSEWHERE_TIP = (
 class TrainPage(QWidget):
     """Settings form, run controls, progress and live curves of the current run.
 
-    The current run is either one this page trains (an engine child) or one that another
-    process trains and this page follows (:meth:`follow`: a terminal, torchrun on a shared
-    disk): its events.jsonl is read every second for what was appended and shown exactly
-    like an own run's events. A followed run cannot be stopped from here, and neither Start
-    nor Resume runs while a followed run goes on (:meth:`stop_following` first).
+    The current run is either one this page trains (:attr:`engine`, an engine child) or one
+    that another process trains and this page follows (:meth:`follow`: a terminal, torchrun
+    on a shared disk; :attr:`follower` reads what its events.jsonl gains). Both send the
+    same signals, handled by the same slots. A followed run cannot be stopped from here, and
+    neither Start nor Resume runs while a followed run goes on (:meth:`stop_following`
+    first).
 
     Signals:
         run_changed(): a run started, ended, or wrote its first event (refresh run lists).
@@ -73,14 +70,7 @@ class TrainPage(QWidget):
         self.engine = EngineProcess(self)
         self.history = RunHistory()
         self.run_dir: Path | None = None
-        self._started_at = 0.0
-        self._reported: set[str] = set()  # oddities of the event stream said in the log
-        #: The run folder followed live (trained by another process), or None.
-        self.following: Path | None = None
-        self._tail: EventTail | None = None
-        self._follow_timer = QTimer(self)
-        self._follow_timer.setInterval(FOLLOW_POLL_MS)
-        self._follow_timer.timeout.connect(self.poll_follow)
+        self.follower = RunFollower(self)
         #: Runs this page trained: folder -> when its engine child ended (Unix seconds;
         #: infinity while it runs), so the runs list knows they are not going on elsewhere.
         self.own_runs: dict[Path, float] = {}
@@ -107,9 +97,7 @@ class TrainPage(QWidget):
         self.progress.setFormat("%p%")
         self.status = QLabel("Choose a folder and press Start.")
         self.status.setWordWrap(True)
-        self.log = QPlainTextEdit()
-        self.log.setReadOnly(True)
-        self.log.setMaximumBlockCount(500)
+        self.log = RunLog()
         self.curves = TrainingCurves()
 
         top = QHBoxLayout()
@@ -139,11 +127,20 @@ class TrainPage(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
 
-        self.engine.event.connect(self._on_event)
-        self.engine.log.connect(self.log.appendPlainText)
-        self.engine.malformed.connect(self._on_malformed)
-        self.engine.ended.connect(self._on_ended)
+        for source in (self.engine, self.follower):
+            source.event.connect(self._on_event)
+            source.log.connect(self.log.add)
+            source.malformed.connect(self.log.malformed)
+            source.ended.connect(self._on_ended)
+        self.follower.note.connect(self._say)
+        self.follower.restarted.connect(self._forget_shown)
+        self.follower.gone.connect(self._on_followed_gone)
         self._update_buttons()
+
+    @property
+    def following(self) -> Path | None:
+        """The run folder followed live (trained by another process), or None."""
+        return self.follower.run_dir
 
     # --- actions -------------------------------------------------------------------------
 
@@ -249,17 +246,13 @@ class TrainPage(QWidget):
                       "curves.")
             return False
         self.stop_following(quiet=True)
-        self.following = self.run_dir = run_dir
-        self.history = RunHistory()
-        self.curves.show_history(self.history)
-        self.log.clear()
-        self._reported.clear()
+        self.run_dir = run_dir
+        self._forget_shown()
+        self.log.start_run(clear=True)
         self.progress.setValue(0)
-        self._tail = EventTail(run_dir / "events.jsonl")
-        self._say("reading its events…")
-        self._follow_timer.start()
+        self.follower.follow(run_dir)
         self._update_buttons()
-        self.poll_follow()
+        self.follower.poll()
         return True
 
     def stop_following(self, quiet: bool = False) -> None:
@@ -267,80 +260,34 @@ class TrainPage(QWidget):
         if self.following is None:
             return
         name = display_name(self.following)
-        self._follow_timer.stop()
-        self.following, self._tail = None, None
-        if self.history.status == "running":
-            self.run_dir = None  # not resumable from here while it may still be going
+        self.follower.stop()
+        self._after_following()
         if not quiet:
             self._say(f"Stopped following {name}; it goes on training where it runs.")
         self._update_buttons()
 
-    def poll_follow(self) -> None:
-        """Fold in what the followed run's events.jsonl gained since the last poll."""
-        run_dir, tail = self.following, self._tail
-        if run_dir is None or tail is None:
-            return
-        try:
-            read = tail.read(FOLLOW_CHUNK_BYTES)
-        except FileNotFoundError:
-            if (run_dir / "config.json").is_file():
-                self._say("waiting for its first events…")  # it has only just started
-                return
-            self.stop_following(quiet=True)
-            self._say(f"Stopped following {display_name(run_dir)}: its folder is gone "
-                      "(deleted or moved).")
-            self.run_changed.emit()
-            return
-        except OSError as exc:  # no permission, a network share gone away: try again
-            self._say(f"cannot read {run_dir / 'events.jsonl'} ({exc.strerror or exc}); "
-                      "trying again every second.")
-            return
-        if read.restarted:
-            self.history = RunHistory()
-            self.curves.show_history(self.history)
-            self.log.appendPlainText("[event stream] events.jsonl was replaced or cut "
-                                     "short; read again from its start")
-        for line in read.lines:
-            if not line.strip():
-                continue
-            event = parse_event(line)
-            if event is None:
-                self._on_malformed(line[:500])
-                continue
-            self._on_event(event)
-            if self.following is None:
-                return  # a slot of a signal sent for this event stopped following
-        if read.more:
-            QTimer.singleShot(0, self.poll_follow)
-        elif self.history.status != "running":  # its last run_end (a resume starts anew)
-            self._end_following(self.history.status, self.history.reason)
-        elif tail.mtime is not None and time.time() - tail.mtime > LIVE_EVENTS_S:
-            reason = (f"no new events for more than {LIVE_EVENTS_S // 60} min and no end: the "
-                      "process training it seems to have stopped")
-            self.history.status, self.history.reason = "interrupted", reason
-            self._end_following("interrupted", reason)
+    def _after_following(self) -> None:
+        if self.history.status == "running":
+            self.run_dir = None  # not resumable from here while it may still be going
 
-    def _end_following(self, status: str, reason: str) -> None:
-        """The followed run ended (its run_end, or its events went stale): show it like
-        the end of an own run. Resume is offered for a stopped run with a checkpoint."""
-        self._follow_timer.stop()
-        self.following, self._tail = None, None
-        self._show_end(status, reason, "The run was trained by another process: its log "
-                       "is where it ran (its terminal or job log).\n\n"
-                       + "\n".join(self.log.toPlainText().splitlines()[-15:]))
+    def _forget_shown(self) -> None:
+        """A new history: the curves shown so far are dropped."""
+        self.history = RunHistory()
+        self.curves.show_history(self.history)
 
-    def _on_malformed(self, line: str) -> None:
-        self.log.appendPlainText(f"[ignored a malformed event line] {line}")
+    def _on_followed_gone(self, run_dir: Path) -> None:
+        self._after_following()
+        self._update_buttons()
+        self._say(f"Stopped following {display_name(run_dir)}: its folder is gone "
+                  "(deleted or moved).")
+        self.run_changed.emit()
 
     def _launch(self, args: list[str], *, fresh: bool) -> None:
         self.stop_following(quiet=True)
         if fresh:
-            self.history = RunHistory()
+            self._forget_shown()
             self.run_dir = None
-            self.curves.show_history(self.history)
-            self.log.clear()
-        self._reported.clear()
-        self._started_at = time.monotonic()
+        self.log.start_run(clear=fresh)
         self.engine.start(args)
         self._say("Starting the engine…")
         self._update_buttons()
@@ -349,7 +296,7 @@ class TrainPage(QWidget):
 
     def _on_event(self, event: dict) -> None:
         problems = self.history.add(event)
-        self._report_oddities(event, problems)
+        self.log.note_event(event, problems)
         kind = event.get("type")
         if kind == "progress":
             self._say(f"{event.get('phase', '')}: {event.get('message', '')}")
@@ -382,63 +329,38 @@ class TrainPage(QWidget):
                       + warning)
         elif kind == "eval":
             self.curves.mark_dirty()
-            if not problems:
-                seconds = event.get("seconds")
-                took = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
-                self.log.appendPlainText(
-                    f"epoch {event.get('epoch')}: kNN accuracy {100 * event['knn_top1']:.1f}% "
-                    f"({event.get('images')} images{took})")
-        elif kind == "warning":
-            self.log.appendPlainText("warning: " + str(event.get("message", "")))
-
-    def _report_oddities(self, event: dict, problems: list[str]) -> None:
-        """Say in the log, once each, what of the event stream this app cannot use: event
-        types it does not know (from a newer engine), a newer schema, missing or
-        wrong-typed fields. The run goes on being shown."""
-        kind, version = event.get("type"), event.get("v")
-        notes = [f"{p}; ignored" for p in problems]
-        if kind not in EVENT_FIELDS:
-            notes.append(f"events of type {kind!r} are unknown to this version of the app "
-                         "(written by a newer engine?); they are ignored")
-        if isinstance(version, int) and version > SCHEMA_VERSION:
-            notes.append(f"the engine writes events of schema version {version}; this app "
-                         f"reads version {SCHEMA_VERSION} and may miss what is new")
-        for note in notes:
-            if note not in self._reported:
-                self._reported.add(note)
-                self.log.appendPlainText(f"[event stream] {note} (said once)")
 
     def _checkpoint_note(self) -> str:
         """Where the run can go on from after it failed or crashed."""
         if self.run_dir is None:
             return ""
-        if not (self.run_dir / "checkpoints" / "last.pt").is_file():
+        run = RunDir(self.run_dir)
+        if not run.last_checkpoint.is_file():
             return " No checkpoint was written."
         step = self.history.checkpoint[1] if self.history.checkpoint else None
         at = f" (step {step})" if step is not None else ""
-        return (f" The last checkpoint{at} is in {self.run_dir / 'checkpoints'}: Resume "
-                "goes on from it.")
+        return f" The last checkpoint{at} is in {run.checkpoints}: Resume goes on from it."
 
-    def _on_ended(self, status: str, code: int, reason: str) -> None:
-        if self.run_dir in self.own_runs:
-            self.own_runs[self.run_dir] = time.time()
+    def _on_ended(self, status: str, _code: int, reason: str) -> None:
+        """The run shown ended: the engine child exited, or the followed run wrote its
+        run_end (or went quiet). A run that did not finish or stop gets a message box with
+        the end of its log."""
+        if self.sender() is self.follower:
+            details = ("The run was trained by another process: its log is where it ran (its "
+                       "terminal or job log).\n\n" + self.log.last_lines(15))
+        else:
+            details = "\n".join(list(self.engine.log_tail)[-15:])
+            if self.run_dir in self.own_runs:
+                self.own_runs[self.run_dir] = time.time()
         if self.history.status == "running":  # no run_end event reached the history
             self.history.status, self.history.reason = status, reason
-        self._show_end(status, reason, "\n".join(list(self.engine.log_tail)[-15:]))
-
-    def _show_end(self, status: str, reason: str, details: str) -> None:
-        """Say how the run ended; a run that did not finish or stop gets a message box
-        with ``details`` (the end of the engine's log)."""
         self.curves.mark_dirty()
-        if self.history.bad_events or self.history.unknown_events:
-            self.log.appendPlainText(
-                f"[event stream] {self.history.bad_events} events had missing or wrong "
-                f"fields and {self.history.unknown_events} were of unknown types")
+        self.log.stream_summary(self.history)
         if status in ("finished", "stopped"):
             self._say(f"Run {status}: {reason}")
         else:
             reason += self._checkpoint_note()
-            self.log.appendPlainText(f"[run {status}] {reason}")
+            self.log.add(f"[run {status}] {reason}")
             self._say(f"Run {status}: {reason}")
             box = QMessageBox(QMessageBox.Warning, f"Run {status}", reason,
                               QMessageBox.Ok, self)
@@ -461,7 +383,7 @@ class TrainPage(QWidget):
         self.resume_button.setEnabled(
             not running and not following and self.run_dir is not None
             and self.history.status in ("stopped", "crashed", "interrupted")
-            and (self.run_dir / "checkpoints" / "last.pt").is_file())
+            and RunDir(self.run_dir).last_checkpoint.is_file())
 
     def _say(self, text: str) -> None:
         if self.following is not None:

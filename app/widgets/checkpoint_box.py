@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QComboBox, QWidget
 
-from engine.evaluate.embed import RANDOM_INIT, list_checkpoints
+from engine.run.layout import RANDOM_INIT, RunDir
 
 RANDOM_LABEL = "random init (untrained baseline)"
 
@@ -30,7 +30,7 @@ class CheckpointBox(QComboBox):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.blockSignals(True)
         self.clear()
-        names = list(reversed(list_checkpoints(self.run_dir))) if self.run_dir else []
+        names = list(reversed(RunDir(self.run_dir).checkpoint_names())) if self.run_dir else []
         for name in names:
             self.addItem(name, name)
         if self.run_dir is not None:

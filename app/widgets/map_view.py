@@ -1,11 +1,12 @@
 """The embeddings map: a 2-D scatter of a run's images (UMAP or PCA), coloured by class.
 
-:class:`MapView` draws an :class:`app.model.explore_data.MapData` with pyqtgraph and reports
-hovered, clicked and box-selected points by image index.
+:class:`MapView` draws an :class:`app.model.explore_data.MapData` with pyqtgraph, reports
+hovered, clicked and box-selected points by image index, and saves the map as PNG or CSV.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import (
+    QFileDialog,
     QGraphicsRectItem,
     QHBoxLayout,
     QLabel,
@@ -85,15 +87,21 @@ class MapView(QWidget):
         point_hovered(int): the image index under the mouse, -1 when it leaves the points.
         point_clicked(int): a point was clicked (its image index).
         box_selected(object): image indices (int64 array) inside a selected rectangle.
+        exported(str): the map was saved (PNG or CSV) to this path.
+        export_failed(str): saving the map failed; the message says why and what to do.
     """
 
     point_hovered = Signal(int)
     point_clicked = Signal(int)
     box_selected = Signal(object)
+    exported = Signal(str)
+    export_failed = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.data: MapData | None = None
+        #: Where the export buttons propose to save (a run's maps/ folder), or None.
+        self.export_folder: Path | None = None
         self._hovered = -1
         self.view_box = MapViewBox()
         self.view_box.box_selected.connect(self._on_box)
@@ -126,11 +134,20 @@ class MapView(QWidget):
         self.fit_button = QPushButton("Fit")
         self.fit_button.setToolTip("Zoom out to show every point.")
         self.fit_button.clicked.connect(lambda: self.plot.autoRange())
+        self.png_button = QPushButton("Export PNG…")
+        self.png_button.setToolTip("Save the map as a PNG image.")
+        self.png_button.clicked.connect(lambda: self._export("PNG image (*.png)", ".png",
+                                                             self.export_png))
+        self.csv_button = QPushButton("Export CSV…")
+        self.csv_button.setToolTip("Save the map's coordinates as CSV: path, label, class, x, y.")
+        self.csv_button.clicked.connect(lambda: self._export("CSV file (*.csv)", ".csv",
+                                                             self.export_csv))
         top = QHBoxLayout()
         top.addWidget(self.caption, 1)
-        top.addWidget(self.select_button)
-        top.addWidget(self.fit_button)
-        self.toolbar = top  # pages add their own buttons (export) here
+        for button in (self.select_button, self.fit_button, self.png_button, self.csv_button):
+            top.addWidget(button)
+        self.toolbar = top
+        self._update_export_buttons()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
@@ -159,6 +176,7 @@ class MapView(QWidget):
         self.caption.setText(data.describe() + ("" if data.has_labels else
                                                 "; no labels, so no colours"))
         self.plot.autoRange()
+        self._update_export_buttons()
 
     def clear(self, message: str) -> None:
         self.data = None
@@ -167,6 +185,7 @@ class MapView(QWidget):
         self.set_selected(None)
         self.set_box_selection(np.zeros(0, np.int64))
         self.caption.setText(message)
+        self._update_export_buttons()
 
     def point_brush(self, i: int) -> QColor:
         """The fill colour of point ``i`` as drawn."""
@@ -204,6 +223,34 @@ class MapView(QWidget):
         exporter.export(str(path))
         if not Path(path).is_file():
             raise OSError(f"the image could not be written to {path}")
+
+    def export_csv(self, path: Path) -> None:
+        """Save the map's coordinates as CSV: path, label, class, x, y."""
+        if self.data is None:
+            raise ValueError("there is no map to export yet: compute one first")
+        self.data.write_csv(Path(path))
+
+    def _export(self, filter_: str, suffix: str, write: Callable[[Path], None]) -> None:
+        data = self.data
+        if data is None:
+            return
+        name = f"map-{data.checkpoint}-{data.space}-{data.method}"
+        default = self.export_folder / name if self.export_folder is not None else Path(name)
+        path, _ = QFileDialog.getSaveFileName(self, "Export the map", str(default) + suffix,
+                                              filter_)
+        if not path:
+            return
+        try:
+            write(Path(path))
+        except (OSError, ValueError) as exc:
+            self.export_failed.emit(f"The map could not be saved to {path}: {exc}. Choose "
+                                    "another folder.")
+        else:
+            self.exported.emit(path)
+
+    def _update_export_buttons(self) -> None:
+        self.png_button.setEnabled(self.data is not None)
+        self.csv_button.setEnabled(self.data is not None)
 
     # --- handlers --------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
-"""Thumbnails of a run's images: a decoding cache, a grid of captioned tiles, and the
+"""Thumbnails of a run's images: a decoding cache, a grid of captioned tiles, the
 neighbours panel (a query image beside its nearest neighbours; image files can be dropped
-on it).
+on it) and the preview of the map point under the mouse.
 
 Thumbnails are decoded in a worker thread (QImage, never QPixmap, off the GUI thread) and
 kept in a bounded cache keyed by file path; tiles fill in as their thumbnails arrive.
@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.child.workers import Relay, Task
+from app.model.explore_data import MapData
 from app.style import set_role
 from engine.data.cache import BadImage, decode_image
 
@@ -190,6 +191,13 @@ class ThumbnailGrid(QScrollArea):
             if image is not None or self.thumbnails.reason(info.path) is not None:
                 tile.set_image(image, self.thumbnails.reason(info.path) or "")
 
+    def show_points(self, data: MapData, indices: list[int]) -> int:
+        """Tiles for images ``indices`` of a map, captioned by class (or index); returns
+        how many."""
+        self.set_tiles([TileInfo(i, data.absolute_path(i), data.class_name(i) or f"#{i}",
+                                 f"#{i} {data.paths[i]}") for i in indices])
+        return len(indices)
+
     def _on_thumbnail(self, path: str, _reason: str = "") -> None:
         for tile in self.tiles:
             if tile.info.path == path:
@@ -238,6 +246,28 @@ class NeighboursPanel(QWidget):
         self.query.set_tiles([query])
         self.grid.set_tiles(neighbours)
 
+    def show_neighbours(self, result: dict) -> str:
+        """Show a neighbours result (as engine.evaluate.explore.neighbours returns it, the
+        query left out); returns its title."""
+        root, q = Path(result["root"]), result["query"]
+        if "index" in q:
+            query = TileInfo(q["index"], str(root / q["path"]),
+                             f"#{q['index']}" + (f"\n{q['class']}" if q.get("class") else ""),
+                             q["path"])
+            name = Path(q["path"]).name
+        else:
+            query = TileInfo(None, q["file"], "dropped file", q["file"])
+            name = Path(q["file"]).name
+        tiles = [TileInfo(n["index"], str(root / n["path"]),
+                          f"{n['score']:.3f}" + (f"\n{n['class']}" if n["class"] else ""),
+                          f"#{n['index']} {n['path']}\ncosine similarity {n['score']:.4f}"
+                          + (f"\nclass {n['class']}" if n["class"] else ""))
+                 for n in result["neighbours"]]
+        title = (f"{len(tiles)} nearest neighbours of {name} ({result['checkpoint']}, "
+                 f"{result['space']}) by cosine similarity")
+        self.show_result(title, query, tiles)
+        return title
+
     def show_message(self, text: str, *, error: bool = False, clear: bool = False) -> None:
         set_role(self.title, "error" if error else "")
         self.title.setText(text)
@@ -263,3 +293,35 @@ class NeighboursPanel(QWidget):
         if path is not None:
             event.acceptProposedAction()
             self.file_dropped.emit(path)
+
+
+class HoverPreview(QWidget):
+    """The image of the map point under the mouse: its thumbnail, index, path and class."""
+
+    def __init__(self, thumbnails: ThumbnailCache, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.thumbnails = thumbnails
+        self.thumbnails.ready.connect(self._on_thumbnail)
+        self._path = ""
+        self.image = QLabel()
+        self.image.setFixedSize(THUMBNAIL_PX, THUMBNAIL_PX)
+        self.image.setScaledContents(True)
+        self.text = QLabel("Hover over a point to see its image.")
+        self.text.setWordWrap(True)
+        self.text.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.image)
+        layout.addWidget(self.text, 1)
+
+    def show_point(self, data: MapData, index: int) -> None:
+        """Show image ``index`` of ``data``; its thumbnail comes when it is decoded."""
+        self._path = data.absolute_path(index)
+        name = data.class_name(index)
+        self.text.setText(f"#{index} {data.paths[index]}" + (f"\n{name}" if name else ""))
+        self._on_thumbnail(self._path)
+
+    def _on_thumbnail(self, path: str) -> None:
+        if path == self._path:
+            image = self.thumbnails.get(path)
+            self.image.setPixmap(QPixmap.fromImage(image) if image else QPixmap())

@@ -39,10 +39,10 @@ def test_grid_shows_one_row_of_three_per_image(page):
     cache = cache_size_for(SIZE)
     assert originals.shape == (N, cache, cache, 3) and originals.dtype == np.uint8
     assert view1.shape == view2.shape == (N, SIZE, SIZE, 3)
-    assert page.grid_layout.rowCount() == N + 1  # a title row, then the images
+    assert page.grid.grid_layout.rowCount() == N + 1  # a title row, then the images
     for r in range(1, N + 1):
         for c in range(3):
-            pixmap = page.grid_layout.itemAtPosition(r, c).widget().pixmap()
+            pixmap = page.grid.grid_layout.itemAtPosition(r, c).widget().pixmap()
             assert not pixmap.isNull() and pixmap.width() == CELL
     paths = page.image_paths()
     assert {p.split("/")[-2] for p in paths} == {"circles", "squares"}  # spread over classes

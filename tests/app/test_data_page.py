@@ -9,7 +9,8 @@ pytest.importorskip("PySide6")
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtGui import QPixmap  # noqa: E402
 
-from app.pages.data_page import THUMBNAIL_SIZE, DataPage, describe_folder  # noqa: E402
+from app.pages.data_page import DataPage, describe_folder  # noqa: E402
+from app.widgets.folder_thumbnails import THUMBNAIL_SIZE  # noqa: E402
 from tests.engine.test_train import make_folder  # noqa: E402
 
 

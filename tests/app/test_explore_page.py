@@ -33,7 +33,7 @@ def page(qtbot, trained_run):
     run_dir, cache = trained_run
     page = ExplorePage(cache_dir=cache)
     qtbot.addWidget(page)
-    page.method_box.setCurrentIndex(page.method_box.findData("pca"))
+    page.map_settings.set_method("pca")
     page.k_box.setValue(K)
     yield page
     page.cancel(quiet=True)
@@ -76,7 +76,7 @@ def test_computed_map_is_the_engines_and_exports(qtbot, page, trained_run, tmp_p
     assert [label.text for _, label in legend] == classes
 
     path = tmp_path / "map.csv"
-    page.export_csv(path)
+    page.map_view.export_csv(path)
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["path"] for r in rows] == expected["paths"]
@@ -84,7 +84,7 @@ def test_computed_map_is_the_engines_and_exports(qtbot, page, trained_run, tmp_p
     np.testing.assert_allclose([[float(r["x"]), float(r["y"])] for r in rows],
                                expected["coords"], rtol=1e-5, atol=1e-7)
     png = tmp_path / "map.png"
-    page.export_png(png)
+    page.map_view.export_png(png)
     image = QImage(str(png))
     assert png.stat().st_size > 0 and image.width() == 1600 and image.height() > 0
 
@@ -108,8 +108,8 @@ def test_saved_map_opens_without_a_child_and_box_selects(qtbot, page, trained_ru
 
     scatter = page.map_view.scatter
     scatter.sigHovered.emit(scatter, [scatter.points()[3]], None)
-    assert expected["paths"][3] in page.hover_text.text()
-    qtbot.waitUntil(lambda: not page.hover_image.pixmap().isNull(), timeout=10_000)
+    assert expected["paths"][3] in page.hover.text.text()
+    qtbot.waitUntil(lambda: not page.hover.image.pixmap().isNull(), timeout=10_000)
 
 
 def test_clicked_point_shows_the_engines_neighbours_per_checkpoint(qtbot, page, trained_run):
@@ -193,7 +193,7 @@ def test_map_without_labels_is_grey_with_no_legend(qtbot):
 def test_umap_replaces_the_pca_map(qtbot, page, trained_run):
     """UMAP's first fit compiles numba code (about 40 s cold)."""
     run_dir, cache = trained_run
-    page.method_box.setCurrentIndex(page.method_box.findData("umap"))
+    page.map_settings.set_method("umap")
     page.set_run(run_dir)
     methods = []
     page.map_shown.connect(methods.append)

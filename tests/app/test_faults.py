@@ -203,7 +203,7 @@ def test_a_killed_engine_leaves_the_window_up_and_the_run_listed(qtbot, window, 
     # The engine writes each event to stdout, then to events.jsonl: wait for the file too.
     written = page.run_dir / "events.jsonl"
     qtbot.waitUntil(lambda: '"type":"checkpoint"' in written.read_text(), timeout=10_000)
-    assert "running" in window.runs.item(0).text()
+    assert "running" in window.sidebar.runs.item(0).text()
     with qtbot.waitSignal(page.engine.ended, timeout=30_000) as ended:
         os.kill(page.engine.pid(), signal.SIGKILL)
     assert ended.args[0] == "crashed"
@@ -217,8 +217,8 @@ def test_a_killed_engine_leaves_the_window_up_and_the_run_listed(qtbot, window, 
     page.failure_box.close()
     assert page.start_button.isEnabled() and window.actions["start"].isEnabled()
     assert page.resume_button.isEnabled() and not window.actions["stop"].isEnabled()
-    assert window.runs.count() == 1
-    text = window.runs.item(0).text()
+    assert window.sidebar.runs.count() == 1
+    text = window.sidebar.runs.item(0).text()
     assert "running" not in text and "interrupted" in text
     saved = load_checkpoint(page.run_dir / "checkpoints" / "last.pt")
     assert f"checkpoint at step {saved['step']}" in text
@@ -265,8 +265,8 @@ def test_an_engine_crash_mid_run_is_shown_with_the_log_and_listed(
     page.failure_box.close()
     assert page.start_button.isEnabled() and page.resume_button.isEnabled()
     assert page.history.steps == [1, 2, 3, 4]
-    assert window.runs.count() == 1
-    text = window.runs.item(0).text()
+    assert window.sidebar.runs.count() == 1
+    text = window.sidebar.runs.item(0).text()
     assert "interrupted" in text and "checkpoint at step 3" in text and "step 4" in text
 
 
@@ -294,7 +294,7 @@ def test_a_run_deleted_from_outside_leaves_the_runs_list(qtbot, window_on_run):
     win, run_dir = window_on_run
     shutil.rmtree(run_dir)
     # No refresh asked for: the window notices the runs folder changed.
-    qtbot.waitUntil(lambda: win.runs.count() == 0, timeout=5000)
+    qtbot.waitUntil(lambda: win.sidebar.runs.count() == 0, timeout=5000)
     assert win.selected_run() is None
     assert win.explore_page.run_dir is None and win.probe_page.run_dir is None
     assert f"The run {run_dir.name} is gone" in win.statusBar().currentMessage()
@@ -315,10 +315,10 @@ def test_a_window_action_on_a_deleted_run_says_it_is_gone(qtbot, window_on_run, 
     elif action == "delete":
         assert not win.delete_selected_run(confirm=False)
     else:
-        win._on_run_opened(win.runs.item(0))
+        win.sidebar.runs.itemDoubleClicked.emit(win.sidebar.runs.item(0))
     assert win.message_box is not None and win.message_box.isVisible()
     assert _gone(win.message_box.text(), run_dir)
-    assert win.runs.count() == 0 and win.selected_run() is None  # and the list is right
+    assert win.sidebar.runs.count() == 0 and win.selected_run() is None  # and the list is right
     win.message_box.close()
 
 
@@ -476,8 +476,8 @@ def test_closing_while_training_can_leave_the_run_going(qtbot, monkeypatch, tmp_
         qtbot.addWidget(again)
         again.show()
         os.kill(pid, signal.SIGCONT)
-        assert again.runs.count() == 1
-        assert "running in the background" in again.runs.item(0).text()
+        assert again.sidebar.runs.count() == 1
+        assert "running in the background" in again.sidebar.runs.item(0).text()
         again.select_run(run_dir)
         assert not again.delete_selected_run(confirm=False)
         assert f"process {pid}" in again.message_box.text() and run_dir.is_dir()
@@ -490,7 +490,7 @@ def test_closing_while_training_can_leave_the_run_going(qtbot, monkeypatch, tmp_
         assert end["type"] == "run_end" and end["status"] == "finished", end
         assert end["step"] == 2 * 3
         again.refresh_runs()
-        assert "finished" in again.runs.item(0).text()
+        assert "finished" in again.sidebar.runs.item(0).text()
     finally:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)

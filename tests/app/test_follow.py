@@ -3,7 +3,7 @@ runs list says it is running elsewhere, and the Train page follows it live by re
 is appended to its events.jsonl.
 
 The "other process" is this test, writing synthetic events of the engine's protocol; the
-Train page's poll is called directly after each write (deterministic), and once through
+Train page's follower is polled directly after each write (deterministic), and once through
 its timer.
 """
 
@@ -108,6 +108,37 @@ def test_a_fresh_run_without_its_end_is_running_elsewhere_and_a_stale_one_interr
     assert list_runs(tmp_path)[0].status == "finished"
 
 
+def test_a_follower_sends_what_an_engine_child_would(qtbot, tmp_path):
+    from app.child.run_follower import RunFollower
+
+    run_dir = make_run(tmp_path)
+    follower = RunFollower()
+    events, malformed, ended, logs = [], [], [], []
+    follower.event.connect(events.append)
+    follower.malformed.connect(malformed.append)
+    follower.ended.connect(lambda *args: ended.append(args))
+    follower.log.connect(logs.append)
+    with qtbot.waitSignal(follower.note) as note:
+        follower.follow(run_dir)
+    assert note.args == ["reading its events…"] and follower.is_polling()
+    append(run_dir / "events.jsonl", step(1) + "not json\n")
+    follower.poll()
+    assert [e["type"] for e in events] == ["run_start", "step"] and malformed == ["not json"]
+    with qtbot.waitSignal(follower.restarted):  # the file is rewritten: read from its start
+        (run_dir / "events.jsonl").write_text(RUN_START + step(1) + step(2))
+        follower.poll()
+    assert "read again from its start" in logs[-1] and len(events) == 5
+    append(run_dir / "events.jsonl", event("run_end", status="stopped", reason="asked"))
+    follower.poll()
+    assert ended == [("stopped", 0, "asked")]
+    assert not follower.is_following() and not follower.is_polling()
+    follower.follow(run_dir)
+    shutil.rmtree(run_dir)
+    with qtbot.waitSignal(follower.gone) as gone:
+        follower.poll()
+    assert gone.args == [run_dir] and follower.run_dir is None
+
+
 # --- the window ----------------------------------------------------------------------------
 
 @pytest.fixture
@@ -135,11 +166,11 @@ def curve_points(page) -> int:
 def test_a_run_trained_elsewhere_is_followed_live_to_its_end(qtbot, window_beside_a_run):
     win, run_dir = window_beside_a_run
     page, events = win.train_page, run_dir / "events.jsonl"
-    assert win.runs.count() == 1 and RUNNING_ELSEWHERE in win.runs.item(0).text()
-    assert win._live_refresh.isActive()  # the list keeps it current
+    assert win.sidebar.runs.count() == 1 and RUNNING_ELSEWHERE in win.sidebar.runs.item(0).text()
+    assert win.runs_watcher.live_refresh.isActive()  # the list keeps it current
 
     # Double-click: the Train page shows it as its own run.
-    win._on_run_opened(win.runs.item(0))
+    win.sidebar.runs.itemDoubleClicked.emit(win.sidebar.runs.item(0))
     assert win.tabs.currentWidget() is page and page.following == run_dir
     assert page.run_dir == run_dir  # not the path on the machine that trains it
     assert "Following" in page.status.text() and "Training on 8 x H100" in page.status.text()
@@ -147,14 +178,14 @@ def test_a_run_trained_elsewhere_is_followed_live_to_its_end(qtbot, window_besid
 
     # Steps appended show as they come, a line split across two writes once it is whole.
     append(events, step(1) + step(2))
-    page.poll_follow()
+    page.follower.poll()
     assert page.history.steps == [1, 2] and curve_points(page) == 2
     line = step(3)
     append(events, line[:30])
-    page.poll_follow()
+    page.follower.poll()
     assert page.history.steps == [1, 2]
     append(events, line[30:])
-    page.poll_follow()
+    page.follower.poll()
     assert page.history.steps == [1, 2, 3] and curve_points(page) == 3
     assert page.progress.value() == 50 and "step 3 of 6" in page.status.text()
     assert "left" in page.status.text()  # an ETA from its speed
@@ -162,7 +193,7 @@ def test_a_run_trained_elsewhere_is_followed_live_to_its_end(qtbot, window_besid
     # A malformed line is said in the log and skipped; the lines after it still count.
     append(events, '{"v":1,"type":"step","step":\n' + event(
         "eval", epoch=1, step=3, knn_top1=0.75, knn_k=20, images=6, seconds=0.5) + step(4))
-    page.poll_follow()
+    page.follower.poll()
     assert page.history.steps == [1, 2, 3, 4] and page.history.knn == [(3, 0.75)]
     assert "[ignored a malformed event line]" in page.log.toPlainText()
     assert "kNN accuracy 75.0%" in page.log.toPlainText()
@@ -192,35 +223,35 @@ def test_a_run_trained_elsewhere_is_followed_live_to_its_end(qtbot, window_besid
                + event("run_end", status="stopped", reason="stop requested", step=5,
                        epoch=1))
         (run_dir / "checkpoints" / "last.pt").write_bytes(b"weights")
-        page.poll_follow()
+        page.follower.poll()
     assert page.following is None and page.history.status == "stopped"
     assert page.status.text().startswith("Run stopped: stop requested")
     assert page.start_button.isEnabled() and win.actions["start"].isEnabled()
     assert page.resume_button.isEnabled()  # it ended: resuming it here is safe
     assert not win.actions["unfollow"].isEnabled()
-    text = win.runs.item(0).text()
+    text = win.sidebar.runs.item(0).text()
     assert "stopped" in text and "step 5" in text and RUNNING_ELSEWHERE not in text
-    assert not win._live_refresh.isActive()
+    assert not win.runs_watcher.live_refresh.isActive()
 
 
 def test_a_followed_run_that_goes_quiet_is_interrupted(qtbot, window_beside_a_run):
     win, run_dir = window_beside_a_run
     page, events = win.train_page, run_dir / "events.jsonl"
     page.stop_following(quiet=True)  # (the list may have selected it on getting the focus)
-    win.runs.setCurrentRow(-1)
+    win.sidebar.runs.setCurrentRow(-1)
     assert page.is_idle() and page.following is None
     win.select_run(run_dir)  # the Train page is idle: selecting the run follows it
     assert page.following == run_dir and win.tabs.currentWidget() is not page
     append(events, step(1))
     os.utime(events, (LONG_AGO, LONG_AGO))  # and then nothing, for a long time
-    page.poll_follow()
+    page.follower.poll()
     assert page.following is None and page.history.status == "interrupted"
     assert "Run interrupted: no new events" in page.status.text()
     assert page.failure_box.isVisible()
     page.failure_box.close()
     win.refresh_runs()
-    assert "interrupted" in win.runs.item(0).text()
-    assert not win._live_refresh.isActive()
+    assert "interrupted" in win.sidebar.runs.item(0).text()
+    assert not win.runs_watcher.live_refresh.isActive()
 
 
 def test_following_another_run_or_stopping_leaves_the_first(qtbot, window_beside_a_run):
@@ -228,7 +259,7 @@ def test_following_another_run_or_stopping_leaves_the_first(qtbot, window_beside
     other = run_dir.parent / "20260102-000000-moco-birds"
     shutil.copytree(run_dir, other)
     win.refresh_runs()
-    assert [RUNNING_ELSEWHERE in win.runs.item(i).text() for i in range(2)] == [True, True]
+    assert [RUNNING_ELSEWHERE in win.sidebar.runs.item(i).text() for i in range(2)] == [True, True]
     assert win.follow_run(run_dir) and page_of(win).following == run_dir
     win.select_run(other)  # not idle now: selecting does not switch
     assert page_of(win).following == run_dir
@@ -241,7 +272,7 @@ def test_following_another_run_or_stopping_leaves_the_first(qtbot, window_beside
     # A followed run whose folder goes away stops being followed, and says so.
     assert win.follow_run(run_dir)
     shutil.rmtree(run_dir)
-    page.poll_follow()
+    page.follower.poll()
     assert page.following is None and "folder is gone" in page.status.text()
 
 

@@ -39,12 +39,12 @@ def test_train_stop_and_see_the_run_listed(qtbot, window, tmp_path):
     assert page.progress.value() >= 0 and "step" in page.status.text()
     assert page.stop_button.isEnabled() and not page.start_button.isEnabled()
     window.refresh_runs()
-    assert "running" in window.runs.item(0).text()
+    assert "running" in window.sidebar.runs.item(0).text()
     with qtbot.waitSignal(page.engine.ended, timeout=60_000):
         qtbot.mouseClick(page.stop_button, Qt.LeftButton)
     assert page.history.status == "stopped" and page.resume_button.isEnabled()
-    assert window.runs.count() == 1
-    assert "stopped" in window.runs.item(0).text()
+    assert window.sidebar.runs.count() == 1
+    assert "stopped" in window.sidebar.runs.item(0).text()
     assert window.settings.value("last_folder") == str(tmp_path / "shapes")
     qtbot.waitUntil(lambda: window.data_page.report is not None, timeout=30_000)
     assert window.data_page.report.manifest.classes == ["circles", "squares"]
@@ -114,20 +114,20 @@ def window_on_run(qtbot, tmp_path, trained_run):
 
 def test_runs_are_selected_renamed_and_deleted(qtbot, window_on_run):
     win, run_dir = window_on_run
-    assert win.runs.count() == 1 and run_dir.name in win.runs.item(0).text()
+    assert win.sidebar.runs.count() == 1 and run_dir.name in win.sidebar.runs.item(0).text()
     with qtbot.waitSignal(win.run_selected) as selected:
         win.select_run(run_dir)
     assert selected.args == [run_dir]
     win.rename_selected_run("  shapes,  first try ")
-    assert win.runs.item(0).text().startswith("shapes, first try\n")
+    assert win.sidebar.runs.item(0).text().startswith("shapes, first try\n")
     assert win.selected_run() == run_dir  # refreshing keeps the selection
     assert (run_dir / "config.json").is_file()  # the folder itself keeps its name
     win.rename_selected_run("")
-    assert win.runs.item(0).text().startswith(run_dir.name)
+    assert win.sidebar.runs.item(0).text().startswith(run_dir.name)
     with qtbot.waitSignal(win.run_selected) as selected:
         assert win.delete_selected_run(confirm=False)
     assert selected.args == [None]
-    assert not run_dir.exists() and win.runs.count() == 0
+    assert not run_dir.exists() and win.sidebar.runs.count() == 0
 
 
 def test_only_run_folders_under_the_runs_root_are_deleted(tmp_path, trained_run):
@@ -162,7 +162,7 @@ def test_a_dropped_folder_is_opened(qtbot, window, tmp_path):
 
 def test_export_opens_for_the_selected_run(qtbot, window_on_run):
     win, run_dir = window_on_run
-    win.runs.setCurrentRow(-1)
+    win.sidebar.runs.setCurrentRow(-1)
     assert win.selected_run() is None
     win.select_run(run_dir)
     dialog = win.open_export_dialog()
@@ -180,7 +180,7 @@ def test_an_image_of_the_data_page_shows_its_neighbours_on_the_explore_page(
     cache = win.cache_dir
     made = explore.make_map(run_dir, "last", params=MapParams(method="pca"), cache_dir=cache,
                             device="cpu")
-    win.explore_page.method_box.setCurrentIndex(win.explore_page.method_box.findData("pca"))
+    win.explore_page.map_settings.set_method("pca")
     with qtbot.waitSignal(win.explore_page.map_shown, timeout=30_000):
         win.select_run(run_dir)  # the saved map is loaded, no engine child needed
     path = str(Path(made["root"]) / made["paths"][5])

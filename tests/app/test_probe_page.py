@@ -50,10 +50,10 @@ def test_knn_and_probe_with_the_baseline_match_the_engine(qtbot, page, trained_r
     assert "random init" in page.summary.text()
     # The selected probe row shows its confusion matrix: every held-out image once.
     page.table.selectRow(rows[("linear probe", "last")])
-    shown = page.confusion_shown()
+    shown = page.details.confusion_shown()
     np.testing.assert_array_equal(shown, np.asarray(direct["confusion"]))
     assert shown.sum() == direct["test"] > 0
-    (bars,) = [i for i in page.per_class_plot.getPlotItem().items
+    (bars,) = [i for i in page.details.per_class_plot.getPlotItem().items
                if isinstance(i, pg.BarGraphItem)]
     np.testing.assert_allclose(bars.opts["height"],
                                [100 * v for v in direct["per_class"].values()])
@@ -73,7 +73,8 @@ def test_a_folder_without_classes_says_so(qtbot, page, trained_run, tmp_path):
     with qtbot.waitSignal(page.failed, timeout=120_000) as failed:
         page.run_probes()
     assert "class sub-folders" in failed.args[0]
-    assert "class sub-folders" in page.status.text() and page.status.property("role") == "error"
+    assert ("class sub-folders" in page.status.text()
+            and page.status.label.property("role") == "error")
     qtbot.waitUntil(lambda: not page.is_busy(), timeout=30_000)
     assert page.table.rowCount() == 0 and page.run_button.isEnabled()
 
@@ -93,7 +94,7 @@ def test_saved_results_are_listed_and_damaged_ones_skipped(qtbot, page, trained_
     assert [page.table.item(0, c).text() for c in range(6)] == [
         "linear probe", "epoch-0002", "z", "10.0%", "75.0%", ""]
     assert "knn-last-h.json" in page.damaged_label.text() and page.damaged_label.isVisibleTo(page)
-    np.testing.assert_array_equal(page.confusion_shown(), [[3, 0], [1, 2]])
+    np.testing.assert_array_equal(page.details.confusion_shown(), [[3, 0], [1, 2]])
     page.set_run(None)
     assert page.table.rowCount() == 0 and not page.run_button.isEnabled()
-    assert page.confusion_shown() is None
+    assert page.details.confusion_shown() is None

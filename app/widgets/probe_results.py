@@ -1,0 +1,148 @@
+"""The Probe page's results: a table of every saved evaluation, and the per-class accuracy
+and confusion matrix of the one selected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.model.probe_records import ProbeRecord, percent
+
+COLUMNS = ("evaluation", "checkpoint", "space", "labels", "top-1", "top-5", "train / test",
+           "saved")
+#: Above this many classes the confusion matrix is drawn without a count in each cell.
+MAX_ANNOTATED_CLASSES = 20
+
+
+class ProbeTable(QTableWidget):
+    """One row per saved evaluation, in the order given (newest first).
+
+    Signals:
+        record_selected(object): the ProbeRecord of the selected row, or None.
+    """
+
+    record_selected = Signal(object)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(0, len(COLUMNS), parent)
+        self.records: list[ProbeRecord] = []
+        self.setHorizontalHeaderLabels(COLUMNS)
+        self.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.verticalHeader().hide()
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.horizontalHeader().setStretchLastSection(True)
+        self.setToolTip("Every evaluation saved in this run's probes/ folder, newest first. "
+                        "Select one to see its per-class accuracy and confusion matrix.")
+        self.itemSelectionChanged.connect(self._on_selection)
+
+    def show_records(self, records: list[ProbeRecord]) -> None:
+        self.records = list(records)
+        self.setRowCount(0)
+        for record in self.records:
+            r = record.result
+            row = self.rowCount()
+            self.insertRow(row)
+            fraction = "" if record.kind == "kNN" else percent(record.label_fraction)
+            split = f"{r.get('train', '?')} / {r.get('test', '?')}"
+            values = (record.kind, record.checkpoint, str(r.get("space", "h")), fraction,
+                      percent(r.get("top1")), percent(r.get("top5")), split, record.saved_at())
+            for column, text in enumerate(values):
+                item = QTableWidgetItem(text)
+                item.setToolTip(str(record.path))
+                self.setItem(row, column, item)
+
+    def _on_selection(self) -> None:
+        rows = self.selectionModel().selectedRows()
+        self.record_selected.emit(self.records[rows[0].row()] if rows else None)
+
+
+class ProbeDetails(QWidget):
+    """A note on one evaluation, its accuracy per class (bars) and its confusion matrix
+    (a heatmap, rows true and columns predicted, with counts up to
+    MAX_ANNOTATED_CLASSES classes)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.per_class_plot = pg.PlotWidget(title="Accuracy per class")
+        self.per_class_plot.setLabel("left", "top-1 %")
+        self.per_class_plot.setYRange(0, 100)
+        self.per_class_plot.setMouseEnabled(x=False, y=False)
+        self.confusion_plot = pg.PlotWidget(title="Confusion: rows true, columns predicted")
+        self.confusion_plot.setAspectLocked(True)
+        self.confusion_plot.invertY(True)
+        self.confusion_image = pg.ImageItem(axisOrder="row-major")
+        self.confusion_image.setColorMap(pg.colormap.get("viridis"))
+        self.confusion_plot.addItem(self.confusion_image)
+        self._cell_texts: list[pg.TextItem] = []
+        self.note = QLabel()
+        self.note.setWordWrap(True)
+        plots = QSplitter()
+        plots.addWidget(self.per_class_plot)
+        plots.addWidget(self.confusion_plot)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.note)
+        layout.addWidget(plots, 1)
+
+    def show_record(self, record: ProbeRecord | None) -> None:
+        self.per_class_plot.clear()
+        for item in self._cell_texts:
+            self.confusion_plot.removeItem(item)
+        self._cell_texts = []
+        self.confusion_image.clear()
+        if record is None:
+            self.note.setText("")
+            return
+        r = record.result
+        per_class = r.get("per_class")
+        confusion = r.get("confusion")
+        if not per_class or confusion is None:
+            self.note.setText(f"{record.kind} ({record.checkpoint}): top-1 "
+                              f"{percent(r.get('top1'))}. Per-class accuracy and the "
+                              "confusion matrix come with the linear probe.")
+            return
+        names = list(per_class)
+        self.note.setText(
+            f"{record.kind} ({record.checkpoint}, {r.get('space', 'h')}, "
+            f"{percent(record.label_fraction)} of the labels): top-1 {percent(r.get('top1'))} "
+            f"on {r.get('test')} held-out images")
+        values = [100 * v if v is not None else 0.0 for v in per_class.values()]
+        bars = pg.BarGraphItem(x=np.arange(len(names)), height=values, width=0.7,
+                               brush=pg.mkBrush(70, 130, 200))
+        self.per_class_plot.addItem(bars)
+        ticks = [list(enumerate(names))]
+        self.per_class_plot.getAxis("bottom").setTicks(ticks)
+        self.per_class_plot.setXRange(-0.6, len(names) - 0.4, padding=0)
+        matrix = np.asarray(confusion, dtype=np.float64)
+        self.confusion_image.setImage(matrix, levels=(0, max(1.0, matrix.max())))
+        self.confusion_image.setRect(-0.5, -0.5, len(names), len(names))
+        for axis in ("bottom", "left"):
+            self.confusion_plot.getAxis(axis).setTicks(ticks)
+        if len(names) <= MAX_ANNOTATED_CLASSES:
+            top = matrix.max()
+            for i in range(len(names)):
+                for j in range(len(names)):
+                    colour = (0, 0, 0) if matrix[i, j] > 0.6 * top else (255, 255, 255)
+                    text = pg.TextItem(f"{int(matrix[i, j])}", color=colour, anchor=(0.5, 0.5))
+                    text.setPos(j, i)
+                    self.confusion_plot.addItem(text)
+                    self._cell_texts.append(text)
+        self.confusion_plot.autoRange()
+
+    def confusion_shown(self) -> np.ndarray | None:
+        """The matrix drawn in the heatmap (rows: true class), or None."""
+        image = self.confusion_image.image
+        return None if image is None else np.asarray(image)

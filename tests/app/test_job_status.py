@@ -1,0 +1,65 @@
+"""The status line and progress bar of a page's engine jobs, state by state."""
+
+import pytest
+
+pytest.importorskip("PySide6")
+
+from PySide6.QtCore import QObject, Signal  # noqa: E402
+
+from app.child.engine_jobs import EngineJob  # noqa: E402
+from app.widgets.job_status import JobStatus  # noqa: E402
+
+JOB = EngineJob("map", ["map"], "Making the PCA map")
+
+
+class FakeQueue(QObject):
+    """The signals of an EngineQueue, sent by the test."""
+
+    started = Signal(object)
+    progress = Signal(object, dict)
+    idle = Signal()
+
+
+@pytest.fixture
+def status(qtbot):
+    widget = JobStatus("Choose a run.")
+    qtbot.addWidget(widget)
+    widget.show()
+    return widget
+
+
+def test_messages_and_errors(status):
+    assert status.text() == "Choose a run." and not status.is_error()
+    assert not status.progress.isVisible()
+    status.fail("The run folder is gone.")
+    assert status.text() == "The run folder is gone." and status.is_error()
+    assert status.label.property("role") == "error"
+    status.say("Cancelled.")
+    assert status.text() == "Cancelled." and not status.is_error()
+
+
+def test_a_job_shows_busy_then_counts_then_hides(status):
+    queue = FakeQueue()
+    status.follow(queue)
+    status.fail("an old error")
+    queue.started.emit(JOB)
+    assert status.text() == "Making the PCA map…" and not status.is_error()
+    assert status.progress.isVisible()
+    assert (status.progress.minimum(), status.progress.maximum()) == (0, 0)  # busy
+    queue.progress.emit(JOB, {"type": "progress", "phase": "embed", "done": 3, "total": 12})
+    assert (status.progress.maximum(), status.progress.value()) == (12, 3)
+    assert status.progress.format() == "embed %v/%m"
+    assert status.text() == "Making the PCA map: embed 3/12"
+    queue.progress.emit(JOB, {"type": "progress", "phase": "umap", "message": "fitting"})
+    assert status.text() == "Making the PCA map: fitting" and status.progress.maximum() == 0
+    queue.idle.emit()
+    assert not status.progress.isVisible() and status.text() == "Making the PCA map: fitting"
+
+
+def test_the_bar_can_sit_under_the_line(qtbot):
+    widget = JobStatus(vertical=True, bar_width=220)
+    qtbot.addWidget(widget)
+    widget.show()
+    widget.job_started(JOB)
+    assert widget.progress.maximumWidth() == 220
+    assert widget.progress.geometry().top() >= widget.label.geometry().bottom()
