@@ -111,7 +111,7 @@ class AugmentConfig:
 
 def augment_preset(method: str) -> AugmentConfig:
     """The augmentation preset of a method (its MethodSpec.augment over the defaults)."""
-    if method not in METHOD_SPECS:
+    if method not in METHODS:  # (a tuple: an unhashable value is refused by name too)
         raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     return AugmentConfig(**METHOD_SPECS[method].augment)
 
