@@ -151,12 +151,11 @@ def train(
         events=events, resume_overrides=resume_overrides, ctx=ctx), keep=SetUp.shared)
     run, folder = setup.settings, setup.folder
     spec = method_spec(run.method)
-    if setup.device is None:  # another process than rank 0: its own device
+    device, device_info = setup.device, setup.device_info
+    if device is None or device_info is None:  # another process than rank 0: its own device
         if run.num_threads:
             torch.set_num_threads(run.num_threads)
-        setup.device, setup.device_info = resolve_device(local_device(run.device, ctx))
-    device, device_info = setup.device, setup.device_info
-    assert device_info is not None
+        device, device_info = resolve_device(local_device(run.device, ctx))
     cache = _open_cache(setup, cache_dir, ctx)
     if ctx.enabled and not run.sync_batch_norm:
         events.emit("warning", message=f"sync_batch_norm is off: each of the "
