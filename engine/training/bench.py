@@ -25,6 +25,7 @@ import torch
 from engine.config.resolve import RunSettings, resolve_config, resolve_device
 from engine.config.train_config import TrainConfig
 from engine.data.augment import make_pairs
+from engine.methods import DEFAULT_METHOD, build_model
 from engine.training.optim import build_optimizer
 from engine.training.step import autocast, grad_scaler, train_step
 
@@ -46,7 +47,7 @@ class BenchResult:
     gflops_per_pair: float
     peak_memory_gb: float | None
     precision: str
-    method: str = "simclr"
+    method: str = DEFAULT_METHOD
     channels_last: bool = False
     compiled: bool = False
 
@@ -66,15 +67,13 @@ def _flops_per_pair(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor) 
 
 
 def bench_one(backbone: str, image_size: int, batch: int, device_name: str,
-              seconds: float, *, method: str = "simclr",
+              seconds: float, *, method: str = DEFAULT_METHOD,
               settings: dict[str, Any] | None = None) -> BenchResult:
     """Time training steps of one configuration for about ``seconds``.
 
     ``settings``: further TrainConfig values (e.g. precision, channels_last, compile,
     queue_size) over the automatic ones.
     """
-    from engine.methods import build_model
-
     device, info = resolve_device(device_name)
     asked = TrainConfig.from_dict({"data": ".", "backbone": backbone, "image_size": image_size,
                                    "batch_size": batch, "device": device_name, "epochs": 1,
