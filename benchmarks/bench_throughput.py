@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_results import RESULTS, record  # noqa: E402
 
 from engine.config.resolve import resolve_device  # noqa: E402
+from engine.methods import METHODS  # noqa: E402
 from engine.training.bench import bench_one, largest_batch  # noqa: E402
 
 #: (backbone, size) -> batch: the CPU keeps a step to a few seconds, a GPU fills its memory.
@@ -86,7 +87,7 @@ def step_fits(backbone: str, size: int, batch: int, device_name: str) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--methods", nargs="+", default=["simclr", "moco"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[32, 64, 96, 224])
     parser.add_argument("--seconds", type=float, default=15.0,

@@ -30,15 +30,15 @@ import torch
 from bench_results import record
 from PIL import Image
 
-from engine.config.resolve import resolve_config, resolve_device
+from engine.config.resolve import RunSettings, resolve_config, resolve_device
 from engine.config.train_config import TrainConfig
 from engine.data.augment import make_pairs
 from engine.data.cache import build_cache, decode_image
 from engine.data.loader import BatchLoader
 from engine.data.scan import scan_folder
 from engine.methods import build_model
-from engine.training.loop import _autocast
 from engine.training.optim import build_optimizer
+from engine.training.step import grad_scaler, train_step
 
 
 def make_jpeg_folder(root: Path, count: int, width: int, height: int) -> Path:
@@ -61,10 +61,12 @@ def median_rate(times: list[float], batch: int) -> float:
 def bench_config(backbone: str, size: int, batch: int, steps: int, warmup: int,
                  folder: Path, cache_dir: Path, device_name: str) -> dict[str, float]:
     device, info = resolve_device(device_name)
-    cfg = TrainConfig.from_dict({"data": str(folder), "backbone": backbone, "image_size": size,
-                                 "batch_size": batch, "device": device_name, "epochs": 1})
+    asked = TrainConfig.from_dict({"data": str(folder), "backbone": backbone,
+                                   "image_size": size, "batch_size": batch,
+                                   "device": device_name, "epochs": 1})
     manifest = scan_folder(folder)
-    cfg, _ = resolve_config(cfg, info, typical_side=None, num_images=len(manifest.images))
+    cfg = RunSettings.of(resolve_config(asked, info, typical_side=None,
+                                        num_images=len(manifest.images))[0])
     cache = build_cache(manifest, cfg.cache_size, cache_dir, max_image_pixels=10**9)
     loader = BatchLoader(cache, batch, seed=0, device=device, prefetch=True)
     paths = [str(folder / r.path) for r in cache.manifest.images]
@@ -102,6 +104,7 @@ def bench_config(backbone: str, size: int, batch: int, steps: int, warmup: int,
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = build_optimizer(model, cfg.optimizer, 0.1, cfg.weight_decay, 0.9)
+    scaler = grad_scaler(device, cfg.precision)
 
     def time_train(get, overlap: bool) -> float:
         times = []
@@ -114,11 +117,8 @@ def bench_config(backbone: str, size: int, batch: int, steps: int, warmup: int,
             else:
                 images = get(b)
             x1, x2 = make_pairs(images, cfg.augment, size, gen)
-            with _autocast(device, cfg.precision):
-                out = model(x1, x2)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            opt.step()
+            train_step(model, opt, scaler, x1, x2, device=device, precision=cfg.precision,
+                       channels_last=cfg.channels_last)
             sync()
             if b >= warmup:
                 times.append(time.perf_counter() - t0)

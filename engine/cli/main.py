@@ -17,6 +17,7 @@ from typing import Any
 from engine.cli.args import add_settings, given
 from engine.config.settings import ConfigError
 from engine.config.train_config import AugmentConfig, TrainConfig, load_config_file
+from engine.methods import DEFAULT_METHOD, METHODS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -109,14 +110,15 @@ def _common_paths(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    titles = [spec.title for spec in METHODS.values()]
     parser = argparse.ArgumentParser(
         prog="contrastive-engine",
-        description="Train and evaluate contrastive image representations (SimCLR, MoCo v2) "
+        description=f"Train and evaluate contrastive image representations ({', '.join(titles)}) "
         "on a local image folder. Events are written to stdout as JSON lines.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser(
-        "train", help="train SimCLR or MoCo v2 on an image folder",
+        "train", help=f"train {' or '.join(titles)} on an image folder",
         description="Train on an image folder. Settings come from the method's preset, then "
         "--config, then the flags below. Write `stop` on stdin (or send SIGINT/SIGTERM) to "
         "checkpoint and stop; --resume RUN_DIR goes on from there.")
@@ -138,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="a short training run on the built-in demo dataset (handwritten digits)",
         description="Materialise the demo dataset (scikit-learn's 1,797 handwritten digits, "
         "offline, 10 labelled classes) and train on it briefly.")
-    demo.add_argument("--method", default="simclr", choices=("simclr", "moco"))
+    demo.add_argument("--method", default=DEFAULT_METHOD, choices=tuple(METHODS))
     demo.add_argument("--epochs", type=int, default=10)
     demo.add_argument("--max-steps", type=int, default=None)
     demo.add_argument("--device", default="auto")

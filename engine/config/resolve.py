@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from engine.config.settings import ConfigError
-from engine.config.train_config import TrainConfig
+from engine.config.train_config import AugmentConfig, TrainConfig
+from engine.methods import method_spec
 from engine.models.encoder import feature_dim
 
 
@@ -118,16 +119,17 @@ def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | 
         why["sync_batch_norm"] = ("on: with several processes every batch norm sees the "
                                   "global batch" + (" (one process here: no effect)"
                                                     if world_size == 1 else ""))
+    paper = method_spec(c.method).defaults
     if c.temperature is None:
-        c.temperature = 0.1 if c.method == "simclr" else 0.2
+        c.temperature = paper["temperature"]
         why["temperature"] = f"{c.temperature}: the {c.method} paper default"
     if c.proj_hidden_dim is None:
         c.proj_hidden_dim = feature_dim(c.backbone)
         why["proj_hidden_dim"] = f"{c.proj_hidden_dim}: the encoder's feature width"
     if c.head_batch_norm is None:
-        c.head_batch_norm = c.method == "simclr"
+        c.head_batch_norm = paper["head_batch_norm"]
     if c.optimizer is None:
-        c.optimizer = "lars" if c.method == "simclr" else "sgd"
+        c.optimizer = paper["optimizer"]
         why["optimizer"] = f"{c.optimizer}: the {c.method} paper default"
     if c.lr_scaling is None:
         # SimCLR (appendix B.1): with LARS, lr = 0.075 x sqrt(batch) beats linear scaling
@@ -174,16 +176,71 @@ def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | 
         raise ConfigError(
             f"batch_size {c.batch_size} is larger than the {num_images} usable image(s) in "
             f"the folder: lower --batch-size to at most {num_images} or add images")
-    if c.method == "moco":
-        # Keys stay in the queue for queue_size / batch steps; if that spans the dataset an
-        # image's own earlier key becomes one of its negatives.
-        limit = ((num_images - c.batch_size) // c.batch_size) * c.batch_size
-        if limit < 1:
-            raise ConfigError(
-                f"MoCo needs more images than two batches for its queue: {num_images} images "
-                f"at batch size {c.batch_size}. Lower --batch-size or use --method simclr")
-        if c.queue_size > limit:
-            why["queue_size"] = (f"reduced from {c.queue_size} to {limit}: the queue must stay "
-                                 f"smaller than the dataset ({num_images} images)")
-            c.queue_size = limit
+    changes, reasons = method_spec(c.method).fit_to_data(c, num_images)
+    for name, value in changes.items():
+        setattr(c, name, value)
+    why.update(reasons)
     return c, why
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """A run's settings with every "auto" value chosen (:func:`resolve_config`): what the
+    training loop reads. The fields are TrainConfig's; those that may be "auto" there are
+    never None here (max_steps None means no limit, num_threads None every core).
+    ``config`` is the TrainConfig itself, written whole as the run's config.json."""
+
+    config: TrainConfig
+    data: str
+    method: str
+    backbone: str
+    small_stem: bool
+    image_size: int
+    cache_size: int
+    batch_size: int
+    epochs: int
+    max_steps: int | None
+    temperature: float
+    proj_hidden_dim: int
+    proj_out_dim: int
+    head_batch_norm: bool
+    sync_batch_norm: bool
+    queue_size: int
+    moco_momentum: float
+    momentum_ramp: bool
+    optimizer: str
+    lr: float
+    lr_scaling: str
+    weight_decay: float
+    sgd_momentum: float
+    warmup_epochs: float
+    precision: str
+    channels_last: bool
+    compile: bool
+    device: str
+    seed: int
+    log_every: int
+    keep_every: int
+    checkpoint_minutes: float
+    knn_every: int
+    knn_max_images: int
+    num_threads: int | None
+    max_image_pixels: int
+    augment: AugmentConfig
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> RunSettings:
+        """The settings of a resolved ``cfg``; ValueError names any "auto" value left."""
+        values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)
+                  if f.name != "config"}
+        left = [f.name for f in dataclasses.fields(cls)
+                if values.get(f.name, cfg) is None and "None" not in str(f.type)]
+        if cfg.augment.blur_p is None:
+            left.append("augment.blur_p")
+        if left:
+            raise ValueError(f"settings not resolved yet: {', '.join(left)} (resolve_config)")
+        return cls(config=cfg, **values)
+
+    def to_dict(self) -> dict:
+        """The settings as config.json holds them (TrainConfig.to_dict)."""
+        return self.config.to_dict()

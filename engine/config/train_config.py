@@ -1,7 +1,8 @@
-"""Configuration of augmentations and training runs, with the SimCLR and MoCo v2 presets.
+"""Configuration of augmentations and training runs, with each method's preset.
 
 Defaults follow the papers: SimCLR (Chen et al., 2020, appendix A and B.9) and
-MoCo v2 (Chen et al., 2020, "Improved Baselines with Momentum Contrastive Learning").
+MoCo v2 (Chen et al., 2020, "Improved Baselines with Momentum Contrastive Learning"); the
+methods and their presets are those of engine.methods.METHODS.
 ``None`` means "auto": see :func:`engine.config.resolve.resolve_config` for what it becomes.
 """
 
@@ -10,13 +11,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.config.settings import ConfigError, setting, update, validate
+from engine.methods import DEFAULT_METHOD
+from engine.methods import METHODS as METHOD_SPECS
 
-METHODS = ("simclr", "moco")
+METHODS = tuple(METHOD_SPECS)  # the method names, as --method takes them
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -106,13 +110,16 @@ class AugmentConfig:
 
 
 def augment_preset(method: str) -> AugmentConfig:
-    """The augmentation preset of a method: SimCLR's or MoCo v2's."""
-    if method == "simclr":
-        return AugmentConfig()
-    if method == "moco":
-        # MoCo v2: crop scale 0.2-1, jitter 0.4/0.4/0.4/0.1 (= 0.8/0.8/0.8/0.2 at s=0.5).
-        return AugmentConfig(crop_scale_min=0.2, jitter_strength=0.5)
-    raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    """The augmentation preset of a method (its MethodSpec.augment over the defaults)."""
+    if method not in METHODS:  # (a tuple: an unhashable value is refused by name too)
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    return AugmentConfig(**METHOD_SPECS[method].augment)
+
+
+def _per_method(name: str, word: Callable[[Any], str] = str) -> str:
+    """An "auto" text listing each method's default: "0.1 for SimCLR, 0.2 for MoCo v2"."""
+    return ", ".join(f"{word(spec.defaults[name])} for {spec.title}"
+                     for spec in METHOD_SPECS.values())
 
 
 @dataclass
@@ -121,7 +128,7 @@ class TrainConfig:
 
     data: str = setting("", "Image folder to train on (class sub-folders give labels).",
                         cli=False)
-    method: str = setting("simclr", "Contrastive method.", choices=METHODS)
+    method: str = setting(DEFAULT_METHOD, "Contrastive method.", choices=METHODS)
     backbone: str | None = setting(
         None, "Encoder architecture (torchvision ResNet, trained from scratch).",
         choices=BACKBONES, auto="resnet50 on a GPU, resnet18 on the CPU")
@@ -145,7 +152,7 @@ class TrainConfig:
         min=1, max=10**9, auto="no limit")
     temperature: float | None = setting(
         None, "Softmax temperature of the contrastive loss.", min=0.001, max=10.0,
-        auto="0.1 for SimCLR, 0.2 for MoCo v2")
+        auto=_per_method("temperature"))
     proj_hidden_dim: int | None = setting(
         None, "Hidden width of the projection head.", min=1, max=65536,
         auto="the encoder's feature width (2048 for ResNet-50)")
@@ -153,7 +160,8 @@ class TrainConfig:
                                 min=1, max=65536)
     head_batch_norm: bool | None = setting(
         None, "Batch norm after the projection head's hidden layer.",
-        auto="on for SimCLR, off for MoCo v2 as in the papers")
+        auto=_per_method("head_batch_norm", lambda on: "on" if on else "off")
+        + " as in the papers")
     sync_batch_norm: bool | None = setting(
         None, "With several processes (torchrun): batch norm normalises over the global "
         "batch, every process's images together, as one device would (SimCLR's global BN; "
@@ -169,7 +177,7 @@ class TrainConfig:
         False, "MoCo: raise the key-encoder momentum towards 1 on a cosine schedule.")
     optimizer: str | None = setting(
         None, "Optimiser.", choices=("lars", "sgd", "adamw"),
-        auto="LARS for SimCLR, SGD for MoCo v2")
+        auto=_per_method("optimizer", str.upper))
     lr: float | None = setting(
         None, "Base learning rate for a batch of 256; the rate used is scaled by "
         "lr_scaling.", min=0.0, max=100.0, min_exclusive=True,
@@ -245,7 +253,7 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any], *, where: str = "config") -> TrainConfig:
         values = dict(values)
         augment = values.pop("augment", None)
-        base = preset(values.get("method", "simclr"))
+        base = preset(values.get("method", DEFAULT_METHOD))
         if augment is not None:
             if not isinstance(augment, dict):
                 raise ConfigError(f"augment in {where} must be a mapping of settings")
@@ -267,7 +275,7 @@ def _known(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def preset(method: str) -> TrainConfig:
-    """The default configuration of a method (SimCLR or MoCo v2)."""
+    """The default configuration of a method (see engine.methods.METHODS)."""
     return TrainConfig(method=method, augment=augment_preset(method))
 
 

@@ -23,10 +23,9 @@ from engine.config.train_config import TrainConfig, load_config_file
 from engine.data.cache import ImageCache, build_cache, decode_image
 from engine.data.scan import DataError, scan_folder
 from engine.models.encoder import Encoder
-from engine.run.checkpoint import CheckpointError, load_checkpoint
+from engine.run.checkpoint import CheckpointError, load_checkpoint, model_weights
 from engine.run.io import write_atomic, write_json_atomic
-
-RANDOM_INIT = "random"
+from engine.run.layout import CHECKPOINT_SUFFIX, LAST, RANDOM_INIT, EmbeddingFiles, RunDir
 
 
 class RunError(Exception):
@@ -34,7 +33,7 @@ class RunError(Exception):
 
 
 def load_run_config(run_dir: Path) -> TrainConfig:
-    path = Path(run_dir) / "config.json"
+    path = RunDir(run_dir).config
     if not path.is_file():
         raise RunError(f"{run_dir} is not a run folder (no config.json): give a folder that "
                        "`contrastive-engine train` created")
@@ -43,10 +42,7 @@ def load_run_config(run_dir: Path) -> TrainConfig:
 
 def list_checkpoints(run_dir: Path) -> list[str]:
     """Checkpoint names of a run, oldest first, then "last"; "random" is always available."""
-    folder = Path(run_dir) / "checkpoints"
-    numbered = sorted(p.stem for p in folder.glob("epoch-*.pt"))
-    last = ["last"] if (folder / "last.pt").is_file() else []
-    return numbered + last
+    return RunDir(run_dir).checkpoint_names()
 
 
 def checkpoint_path(run_dir: Path, checkpoint: str) -> Path | None:
@@ -54,9 +50,9 @@ def checkpoint_path(run_dir: Path, checkpoint: str) -> Path | None:
     if checkpoint == RANDOM_INIT:
         return None
     candidate = Path(checkpoint)
-    if candidate.suffix == ".pt" and candidate.is_file():
+    if candidate.suffix == CHECKPOINT_SUFFIX and candidate.is_file():
         return candidate
-    path = Path(run_dir) / "checkpoints" / f"{Path(checkpoint).stem}.pt"
+    path = RunDir(run_dir).checkpoint(candidate.stem)
     if not path.is_file():
         available = ", ".join(list_checkpoints(run_dir) + [RANDOM_INIT])
         raise RunError(f"no checkpoint {checkpoint!r} in {run_dir}; available: {available}")
@@ -76,7 +72,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_encoder(run_dir: Path, checkpoint: str = "last",
+def load_encoder(run_dir: Path, checkpoint: str = LAST,
                  device: torch.device | str = "cpu") -> tuple[Encoder, TrainConfig, dict]:
     """The run's encoder (backbone + head) at ``checkpoint``, in eval mode on ``device``.
 
@@ -92,12 +88,11 @@ def load_encoder(run_dir: Path, checkpoint: str = "last",
     info: dict = {"checkpoint": RANDOM_INIT if path is None else path.stem}
     if path is not None:
         try:
-            state = load_checkpoint(path)
+            weights, step, epoch = model_weights(load_checkpoint(path), where=path)
         except CheckpointError as exc:
             raise RunError(str(exc)) from None
-        model.load_state_dict(state["model"])
-        info.update(path=str(path), step=int(state["step"]), epoch=int(state["epoch"]),
-                    sha256=file_sha256(path))
+        model.load_state_dict(weights)
+        info.update(path=str(path), step=step, epoch=epoch, sha256=file_sha256(path))
     else:
         info.update(step=0, epoch=0)
     encoder = model.online_encoder.to(device).eval()
@@ -186,10 +181,11 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def load_embeddings(folder: Path) -> Embeddings:
     folder = Path(folder)
+    files = EmbeddingFiles(folder)
     try:
-        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-        h = np.load(folder / "features.npy")
-        z = np.load(folder / "projections.npy")
+        index = json.loads(files.index.read_text(encoding="utf-8"))
+        h = np.load(files.features)
+        z = np.load(files.projections)
         if not isinstance(index, dict):
             raise ValueError(f"index.json holds {type(index).__name__}, not an object")
         labels = np.asarray(index["labels"], dtype=np.int64)
@@ -202,7 +198,7 @@ def load_embeddings(folder: Path) -> Embeddings:
                        "again with `contrastive-engine embed`") from None
 
 
-def embed_run(run_dir: Path, checkpoint: str = "last", *, data: Path | None = None,
+def embed_run(run_dir: Path, checkpoint: str = LAST, *, data: Path | None = None,
               device: str = "auto", batch_size: int = 256, cache_dir: Path | None = None,
               force: bool = False,
               progress: Callable[[str, int, int], None] | None = None) -> Embeddings:
@@ -221,8 +217,8 @@ def embed_run(run_dir: Path, checkpoint: str = "last", *, data: Path | None = No
         raise DataError(f"no usable images in {source}")
     ckpt = checkpoint_path(run_dir, checkpoint)
     ckpt_sha = file_sha256(ckpt) if ckpt is not None else RANDOM_INIT
-    folder = run_dir / "embeddings" / (name if data is None else f"{name}-{source.name}")
-    index_path = folder / "index.json"
+    files = RunDir(run_dir).embedding(name if data is None else f"{name}-{source.name}")
+    folder, index_path = files.path, files.index
     if index_path.is_file() and not force:
         try:
             old = json.loads(index_path.read_text(encoding="utf-8"))
@@ -241,8 +237,8 @@ def embed_run(run_dir: Path, checkpoint: str = "last", *, data: Path | None = No
                        progress=(lambda d, t: progress("embed", d, t)) if progress else None)
     folder.mkdir(parents=True, exist_ok=True)
     index_path.unlink(missing_ok=True)  # the index is written last: it marks a complete set
-    _save_npy(folder / "features.npy", h.astype(np.float32))
-    _save_npy(folder / "projections.npy", z.astype(np.float32))
+    _save_npy(files.features, h.astype(np.float32))
+    _save_npy(files.projections, z.astype(np.float32))
     records = cache.manifest.images
     write_json_atomic(index_path, {
         "checkpoint": name, "checkpoint_sha256": ckpt_sha, "step": info["step"],

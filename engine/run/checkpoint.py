@@ -5,17 +5,80 @@ from __future__ import annotations
 import errno
 import io
 import pickle
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from engine.run.io import write_atomic
+from engine.run.layout import CHECKPOINT_SUFFIX, RunDir
 
 CHECKPOINT_VERSION = 1
+
+
+@dataclass(kw_only=True)
+class TrainingState:
+    """What a checkpoint holds, besides its ``checkpoint_version``: everything train()
+    needs to go on exactly where it stopped, and what the run was. The one definition of
+    a checkpoint's keys (its fields, in the order written): the loop writes one, --resume
+    reads one back, evaluation and export read :attr:`MODEL_KEYS` of one.
+
+    The fields without a default are required to resume (:data:`RESUME_KEYS`); the others
+    are absent from some older checkpoints.
+    """
+
+    model: dict[str, torch.Tensor]  # the method module's state_dict (no DDP/compile wrapper)
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]  # torch.amp.GradScaler
+    augment_rng: torch.Tensor  # the augmentation generator's state
+    torch_rng: torch.Tensor
+    cuda_rng: torch.Tensor | None = None  # None when trained on the CPU
+    step: int  # optimiser steps done
+    epoch: int  # the epoch this checkpoint closes (or is in, mid-epoch)
+    steps_per_epoch: int | None = None
+    config: dict[str, Any] | None = None  # TrainConfig.to_dict(), as in config.json
+    method: str | None = None
+    backbone: str | None = None
+    world_size: int | None = None  # for information: any number of processes can resume
+
+    #: What evaluation and export read: the weights and how far they were trained.
+    MODEL_KEYS: ClassVar[tuple[str, ...]] = ("model", "step", "epoch")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any], *, where: Path | str = "the checkpoint"
+                  ) -> TrainingState:
+        """The state of a loaded checkpoint; CheckpointError when it lacks a key needed to
+        resume. Keys this version does not know are ignored."""
+        missing = missing_keys(state, RESUME_KEYS)
+        if missing:
+            raise CheckpointError(f"{where} lacks {', '.join(missing)}, so a run cannot go "
+                                  "on from it")
+        return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
+
+
+#: The keys train() needs to continue a run from a checkpoint.
+RESUME_KEYS = tuple(f.name for f in fields(TrainingState)
+                    if f.default is MISSING and f.default_factory is MISSING)
+
+
+def model_weights(state: Mapping[str, Any], *, where: Path | str = "the checkpoint"
+                  ) -> tuple[dict[str, torch.Tensor], int, int]:
+    """The method module's weights in a loaded checkpoint, with the step and epoch they
+    were saved at (:attr:`TrainingState.MODEL_KEYS`: all that evaluation and export read)."""
+    missing = missing_keys(state, TrainingState.MODEL_KEYS)
+    if missing:
+        raise CheckpointError(f"{where} lacks {', '.join(missing)}: it holds no trained model")
+    return state["model"], int(state["step"]), int(state["epoch"])
+
+
+def missing_keys(state: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
+    """Those of ``keys`` that the loaded checkpoint ``state`` lacks."""
+    return [key for key in keys if key not in state]
 
 
 class CheckpointError(Exception):
@@ -93,11 +156,6 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return state
 
 
-# The keys train() needs to continue a run from a checkpoint.
-RESUME_KEYS = ("model", "optimizer", "scaler", "augment_rng", "torch_rng", "step", "epoch")
-_NUMBERED = re.compile(r"epoch-(\d+)\.pt")
-
-
 @dataclass
 class ResumePoint:
     """The checkpoint a run continues from (None: there is none yet) and the checkpoint
@@ -110,15 +168,22 @@ class ResumePoint:
 
 def _load_resumable(path: Path) -> dict[str, Any]:
     state = load_checkpoint(path)
-    missing = [key for key in RESUME_KEYS if key not in state]
-    if missing:
-        raise CheckpointError(f"{path} lacks {', '.join(missing)}, so a run cannot go on "
-                              "from it")
+    TrainingState.from_dict(state, where=path)  # raises when a key to resume is missing
     return state
 
 
-def find_resume_point(folder: Path) -> ResumePoint:
-    """The newest readable checkpoint in a run's ``checkpoints/`` folder.
+def _run_of(folder: Path | RunDir) -> RunDir:
+    """The run whose checkpoints folder is ``folder`` (or the run ``folder`` itself)."""
+    if isinstance(folder, RunDir):
+        return folder
+    run = RunDir(Path(folder).parent)
+    if run.checkpoints != Path(folder):
+        raise ValueError(f"{folder} is not a run's checkpoints folder")
+    return run
+
+
+def find_resume_point(folder: Path | RunDir) -> ResumePoint:
+    """The newest readable checkpoint in a run's ``checkpoints/`` folder (or of a RunDir).
 
     last.pt is rewritten every epoch (and every ``checkpoint_minutes`` within one) and
     epoch-NNNN.pt kept every ``keep_every`` epochs;
@@ -128,17 +193,15 @@ def find_resume_point(folder: Path) -> ResumePoint:
     newest, and named in ``passed_over``. Raises CheckpointError when checkpoint files
     exist but none can be read: a person should decide what to do then.
     """
-    folder = Path(folder)
+    run = _run_of(folder)
     point = ResumePoint(None, None)
-    last = folder / "last.pt"
+    last = run.last_checkpoint
     if last.is_file():
         try:
             point.path, point.state = last, _load_resumable(last)
         except CheckpointError as exc:
             point.passed_over.append(str(exc))
-    numbered = sorted(((int(m[1]), p) for p in folder.glob("epoch-*.pt")
-                       if (m := _NUMBERED.fullmatch(p.name))), reverse=True)
-    for epoch, path in numbered:
+    for epoch, path in reversed(run.numbered_checkpoints()):
         if point.state is not None and epoch <= int(point.state["epoch"]):
             break  # no newer numbered checkpoint
         try:
@@ -155,12 +218,12 @@ def find_resume_point(folder: Path) -> ResumePoint:
     return point
 
 
-def remove_partial_writes(folder: Path) -> list[Path]:
+def remove_partial_writes(folder: Path | RunDir) -> list[Path]:
     """Delete the temporary files that a process killed while saving a checkpoint leaves
     (``.<name>.<random>.tmp``, see engine.run.io.write_atomic); they are never a checkpoint
     and can be large. Returns the files removed."""
     removed = []
-    for path in Path(folder).glob(".*.pt.*.tmp"):
+    for path in _run_of(folder).checkpoints.glob(f".*{CHECKPOINT_SUFFIX}.*.tmp"):
         try:
             path.unlink()
             removed.append(path)

@@ -22,10 +22,12 @@ from typing import Any
 
 import torch
 
-from engine.config.resolve import resolve_config, resolve_device
+from engine.config.resolve import RunSettings, resolve_config, resolve_device
 from engine.config.train_config import TrainConfig
 from engine.data.augment import make_pairs
+from engine.methods import DEFAULT_METHOD, build_model
 from engine.training.optim import build_optimizer
+from engine.training.step import autocast, grad_scaler, train_step
 
 #: (backbone, image size, batch) tried on each kind of device, cheapest first.
 CANDIDATES = {
@@ -45,7 +47,7 @@ class BenchResult:
     gflops_per_pair: float
     peak_memory_gb: float | None
     precision: str
-    method: str = "simclr"
+    method: str = DEFAULT_METHOD
     channels_last: bool = False
     compiled: bool = False
 
@@ -65,22 +67,20 @@ def _flops_per_pair(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor) 
 
 
 def bench_one(backbone: str, image_size: int, batch: int, device_name: str,
-              seconds: float, *, method: str = "simclr",
+              seconds: float, *, method: str = DEFAULT_METHOD,
               settings: dict[str, Any] | None = None) -> BenchResult:
     """Time training steps of one configuration for about ``seconds``.
 
     ``settings``: further TrainConfig values (e.g. precision, channels_last, compile,
     queue_size) over the automatic ones.
     """
-    from engine.methods import build_model
-    from engine.training.loop import _autocast
-
     device, info = resolve_device(device_name)
-    cfg = TrainConfig.from_dict({"data": ".", "backbone": backbone, "image_size": image_size,
-                                 "batch_size": batch, "device": device_name, "epochs": 1,
-                                 "method": method, **(settings or {})})
+    asked = TrainConfig.from_dict({"data": ".", "backbone": backbone, "image_size": image_size,
+                                   "batch_size": batch, "device": device_name, "epochs": 1,
+                                   "method": method, **(settings or {})})
     # Many images: MoCo's queue keeps its configured size.
-    cfg, _ = resolve_config(cfg, info, typical_side=image_size, num_images=10**7)
+    cfg = RunSettings.of(resolve_config(asked, info, typical_side=image_size,
+                                        num_images=10**7)[0])
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     model = build_model(cfg).to(device)
@@ -88,7 +88,7 @@ def bench_one(backbone: str, image_size: int, batch: int, device_name: str,
         model = model.to(memory_format=torch.channels_last)
     train_model = torch.compile(model) if cfg.compile else model
     optimizer = build_optimizer(model, cfg.optimizer, 0.1, cfg.weight_decay, 0.9)
-    assert cfg.cache_size is not None
+    scaler = grad_scaler(device, cfg.precision)
     images = torch.randint(0, 256, (batch, 3, cfg.cache_size, cfg.cache_size),
                            dtype=torch.uint8, generator=generator).to(device)
     if device.type == "cuda":
@@ -97,14 +97,8 @@ def bench_one(backbone: str, image_size: int, batch: int, device_name: str,
     def step() -> float:
         started = time.perf_counter()
         x1, x2 = make_pairs(images, cfg.augment, image_size, generator)
-        if cfg.channels_last:
-            x1 = x1.contiguous(memory_format=torch.channels_last)
-            x2 = x2.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, cfg.precision or "fp32"):
-            out = train_model(x1, x2)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
+        train_step(train_model, optimizer, scaler, x1, x2, device=device,
+                   precision=cfg.precision, channels_last=cfg.channels_last)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - started
@@ -115,14 +109,14 @@ def bench_one(backbone: str, image_size: int, batch: int, device_name: str,
     while time.perf_counter() + statistics.median(times) < deadline:
         times.append(step())
     x1, x2 = make_pairs(images[:2], cfg.augment, image_size, generator)
-    with _autocast(device, cfg.precision or "fp32"):
+    with autocast(device, cfg.precision):
         flops = _flops_per_pair(model, x1, x2)
     median = statistics.median(times)
     memory = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
               else None)
     return BenchResult(backbone, image_size, batch, batch / median, median, len(times),
-                       flops / 1e9, memory, cfg.precision or "fp32", method,
-                       bool(cfg.channels_last), bool(cfg.compile))
+                       flops / 1e9, memory, cfg.precision, method, cfg.channels_last,
+                       cfg.compile)
 
 
 def run_bench(device_name: str = "auto", seconds: float = 50.0,

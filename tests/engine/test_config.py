@@ -142,3 +142,44 @@ def test_cli_refuses_bad_value_before_anything_runs(tmp_path):
     args = build_parser().parse_args(["train", "--data", str(tmp_path), "--batch-size", "0"])
     with pytest.raises(ConfigError, match="batch_size"):
         config_from_args(args)
+
+
+# --- the method registry ------------------------------------------------------------------
+
+def test_every_method_in_the_registry_is_a_choice_with_its_preset_and_defaults():
+    from engine.methods import METHODS, build_model
+
+    assert tuple(METHODS) == ("simclr", "moco")
+    for name in METHODS:  # the CLI's choices
+        assert build_parser().parse_args(["demo", "--method", name]).method == name
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name, spec in METHODS.items():
+        assert spec.name == name and spec.title and spec.paper
+        assert set(spec.settings) <= names  # its own settings are TrainConfig's
+        assert set(spec.defaults) == {"temperature", "optimizer", "head_batch_norm"}
+        assert augment_preset(name) == AugmentConfig(**spec.augment)
+        cfg, _ = resolve_config(preset(name), CPU, typical_side=None, num_images=1000)
+        assert (cfg.temperature, cfg.optimizer, cfg.head_batch_norm) == (
+            spec.defaults["temperature"], spec.defaults["optimizer"],
+            spec.defaults["head_batch_norm"])
+        model = build_model(dataclasses.replace(cfg, backbone="resnet18", proj_hidden_dim=8))
+        assert set(spec.step_fields(model)) == set(spec.logged)
+    assert METHODS["moco"].settings == ("queue_size", "moco_momentum", "momentum_ramp")
+    assert METHODS["simclr"].settings == ()
+    help_of = {f.name: f.metadata for f in dataclasses.fields(TrainConfig)}
+    assert "0.1 for SimCLR, 0.2 for MoCo v2" in str(help_of["temperature"])
+    assert "LARS for SimCLR, SGD for MoCo v2" in str(help_of["optimizer"])
+    assert "on for SimCLR, off for MoCo v2 as in the papers" in str(help_of["head_batch_norm"])
+
+
+def test_run_settings_are_the_resolved_config_without_auto_values():
+    from engine.config.resolve import RunSettings
+
+    assert [f.name for f in dataclasses.fields(RunSettings)][1:] == [
+        f.name for f in dataclasses.fields(TrainConfig)]
+    with pytest.raises(ValueError, match="backbone"):
+        RunSettings.of(preset("simclr"))
+    cfg, _ = resolve_config(preset("moco"), GPU, typical_side=500, num_images=10_000)
+    settings = RunSettings.of(cfg)
+    assert settings.to_dict() == cfg.to_dict()  # config.json is written from it unchanged
+    assert settings.batch_size == 256 and settings.precision == "bf16"

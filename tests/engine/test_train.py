@@ -1,5 +1,6 @@
 """End to end on the CPU: a few steps of each method on a small generated image folder."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +17,8 @@ from PIL import Image
 from engine.config.settings import ConfigError
 from engine.config.train_config import TrainConfig
 from engine.data.scan import DataError
-from engine.run.checkpoint import load_checkpoint
+from engine.methods import METHODS
+from engine.run.checkpoint import RESUME_KEYS, CheckpointError, TrainingState, load_checkpoint
 from engine.run.events import EventWriter, read_events
 from engine.training.loop import train
 
@@ -89,6 +91,26 @@ def test_few_steps_write_events_config_manifest_checkpoint(folder, tmp_path, met
     assert (result.run_dir / "checkpoints" / "epoch-0002.pt").is_file()
     if method == "moco":
         assert state["model"]["queue"].shape == (16, 16)
+    # The checkpoint format (version 1): its keys, in order, are TrainingState's fields.
+    assert list(state) == ["checkpoint_version", "model", "optimizer", "scaler", "augment_rng",
+                           "torch_rng", "cuda_rng", "step", "epoch", "steps_per_epoch",
+                           "config", "method", "backbone", "world_size"]
+    assert list(state)[1:] == [f.name for f in dataclasses.fields(TrainingState)]
+    assert state["config"] == config and state["method"] == method
+    # What a method adds to its step events comes from its spec (MoCo: the momentum).
+    assert all(set(METHODS[method].logged) <= set(e) for e in steps)
+    if method == "moco":
+        assert all(e["momentum"] == 0.999 for e in steps)  # the default, without a ramp
+    else:
+        assert all("momentum" not in e for e in steps)
+
+
+def test_resume_keys_are_the_required_fields_of_the_training_state():
+    assert RESUME_KEYS == ("model", "optimizer", "scaler", "augment_rng", "torch_rng", "step",
+                           "epoch")
+    with pytest.raises(CheckpointError, match="lacks optimizer"):
+        TrainingState.from_dict({"model": {}, "scaler": {}, "augment_rng": 0, "torch_rng": 0,
+                                 "step": 1, "epoch": 0})
 
 
 def test_stop_then_resume_continues_and_matches_an_uninterrupted_run(folder, tmp_path):

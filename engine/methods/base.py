@@ -1,0 +1,97 @@
+"""What every contrastive method provides: its step's output and its entry in the registry.
+
+A method is a plug-in: one file in this folder holding its ``nn.Module`` (built from
+explicit scalars), and a :class:`MethodSpec` that says everything the rest of the engine
+and the app need to know about it: its name and title, its preset, its paper defaults, the
+settings that apply only to it, how to build it from the configuration, its per-step
+schedule and what it adds to the step events. engine.methods lists the specs in one table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.models.encoder import Encoder
+
+if TYPE_CHECKING:  # the configuration imports the method registry
+    from engine.config.resolve import RunSettings
+    from engine.config.train_config import TrainConfig
+
+
+@dataclass
+class StepOutput:
+    """One training step's loss and two cheap health signals, all device tensors (reading
+    one is a device sync: the trainer does it only at its logging interval)."""
+
+    loss: torch.Tensor  # scalar
+    positive_pair_similarity: torch.Tensor  # mean cosine similarity of the two views' z
+    embedding_std: torch.Tensor  # see embedding_spread()
+
+
+@torch.no_grad()
+def embedding_spread(z: torch.Tensor) -> torch.Tensor:
+    """Per-dimension std of the L2-normalised projections across the batch, times sqrt(D).
+
+    About 1 when the embeddings are spread over the sphere and 0 when they have collapsed
+    to one point (the collapse signal used by SimSiam, Chen & He 2021, section 4.1).
+    """
+    zn = F.normalize(z.float(), dim=1)
+    return zn.std(dim=0).mean() * math.sqrt(z.shape[1])
+
+
+class ContrastiveModel(Protocol):
+    """What the trainer and the evaluation need of a method's module."""
+
+    def __call__(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput: ...
+
+    @property
+    def online_encoder(self) -> Encoder:
+        """The encoder whose features are the method's result (embedded, exported)."""
+        ...
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method's entry in engine.methods.METHODS.
+
+    Subclasses override :meth:`build` and, where the method has them, the hooks below; the
+    defaults are those of a method without any per-step schedule or extra logging.
+    """
+
+    name: str  # the value of TrainConfig.method and of --method: "simclr"
+    title: str  # for people: "SimCLR"
+    paper: str  # the paper whose defaults the preset follows
+    #: AugmentConfig values of the method's preset (the others are AugmentConfig's defaults).
+    augment: Mapping[str, Any] = field(default_factory=dict)
+    #: What the "auto" temperature, optimizer and head_batch_norm become for this method.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    #: TrainConfig settings that apply to this method only (a form shows them only for it).
+    settings: tuple[str, ...] = ()
+    #: Fields this method adds to every "step" event (see :meth:`step_fields`).
+    logged: tuple[str, ...] = ()
+
+    def build(self, encoder: Encoder, cfg: TrainConfig | RunSettings) -> nn.Module:
+        """The method's module around ``encoder``, from the settings it reads (only
+        engine.methods.build_model calls this)."""
+        raise NotImplementedError
+
+    def before_step(self, model: nn.Module, cfg: RunSettings, step: int,
+                    total_steps: int) -> None:
+        """Set the module's per-step schedule (called before each step's forward pass)."""
+
+    def step_fields(self, model: nn.Module) -> dict[str, float]:
+        """Extra fields of the "step" event: the names in :attr:`logged`."""
+        return {}
+
+    def fit_to_data(self, cfg: TrainConfig, num_images: int
+                    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Settings to change for a folder of ``num_images`` usable images, and why (or
+        ConfigError when the method cannot train on so few)."""
+        return {}, {}

@@ -1,0 +1,155 @@
+"""MoCo v2 (He, Fan, Wu, Xie & Girshick 2020, "Momentum Contrast for Unsupervised Visual
+Representation Learning"; Chen, Fan, Girshick & He 2020, "Improved Baselines with Momentum
+Contrastive Learning"): a query encoder, a momentum key encoder and a queue of negative
+keys, trained with InfoNCE.
+
+Preset: MoCo v2's augmentations (crop 0.2-1, colour jitter 0.4/0.4/0.4/0.1, i.e. s=0.5),
+temperature 0.2, SGD and a projection head without batch norm. Its own settings:
+queue_size, moco_momentum and momentum_ramp (the key-encoder momentum raised towards 1 on
+BYOL's cosine schedule, set before every step); each step event also reports the momentum.
+With several processes the queue takes every process's keys, in rank order, so it stays
+identical everywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.config.settings import ConfigError
+from engine.methods.base import MethodSpec, StepOutput, embedding_spread
+from engine.models.encoder import Encoder
+from engine.models.losses import info_nce
+from engine.training.collectives import gather
+
+if TYPE_CHECKING:
+    from engine.config.resolve import RunSettings
+    from engine.config.train_config import TrainConfig
+
+
+class MoCo(nn.Module):
+    """MoCo v2 (He et al. 2020; Chen et al. 2020): query encoder, momentum key encoder and a
+    queue of negative keys, trained with InfoNCE.
+
+    ``momentum`` is a plain attribute so that the trainer can ramp it during training.
+    """
+
+    def __init__(self, encoder: Encoder, dim: int = 128, queue_size: int = 65536,
+                 momentum: float = 0.999, temperature: float = 0.2) -> None:
+        super().__init__()
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be >= 1; got {queue_size}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1]; got {momentum}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        self.encoder_q = encoder
+        self.encoder_k = copy.deepcopy(encoder)
+        for p in self.encoder_k.parameters():
+            p.requires_grad_(False)
+        self.momentum = momentum
+        self.temperature = temperature
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))  # (K, D)
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @property
+    def online_encoder(self) -> Encoder:
+        return self.encoder_q
+
+    @torch.no_grad()
+    def _momentum_update_key_encoder(self) -> None:
+        """key = m * key + (1 - m) * query, for every parameter."""
+        q_params = list(self.encoder_q.parameters())
+        k_params = list(self.encoder_k.parameters())
+        torch._foreach_mul_(k_params, self.momentum)
+        torch._foreach_add_(k_params, q_params, alpha=1.0 - self.momentum)
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self, keys: torch.Tensor) -> None:
+        """Overwrite the oldest keys with the newest (a ring buffer; any batch size works).
+
+        With several processes ``keys`` is the global batch of keys, in rank order, so every
+        process's queue stays identical (and equal to a single process's).
+        """
+        k = self.queue.shape[0]
+        keys = keys[:k].to(self.queue.dtype)
+        idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % k
+        self.queue.index_copy_(0, idx, keys)
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % k)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
+        _, q = self.encoder_q(x1)  # (N, D)
+        with torch.no_grad():
+            # The query parameters are the same on every process (DDP averages their
+            # gradients), so the key encoders stay identical too.
+            self._momentum_update_key_encoder()
+            # With several processes the key encoder's batch norm must not see only this
+            # process's share of the batch, or it can find each query's key through the
+            # per-device statistics (MoCo, section 3.3). The trainer makes it synchronised
+            # batch norm (sync_batch_norm) rather than MoCo's shuffled BN: the statistics
+            # are then those of the global batch, exactly as on one device, with no extra
+            # gather of the images and no random shuffle to keep in step (MoCo v3 and
+            # SimCLR do the same).
+            _, k = self.encoder_k(x2)
+            k = F.normalize(k.float(), dim=1)  # (N, D)
+        loss = info_nce(q, k, self.queue.clone(), self.temperature)
+        self._dequeue_and_enqueue(gather(k))  # keys of every process: (world x N, D)
+        with torch.no_grad():
+            pos = F.cosine_similarity(q.float(), k, dim=1).mean()
+        return StepOutput(loss, pos, embedding_spread(q))
+
+
+def key_encoder_momentum(base: float, step: int, total_steps: int, *, ramp: bool) -> float:
+    """MoCo's momentum, optionally raised from ``base`` to 1 on a half-cosine (BYOL, eq. 9)."""
+    if not ramp or total_steps <= 0:
+        return base
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * step / total_steps) + 1.0) / 2.0
+
+
+class MoCoSpec(MethodSpec):
+    def build(self, encoder: Encoder, cfg: TrainConfig | RunSettings) -> nn.Module:
+        assert cfg.temperature is not None
+        return MoCo(encoder, dim=cfg.proj_out_dim, queue_size=cfg.queue_size,
+                    momentum=cfg.moco_momentum, temperature=cfg.temperature)
+
+    def before_step(self, model: nn.Module, cfg: RunSettings, step: int,
+                    total_steps: int) -> None:
+        assert isinstance(model, MoCo)
+        model.momentum = key_encoder_momentum(cfg.moco_momentum, step, total_steps,
+                                              ramp=cfg.momentum_ramp)
+
+    def step_fields(self, model: nn.Module) -> dict[str, float]:
+        assert isinstance(model, MoCo)
+        return {"momentum": model.momentum}
+
+    def fit_to_data(self, cfg: TrainConfig, num_images: int
+                    ) -> tuple[dict[str, Any], dict[str, str]]:
+        # Keys stay in the queue for queue_size / batch steps; if that spans the dataset an
+        # image's own earlier key becomes one of its negatives.
+        assert cfg.batch_size is not None
+        limit = ((num_images - cfg.batch_size) // cfg.batch_size) * cfg.batch_size
+        if limit < 1:
+            raise ConfigError(
+                f"MoCo needs more images than two batches for its queue: {num_images} images "
+                f"at batch size {cfg.batch_size}. Lower --batch-size or use --method simclr")
+        if cfg.queue_size <= limit:
+            return {}, {}
+        return {"queue_size": limit}, {"queue_size": (
+            f"reduced from {cfg.queue_size} to {limit}: the queue must stay smaller than the "
+            f"dataset ({num_images} images)")}
+
+
+SPEC = MoCoSpec(
+    name="moco", title="MoCo v2",
+    paper="Chen et al. 2020, Improved Baselines with Momentum Contrastive Learning",
+    # crop scale 0.2-1, jitter 0.4/0.4/0.4/0.1 (= 0.8/0.8/0.8/0.2 at s=0.5)
+    augment={"crop_scale_min": 0.2, "jitter_strength": 0.5},
+    defaults={"temperature": 0.2, "optimizer": "sgd", "head_batch_norm": False},
+    settings=("queue_size", "moco_momentum", "momentum_ramp"),
+    logged=("momentum",),
+)

@@ -1,0 +1,75 @@
+"""SimCLR (Chen, Kornblith, Norouzi & Hinton 2020, "A Simple Framework for Contrastive
+Learning of Visual Representations"): encoder f + projection head g, NT-Xent over 2N views.
+
+Preset: the paper's augmentations (appendix A: crop 0.08-1, colour jitter 0.8/0.8/0.8/0.2 at
+s=1, grayscale 0.2, blur), temperature 0.1, LARS and batch norm in the projection head
+(appendix B.9). With several processes every view of every process is a negative, as in the
+paper's cross-replica loss on TPUs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.methods.base import MethodSpec, StepOutput, embedding_spread
+from engine.models.encoder import Encoder
+from engine.models.losses import nt_xent
+from engine.training.collectives import gather_with_grad, rank, world_size
+
+if TYPE_CHECKING:
+    from engine.config.resolve import RunSettings
+    from engine.config.train_config import TrainConfig
+
+
+class SimCLR(nn.Module):
+    """SimCLR (Chen et al. 2020): encoder f + projection head g, NT-Xent over 2N views."""
+
+    def __init__(self, encoder: Encoder, temperature: float = 0.1) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        self.encoder = encoder
+        self.temperature = temperature
+
+    @property
+    def online_encoder(self) -> Encoder:
+        return self.encoder
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
+        n = x1.shape[0]
+        # One pass over both views: batch norm sees all 2N views, as in SimCLR.
+        _, z = self.encoder(torch.cat([x1, x2]))  # z: (2N, D)
+        z1, z2 = z[:n], z[n:]
+        if world_size() > 1:
+            # Several processes, each with n images of the global batch: every view of every
+            # process is a negative (SimCLR's TPU cross-replica loss); gradients flow back
+            # through the gather, so the loss and its gradient are those of the global batch.
+            # Gathered in float32, the precision the loss computes in anyway.
+            every = gather_with_grad(z.float()).view(world_size(), 2, n, -1)  # (W, 2, n, D)
+            start = rank() * n
+            loss = nt_xent(every[:, 0].flatten(0, 1), every[:, 1].flatten(0, 1),
+                           self.temperature, rows=slice(start, start + n))
+        else:
+            loss = nt_xent(z1, z2, self.temperature)
+        with torch.no_grad():
+            pos = F.cosine_similarity(z1.float(), z2.float(), dim=1).mean()
+        return StepOutput(loss, pos, embedding_spread(z1))
+
+
+class SimCLRSpec(MethodSpec):
+    def build(self, encoder: Encoder, cfg: TrainConfig | RunSettings) -> nn.Module:
+        assert cfg.temperature is not None
+        return SimCLR(encoder, temperature=cfg.temperature)
+
+
+SPEC = SimCLRSpec(
+    name="simclr", title="SimCLR",
+    paper="Chen et al. 2020, A Simple Framework for Contrastive Learning of Visual "
+          "Representations",
+    augment={},  # AugmentConfig's defaults are SimCLR's
+    defaults={"temperature": 0.1, "optimizer": "lars", "head_batch_norm": True},
+)
