@@ -38,9 +38,10 @@ from engine.config.train_config import AugmentConfig, TrainConfig, augment_prese
 from engine.data.augment import make_pairs, to_uint8_hwc
 from engine.data.cache import BadImage, decode_image
 from engine.data.scan import scan_folder
+from engine.methods import DEFAULT_METHOD, METHODS
 
 #: Preset names shown, and the method whose augmentation preset each one is.
-PRESETS = {"SimCLR": "simclr", "MoCo v2": "moco"}
+PRESETS = {spec.title: name for name, spec in METHODS.items()}
 
 
 # --- plain work, run in a worker thread -------------------------------------------------------
@@ -156,7 +157,7 @@ class AugmentPreview(QWidget):
         self.size_box.setSuffix(" px")
         self.size_box.setToolTip("Side of the views (the trainer's image_size)")
         self.size_box.valueChanged.connect(lambda _: self.refresh())
-        self.form = SettingsForm(augment_preset("simclr"))
+        self.form = SettingsForm(augment_preset(DEFAULT_METHOD))
         self.form.changed.connect(self._on_settings_changed)
         self.form.validity_changed.connect(lambda ok: self._on_settings_changed())
         self.new_button = QPushButton("New pairs")

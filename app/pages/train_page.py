@@ -31,12 +31,16 @@ from app.widgets.curves import TrainingCurves
 from app.widgets.run_log import RunLog
 from app.widgets.settings_form import SettingsForm
 from engine.config.train_config import TrainConfig, preset
+from engine.methods import DEFAULT_METHOD, METHODS
 from engine.run.layout import RunDir
 
-#: Settings shown on the page, in this order (the rest keep their preset values).
-FORM_FIELDS = ["method", "backbone", "image_size", "batch_size", "epochs", "max_steps", "lr",
-               "optimizer", "temperature", "queue_size", "moco_momentum", "proj_hidden_dim",
-               "proj_out_dim", "precision", "device", "seed"]
+#: Settings shown on the page for every method, in this order, then each method's own
+#: settings (shown only while that method is chosen); the rest keep their preset values.
+COMMON_FIELDS = ["method", "backbone", "image_size", "batch_size", "epochs", "max_steps", "lr",
+                 "optimizer", "temperature", "proj_hidden_dim", "proj_out_dim", "precision",
+                 "device", "seed"]
+FORM_FIELDS = COMMON_FIELDS + [name for spec in METHODS.values() for name in spec.settings
+                               if name not in COMMON_FIELDS]
 STOP_TIP = "Save a checkpoint and stop the run"
 STOP_ELSEWHERE_TIP = (
     "The followed run is trained by another process, which this window cannot stop: stop "
@@ -82,8 +86,10 @@ class TrainPage(QWidget):
         self.folder.setToolTip("The folder of images to train on. Sub-folders are classes.")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._on_browse)
-        self.form = SettingsForm(preset("simclr"), fields=FORM_FIELDS)
+        self.form = SettingsForm(preset(DEFAULT_METHOD), fields=FORM_FIELDS)
         self.form.validity_changed.connect(lambda ok: self._update_buttons())
+        self.form.changed.connect(self._show_method_settings)
+        self._show_method_settings()
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Start a new run in a background process (Ctrl+Return)")
         self.stop_button = QPushButton("Stop")
@@ -136,6 +142,14 @@ class TrainPage(QWidget):
         self.follower.restarted.connect(self._forget_shown)
         self.follower.gone.connect(self._on_followed_gone)
         self._update_buttons()
+
+    def _show_method_settings(self) -> None:
+        """Show the settings of the chosen method only (e.g. MoCo's queue for MoCo)."""
+        own = set(METHODS[self.form.values().method].settings)
+        for spec in METHODS.values():
+            for name in spec.settings:
+                if name not in COMMON_FIELDS:
+                    self.form.set_shown(name, name in own)
 
     @property
     def following(self) -> Path | None:

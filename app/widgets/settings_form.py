@@ -38,7 +38,7 @@ class SettingsForm(QWidget):
         self._editors: dict[str, QWidget] = {}
         self._values: dict[str, Any] = {n: getattr(values, n) for n in names}
         self._errors: dict[str, str] = {}
-        layout = QFormLayout(self)
+        layout = self._layout = QFormLayout(self)
         for name in names:
             editor = self._make_editor(name, self._values[name])
             tip = f"{self._meta[name]['help']}\nAllowed: " + describe_allowed(
@@ -123,6 +123,13 @@ class SettingsForm(QWidget):
         """A new instance holding the last valid value of every field."""
         base = self._cls()
         return dataclasses.replace(base, **self._values)
+
+    def set_shown(self, name: str, shown: bool) -> None:
+        """Show or hide the row of ``name`` (a hidden field keeps its value)."""
+        self._layout.setRowVisible(self._editors[name], shown)
+
+    def is_shown(self, name: str) -> bool:
+        return not self._editors[name].isHidden()
 
     def set_value(self, name: str, value: Any) -> None:
         """Set a field programmatically (as if typed)."""

@@ -50,3 +50,23 @@ def test_relations_between_fields_are_refused(qtbot):
     assert form.values().crop_scale_max == 1.0  # the last valid value is kept
     form.set_value("crop_scale_max", "0.95")
     assert form.is_valid() and form.values().crop_scale_max == 0.95
+
+
+def test_train_page_shows_each_methods_own_settings_only_for_it(qtbot, tmp_path):
+    from app.pages.train_page import TrainPage
+    from engine.methods import METHODS
+
+    page = TrainPage(tmp_path / "runs")
+    qtbot.addWidget(page)
+    own = {name: set(spec.settings) for name, spec in METHODS.items()}
+    assert own["moco"] >= {"queue_size", "moco_momentum"}  # the registry names them
+    for method in METHODS:
+        page.form.set_value("method", method)
+        assert page.form.values().method == method
+        for other, names in own.items():
+            for name in names:
+                assert page.form.is_shown(name) == (name in own[method]), (method, name)
+    page.form.set_value("method", "moco")
+    page.form.set_value("queue_size", "512")
+    page.form.set_value("method", "simclr")  # hidden, not forgotten
+    assert page.form.values().queue_size == 512 and not page.form.is_shown("queue_size")
