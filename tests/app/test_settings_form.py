@@ -63,7 +63,7 @@ def test_train_page_shows_each_methods_own_settings_only_for_it(qtbot, tmp_path)
     for method in METHODS:
         page.form.set_value("method", method)
         assert page.form.values().method == method
-        for other, names in own.items():
+        for names in own.values():
             for name in names:
                 assert page.form.is_shown(name) == (name in own[method]), (method, name)
     page.form.set_value("method", "moco")
