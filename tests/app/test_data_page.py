@@ -6,11 +6,11 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import Qt  # noqa: E402
-from PySide6.QtGui import QPixmap  # noqa: E402
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QPixmap
 
-from app.pages.data_page import THUMBNAIL_SIZE, DataPage, describe_folder  # noqa: E402
-from tests.engine.test_train import make_folder  # noqa: E402
+from app.pages.data_page import THUMBNAIL_SIZE, DataPage, describe_folder
+from tests.helpers.folders import make_folder
 
 
 @pytest.fixture

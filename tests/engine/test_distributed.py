@@ -33,7 +33,7 @@ from engine.models.losses import nt_xent
 from engine.run.events import EventWriter, read_events
 from engine.training import distributed
 from engine.training.loop import train
-from tests.engine.test_train import make_folder
+from tests.helpers.folders import make_folder
 
 WORLD = 2
 GLOBAL_BATCH = 8

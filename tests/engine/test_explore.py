@@ -19,8 +19,8 @@ from engine.evaluate.maps import MapParams
 from engine.evaluate.probe import ProbeParams
 from engine.run.events import EventWriter
 from engine.training.loop import train
-
-from .test_train import TINY, make_folder
+from tests.helpers.folders import make_folder
+from tests.helpers.settings import TINY
 
 
 @pytest.fixture(scope="module")
