@@ -50,25 +50,27 @@ def make_folder(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def folder(tmp_path_factory) -> Path:
-    return _folder(tmp_path_factory)
-
-
-@functools.cache  # once a session: each module that takes the fixture has its own copy of it
-def _folder(tmp_path_factory) -> Path:
-    return make_folder(tmp_path_factory.mktemp("faults") / "shapes")
+    return _folder(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
-def finished_run(folder, tmp_path_factory) -> Path:
+def finished_run(tmp_path_factory) -> Path:
     """A run of 4 epochs, never interrupted: epoch-0001.pt (step 6) ... epoch-0004.pt and
     last.pt (step 24). The kill test must end with exactly its model."""
-    return _finished_run(folder, tmp_path_factory)
+    basetemp = tmp_path_factory.getbasetemp()
+    return _finished_run(_folder(basetemp), basetemp)
+
+
+# Made once a session (keyed by its temporary folder): each module that takes the fixtures
+# has fixtures of its own, whose values pytest would compute once per module.
+@functools.cache
+def _folder(basetemp: Path) -> Path:
+    return make_folder(basetemp / "faults" / "shapes")
 
 
 @functools.cache
-def _finished_run(folder: Path, tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("finished")
-    result = run({"data": str(folder), "epochs": 4, "seed": 5}, base)
+def _finished_run(folder: Path, basetemp: Path) -> Path:
+    result = run({"data": str(folder), "epochs": 4, "seed": 5}, basetemp / "faults-finished")
     assert result.status == "finished" and result.step == 24
     return result.run_dir
 
