@@ -175,9 +175,10 @@ def two_steps(model: torch.nn.Module, forward) -> dict:
     model's convolutions and batch norm round differently on AVX2 and AVX-512 CPUs, and one
     SGD step amplifies that (measured on AVX2: the loss after one step 5e-4 apart).
 
-    The second step's gradients are not kept: after one step they are so ill-conditioned
-    that a perturbation of the parameters at the head's rounding moves them by 0.6% of the
-    largest (simclr-local-bn, float64), so they cannot show anything.
+    The second step's gradients are not kept: they are so ill-conditioned that parameters
+    1e-7 apart (the head's rounding, after one step) put them 0.6% of the largest apart
+    (simclr-local-bn, float64; from the very same parameters the two computations agree to
+    7e-8), so they cannot show anything.
     """
     params = dict(model.named_parameters())
     optimizer = torch.optim.SGD(params.values(), lr=LR)
