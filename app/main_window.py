@@ -275,11 +275,11 @@ class MainWindow(QMainWindow):
 
     # --- drag and drop -------------------------------------------------------------------
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+    def dragEnterEvent(self, event) -> None:
         if any(url.isLocalFile() for url in event.mimeData().urls()):
             event.acceptProposedAction()
 
-    def dropEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+    def dropEvent(self, event) -> None:
         paths = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
         if paths:
             event.acceptProposedAction()
@@ -359,7 +359,7 @@ class MainWindow(QMainWindow):
         closes (:func:`app.dialogs.run_dialogs.ask_close_choice`)."""
         return run_dialogs.ask_close_choice(self)
 
-    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+    def closeEvent(self, event) -> None:
         page = self.train_page
         if page.engine.is_running():
             if self._closing_after_stop:

@@ -41,7 +41,7 @@ def first_paint_child(runs_root: str) -> None:
                                                            runs_root]))
 
     class FirstPaint(QObject):
-        def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+        def eventFilter(self, obj, event):
             if event.type() == QEvent.Paint and obj is window:
                 print(f"first-paint {time.time():.6f}", flush=True)
                 app.exit(0)

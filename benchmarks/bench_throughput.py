@@ -39,11 +39,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_results import RESULTS, record  # noqa: E402
+from bench_results import RESULTS, record
 
-from engine.config.resolve import resolve_device  # noqa: E402
-from engine.methods import METHODS  # noqa: E402
-from engine.training.bench import bench_one, largest_batch  # noqa: E402
+from engine.config.resolve import resolve_device
+from engine.methods import METHODS
+from engine.training.bench import bench_one, largest_batch
 
 #: (backbone, size) -> batch: the CPU keeps a step to a few seconds, a GPU fills its memory.
 CPU_BATCH = {("resnet18", 32): 64, ("resnet18", 64): 32, ("resnet18", 96): 32,

@@ -53,14 +53,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_results import RESULTS, record  # noqa: E402
-from bench_train import make_jpeg_folder  # noqa: E402
+from bench_results import RESULTS, record
+from bench_train import make_jpeg_folder
 
-from engine.config.resolve import cpu_has_native_bf16  # noqa: E402
-from engine.config.train_config import TrainConfig  # noqa: E402
-from engine.models.losses import nt_xent  # noqa: E402
-from engine.run.events import EventWriter  # noqa: E402
-from engine.training.loop import train  # noqa: E402
+from engine.config.resolve import cpu_has_native_bf16
+from engine.config.train_config import TrainConfig
+from engine.models.losses import nt_xent
+from engine.run.events import EventWriter
+from engine.training.loop import train
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.06, 0.9, 5e-4
 TEMPERATURE = {"simclr": 0.5, "moco": 0.2}

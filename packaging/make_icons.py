@@ -27,7 +27,7 @@ def render(svg: Path, out_dir: Path, sizes: tuple[int, ...] = SIZES) -> list[Pat
     from PySide6.QtGui import QGuiApplication, QImage, QPainter
     from PySide6.QtSvg import QSvgRenderer
 
-    _app = QGuiApplication.instance() or QGuiApplication(sys.argv[:1])  # noqa: F841
+    _app = QGuiApplication.instance() or QGuiApplication(sys.argv[:1])
     renderer = QSvgRenderer(str(svg))
     if not renderer.isValid():
         raise SystemExit(f"cannot read {svg}")

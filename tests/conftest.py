@@ -1,4 +1,6 @@
-"""Test-wide set-up: nothing may touch the real home folder, the network or a screen."""
+"""Test-wide set-up: nothing may touch the real home folder, the network or a screen, and
+events are written in strict mode: an event the schema (engine.run.schema) does not describe
+fails the test that wrote it, in this process and in engine child processes."""
 
 import os
 import shutil
@@ -7,6 +9,7 @@ import subprocess
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("CONTRASTIVE_EXPLORER_STRICT_EVENTS", "1")  # engine.run.events.STRICT_ENV
 
 
 @pytest.fixture(autouse=True)

@@ -37,7 +37,7 @@ class Task(QRunnable):
     def run(self) -> None:
         try:
             result = self._work()
-        except Exception as exc:  # noqa: BLE001 - reported to the page, which says it
+        except Exception as exc:
             self._emit(self._relay.failed, str(exc) or type(exc).__name__)
         else:
             self._emit(self._relay.done, result)

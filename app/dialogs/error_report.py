@@ -67,7 +67,7 @@ class ErrorReporter(QObject):
             summary = f"{exc_type.__name__}: {exc}".strip().rstrip(":")
             self._log(text)
             self.reported.emit(summary[:500], text[-DETAIL_CHARS:])
-        except Exception:  # noqa: BLE001 - the hook itself must never fail
+        except Exception:
             self._previous(exc_type, exc, tb)
 
     def _thread_hook(self, args: threading.ExceptHookArgs) -> None:

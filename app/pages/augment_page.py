@@ -364,7 +364,7 @@ class AugmentPreview(QWidget):
     def _update_buttons(self) -> None:
         self.save_button.setEnabled(self._pairs is not None)
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+    def closeEvent(self, event: Any) -> None:
         self._pool.clear()
         self._pool.waitForDone()
         super().closeEvent(event)

@@ -73,7 +73,7 @@ def describe_folder(root: str | Path, *, sample: int = SIZE_SAMPLE,
         except UnidentifiedImageError:
             bad.append(SkippedFile(record.path, "not an image (cannot identify format)"))
             continue
-        except Exception:  # noqa: BLE001 - a malformed header can raise anything in Pillow
+        except Exception:
             bad.append(SkippedFile(record.path, "truncated or corrupt image data"))
             continue
         short.append(min(w, h))
@@ -217,7 +217,7 @@ class DataPage(QWidget):
                     result = (f"The folder {path} is gone: it was unplugged, moved or deleted "
                               "since it was opened. Plug it in again (or choose another "
                               "folder), then press Rescan.")
-            except Exception as exc:  # noqa: BLE001 - the page must report, not die
+            except Exception as exc:
                 result = f"could not scan {path}: {exc}"
             signals.done.emit(generation, result)
 

@@ -106,7 +106,7 @@ class ThumbnailLoader(QObject):
             except BadImage as exc:
                 self.failed.emit(generation, row, str(exc))
                 continue
-            except Exception as exc:  # noqa: BLE001 - keep the loop alive for the other rows
+            except Exception as exc:
                 self.failed.emit(generation, row, f"cannot be read ({exc})")
                 continue
             h, w = rgb.shape[:2]
@@ -154,7 +154,7 @@ class ThumbnailModel(QAbstractListModel):
     def is_loaded(self, row: int) -> bool:
         return row in self._cache
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self._paths)
 
     def data(self, index: QModelIndex | QPersistentModelIndex,

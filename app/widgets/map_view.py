@@ -64,7 +64,7 @@ class MapViewBox(pg.ViewBox):
         self._band.hide()
         self.addItem(self._band, ignoreBounds=True)
 
-    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802 - pyqtgraph override
+    def mouseDragEvent(self, ev, axis=None) -> None:
         selecting = self.select_mode or bool(ev.modifiers() & Qt.ShiftModifier)
         if ev.button() != Qt.LeftButton or not selecting:
             super().mouseDragEvent(ev, axis)

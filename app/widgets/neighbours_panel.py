@@ -43,7 +43,7 @@ def decode_thumbnail(path: str, size: int) -> tuple[str, QImage | None, str]:
         rgb = np.ascontiguousarray(decode_image(path, size, max_pixels=MAX_PIXELS))
     except BadImage as exc:
         return path, None, str(exc)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a placeholder
+    except Exception as exc:
         return path, None, f"cannot be read ({exc})"
     h, w = rgb.shape[:2]
     return path, QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888).copy(), ""
@@ -150,7 +150,7 @@ class ImageTile(QFrame):
             self.image.setText("no preview")
             self.image.setToolTip(reason)
 
-    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def mousePressEvent(self, event) -> None:
         if event.button() == Qt.LeftButton and self.info.index is not None:
             self.clicked.emit(self.info.index)
         super().mousePressEvent(event)
@@ -284,11 +284,11 @@ class NeighboursPanel(QWidget):
                 return url.toLocalFile()
         return None
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def dragEnterEvent(self, event) -> None:
         if self._dropped_file(event.mimeData()) is not None:
             event.acceptProposedAction()
 
-    def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def dropEvent(self, event) -> None:
         path = self._dropped_file(event.mimeData())
         if path is not None:
             event.acceptProposedAction()

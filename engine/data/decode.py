@@ -77,7 +77,7 @@ def decode_with_pixels(data: bytes | str | os.PathLike, size: int,
         raise BadImage("not an image (cannot identify format)") from None
     except Image.DecompressionBombError as exc:
         raise _pil_bomb(exc, max_pixels) from None
-    except Exception:  # noqa: BLE001 - a malformed header can raise anything inside Pillow
+    except Exception:
         raise BadImage("truncated or corrupt image data") from None
     with im:
         w, h = im.size
@@ -98,7 +98,7 @@ def decode_with_pixels(data: bytes | str | os.PathLike, size: int,
             raise
         except MemoryError:
             raise BadImage("too large to decode (out of memory)", pixels) from None
-        except Exception:  # noqa: BLE001 - truncated data raises OSError, SyntaxError, ...
+        except Exception:
             raise BadImage("truncated or corrupt image data", pixels) from None
     if orientation in _ORIENTATION:
         # Transposing commutes with resizing and centre-cropping, so it is done on the small
@@ -140,7 +140,7 @@ def _orientation(im: Image.Image) -> int:
     try:
         value = im.getexif().get(_EXIF_ORIENTATION_TAG, 1)
         return int(value)
-    except Exception:  # noqa: BLE001 - broken EXIF must not lose an otherwise good image
+    except Exception:
         return 1
 
 

@@ -54,7 +54,7 @@ def compare(path: Path, model: Encoder, include_head: bool,
         expected = [h, z] if include_head else [h]
         try:
             got = load_exported(path)(images)
-        except Exception as exc:  # noqa: BLE001  # unloadable or unrunnable: a failed check
+        except Exception as exc:  # unloadable or unrunnable: a failed check
             return float("nan"), 1.0, f"{type(exc).__name__}: {exc}"
     got_list = list(got) if isinstance(got, (tuple, list)) else [got]
     if len(got_list) != len(expected) or any(

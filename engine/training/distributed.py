@@ -87,7 +87,7 @@ class DistContext:
             try:
                 result = fn()
                 box[0] = (True, keep(result))
-            except Exception as exc:  # noqa: BLE001 - every rank must learn of it
+            except Exception as exc:
                 error = exc
                 box[0] = (False, _picklable(exc))
         dist.broadcast_object_list(box, src=0, group=self.control)
@@ -128,7 +128,7 @@ class DistContext:
             if (self.local_rank == 0) == leaders:
                 try:
                     result = fn()
-                except Exception as exc:  # noqa: BLE001 - raised below, on every rank
+                except Exception as exc:
                     error = exc
             self.raise_if_any(error)
         return result
@@ -163,7 +163,7 @@ def _picklable(exc: BaseException) -> BaseException:
     try:
         pickle.loads(pickle.dumps(exc))
         return exc
-    except Exception:  # noqa: BLE001 - e.g. an exception holding an open file
+    except Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 

@@ -8,7 +8,8 @@ import pytest
 from engine.config.train_config import TrainConfig
 from engine.run.events import EventWriter
 from engine.training.loop import train
-from tests.engine.test_train import TINY, make_folder
+from tests.helpers.folders import make_folder
+from tests.helpers.settings import TINY
 
 
 @pytest.fixture(scope="session")

@@ -5,14 +5,14 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import torch
+from PIL import Image
 
-from app.pages.augment_page import AugmentPreview, cache_size_for, spread  # noqa: E402
-from engine.config.train_config import AugmentConfig  # noqa: E402
-from engine.data.augment import make_pairs, to_uint8_hwc  # noqa: E402
-from engine.data.cache import decode_image  # noqa: E402
-from tests.engine.test_train import make_folder  # noqa: E402
+from app.pages.augment_page import AugmentPreview, cache_size_for, spread
+from engine.config.train_config import AugmentConfig
+from engine.data.augment import make_pairs, to_uint8_hwc
+from engine.data.cache import decode_image
+from tests.helpers.folders import make_folder
 
 N, SIZE, CELL = 4, 32, 48
 WAIT_MS = 15000

@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from app.widgets.checkpoint_box import RANDOM_LABEL, CheckpointBox  # noqa: E402
+from app.widgets.checkpoint_box import RANDOM_LABEL, CheckpointBox
 
 
 def test_lists_checkpoints_and_keeps_the_choice(qtbot, trained_run):

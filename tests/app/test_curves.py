@@ -5,8 +5,8 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from app.model.run_model import RunHistory  # noqa: E402
-from app.widgets.curves import TrainingCurves  # noqa: E402
+from app.model.run_model import RunHistory
+from app.widgets.curves import TrainingCurves
 
 
 def step(n, loss, std=0.9):

@@ -6,12 +6,12 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import Qt  # noqa: E402
-from PySide6.QtGui import QPixmap  # noqa: E402
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QPixmap
 
-from app.pages.data_page import DataPage, describe_folder  # noqa: E402
-from app.widgets.folder_thumbnails import THUMBNAIL_SIZE  # noqa: E402
-from tests.engine.test_train import make_folder  # noqa: E402
+from app.pages.data_page import DataPage, describe_folder
+from app.widgets.folder_thumbnails import THUMBNAIL_SIZE
+from tests.helpers.folders import make_folder
 
 
 @pytest.fixture

@@ -8,12 +8,13 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from app.child import engine_process  # noqa: E402
-from app.child.engine_process import EngineProcess  # noqa: E402
-from engine.run.checkpoint import load_checkpoint  # noqa: E402
-from engine.run.events import STRICT_ENV  # noqa: E402
-from engine.run.layout import RunDir  # noqa: E402
-from tests.engine.test_train import TINY, make_folder  # noqa: E402
+from app.child import engine_process
+from app.child.engine_process import EngineProcess
+from engine.run.checkpoint import load_checkpoint
+from engine.run.events import STRICT_ENV
+from engine.run.layout import RunDir
+from tests.helpers.folders import make_folder
+from tests.helpers.settings import TINY
 
 
 @pytest.fixture(autouse=True)

@@ -14,14 +14,14 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 
-from PySide6.QtCore import QMimeData, QPoint, QPointF, QRectF, Qt, QUrl  # noqa: E402
-from PySide6.QtGui import QDropEvent, QImage  # noqa: E402
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QRectF, Qt, QUrl
+from PySide6.QtGui import QDropEvent, QImage
 
-from app.model.explore_data import MapData  # noqa: E402
-from app.pages.explore_page import ExplorePage  # noqa: E402
-from app.widgets.map_view import UNLABELLED, MapView, class_colour  # noqa: E402
-from engine.evaluate import explore  # noqa: E402
-from engine.evaluate.maps import MapParams  # noqa: E402
+from app.model.explore_data import MapData
+from app.pages.explore_page import ExplorePage
+from app.widgets.map_view import UNLABELLED, MapView, class_colour
+from engine.evaluate import explore
+from engine.evaluate.maps import MapParams
 
 CHILD_MS = 90_000
 K = 5

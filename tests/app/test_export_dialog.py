@@ -11,16 +11,16 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-import torch  # noqa: E402
-from PySide6.QtCore import Qt  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+import torch
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 
-from app.child import engine_process  # noqa: E402
-from app.dialogs import export_dialog, export_result  # noqa: E402
-from app.dialogs.export_dialog import FORMATS, ExportDialog  # noqa: E402
-from engine.evaluate.embed import load_embeddings, load_encoder  # noqa: E402
-from engine.evaluate.explore import default_export_path  # noqa: E402
-from engine.export import MissingExtra, _require_extras  # noqa: E402
+from app.child import engine_process
+from app.dialogs import export_dialog, export_result
+from app.dialogs.export_dialog import FORMATS, ExportDialog
+from engine.evaluate.embed import load_embeddings, load_encoder
+from engine.evaluate.explore import default_export_path
+from engine.export import MissingExtra, _require_extras
 
 ENGINE_MS = 180_000
 

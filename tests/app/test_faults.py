@@ -18,16 +18,16 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QSettings  # noqa: E402
-from PySide6.QtWidgets import QPushButton  # noqa: E402
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QPushButton
 
-from app.child import engine_process  # noqa: E402
-from app.child.engine_process import EngineProcess  # noqa: E402
-from app.main_window import MainWindow  # noqa: E402
-from app.model.run_model import RunHistory, event_problems  # noqa: E402
-from app.pages.train_page import TrainPage  # noqa: E402
-from engine.run.checkpoint import load_checkpoint  # noqa: E402
-from tests.engine.test_train import make_folder  # noqa: E402
+from app.child import engine_process
+from app.child.engine_process import EngineProcess
+from app.main_window import MainWindow
+from app.model.run_model import RunHistory, event_problems
+from app.pages.train_page import TrainPage
+from engine.run.checkpoint import load_checkpoint
+from tests.helpers.folders import make_folder
 
 ENGINE_MS = 120_000  # a real engine child: start, scan, decode, first steps (2 busy cores)
 

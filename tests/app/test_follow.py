@@ -19,9 +19,9 @@ from app.model.run_model import LIVE_EVENTS_S, RUNNING_ELSEWHERE, EventTail, lis
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtCore import QSettings
 
-from app.main_window import MainWindow  # noqa: E402
+from app.main_window import MainWindow
 
 RUN = "20260101-000000-simclr-shapes"
 LONG_AGO = time.time() - 2 * LIVE_EVENTS_S

@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from app.child import engine_process  # noqa: E402
-from app.child.engine_process import EngineProcess  # noqa: E402
-from app.icon import ICON_NAME, SIZES, app_icon, icon_file, svg_file  # noqa: E402
-from app.main import main  # noqa: E402
+from app.child import engine_process
+from app.child.engine_process import EngineProcess
+from app.icon import ICON_NAME, SIZES, app_icon, icon_file, svg_file
+from app.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,10 +4,10 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QObject, Signal  # noqa: E402
+from PySide6.QtCore import QObject, Signal
 
-from app.child.engine_jobs import EngineJob  # noqa: E402
-from app.widgets.job_status import JobStatus  # noqa: E402
+from app.child.engine_jobs import EngineJob
+from app.widgets.job_status import JobStatus
 
 JOB = EngineJob("map", ["map"], "Making the PCA map")
 

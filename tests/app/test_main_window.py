@@ -6,10 +6,10 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtCore import QSettings, Qt
 
-from app.main_window import MainWindow  # noqa: E402
-from tests.engine.test_train import make_folder  # noqa: E402
+from app.main_window import MainWindow
+from tests.helpers.folders import make_folder
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from app.pages.probe_page import ProbePage  # noqa: E402
-from engine.evaluate import explore  # noqa: E402
-from engine.evaluate.probe import ProbeParams  # noqa: E402
-from tests.engine.test_train import make_folder  # noqa: E402
+from app.pages.probe_page import ProbePage
+from engine.evaluate import explore
+from engine.evaluate.probe import ProbeParams
+from tests.helpers.folders import make_folder
 
 
 @pytest.fixture

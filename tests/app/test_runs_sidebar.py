@@ -7,10 +7,10 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtCore import Qt
 
-from app.model.run_model import RUNNING_ELSEWHERE, RunSummary  # noqa: E402
-from app.widgets.runs_sidebar import STATUS_ROLE, RunsSidebar  # noqa: E402
+from app.model.run_model import RUNNING_ELSEWHERE, RunSummary
+from app.widgets.runs_sidebar import STATUS_ROLE, RunsSidebar
 
 
 def summary(path: Path, status: str = "finished", **fields) -> RunSummary:

@@ -4,9 +4,9 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from app.widgets.settings_form import SettingsForm  # noqa: E402
-from engine.config.settings import ConfigError  # noqa: E402
-from engine.config.train_config import AugmentConfig, TrainConfig  # noqa: E402
+from app.widgets.settings_form import SettingsForm
+from engine.config.settings import ConfigError
+from engine.config.train_config import AugmentConfig, TrainConfig
 
 
 def test_values_are_checked_as_typed_with_the_engines_rules(qtbot):

@@ -4,8 +4,8 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from app.widgets.map_settings import MapSettings  # noqa: E402
-from app.widgets.space_chooser import SpaceChooser  # noqa: E402
+from app.widgets.map_settings import MapSettings
+from app.widgets.space_chooser import SpaceChooser
 
 
 def test_space_chooser_offers_h_then_z(qtbot):

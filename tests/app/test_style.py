@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from app.style import DARK, LIGHT, apply_style, style_sheet  # noqa: E402
+from app.style import DARK, LIGHT, apply_style, style_sheet
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,11 +21,7 @@ from engine.data import scan as scan_mod
 from engine.data.cache import BadImage, ImageCache, build_cache, cache_paths, decode_image
 from engine.data.demo import demo_dataset
 from engine.data.scan import DataError, Manifest, SkippedFile, scan_folder
-
-try:  # `python -m pytest` puts the project root on sys.path; plain `pytest` this folder
-    from tests.engine import imagegen
-except ImportError:  # pragma: no cover
-    import imagegen
+from tests.helpers import folders as imagegen
 
 BIG = 10**8  # a pixel limit no test image reaches
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

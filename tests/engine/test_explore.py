@@ -19,8 +19,8 @@ from engine.evaluate.maps import MapParams
 from engine.evaluate.probe import ProbeParams
 from engine.run.events import EventWriter
 from engine.training.loop import train
-
-from .test_train import TINY, make_folder
+from tests.helpers.folders import make_folder
+from tests.helpers.settings import TINY
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_embeddings_load_snippet_reads_the_file_alone(trained, tmp_path, fmt, sp
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [f"{space}: (24, {dim})"]
     namespace: dict = {}
-    exec(out["load_snippet"], namespace)  # noqa: S102  # our own snippet
+    exec(out["load_snippet"], namespace)  # our own snippet
     emb = explore.embeddings(run_dir, cache_dir=cache)
     expected = emb.projections if space == "z" else emb.features
     np.testing.assert_allclose(namespace[space], expected, rtol=1e-6, atol=1e-7)

@@ -3,7 +3,7 @@ every setting (numbers, choices, text, switches, tuples, paths), unknown names a
 types is refused before training with the setting named, or accepted within its declared
 range. The totals tried are in HOSTILE_SETTINGS_TRIED (hypothesis examples).
 
-Settings refused only once the data is known are checked in test_faults.py.
+Settings refused only once the data is known: the end of this file.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from hypothesis import strategies as st
 from engine.cli.main import build_parser, config_from_args
 from engine.config.settings import ConfigError, field_types
 from engine.config.train_config import AugmentConfig, TrainConfig
+from engine.data.scan import DataError
+from tests.helpers import faults
+from tests.helpers.faults import run
 
 
 def _settings() -> list[tuple[str, bool, typing.Any, dict]]:
@@ -247,3 +250,25 @@ def test_refused_settings_stop_the_command_line_before_anything_runs(tmp_path, c
 
 HOSTILE_SETTINGS_TRIED = (FROM_DICT_EXAMPLES + UNKNOWN_KEY_EXAMPLES + MANY_AT_ONCE_EXAMPLES
                           + CLI_EXAMPLES + CLI_UNKNOWN_FLAG_EXAMPLES)
+
+
+# --- settings refused at the start of a run, once the data is known ------------------------
+
+# Fixtures shared with the other fault tests (tests/helpers/faults.py).
+_keep_torch_threads = faults.keep_torch_threads
+folder = faults.folder
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"batch_size": 64}, "batch_size 64 is larger than the 48 usable"),
+    ({"precision": "fp16"}, "precision fp16 needs a GPU"),
+    ({"method": "moco", "batch_size": 32}, "MoCo needs more images"),
+    ({"data": "folder\x00with a nul"}, "image folder not found"),
+])
+def test_settings_refused_at_start_leave_no_run_folder(folder, tmp_path, values, message):
+    values = {"data": str(folder), **values}
+    with pytest.raises((ConfigError, DataError), match=re.escape(message)):
+        run(values, tmp_path)
+    assert not (tmp_path / "runs").exists()
+
+

@@ -10,8 +10,8 @@ import torch
 from engine.evaluate import explore
 from engine.evaluate.knn import knn_accuracy
 from engine.run.checkpoint import load_checkpoint
-
-from .test_train import events_of, make_folder, run
+from tests.helpers.folders import make_folder
+from tests.helpers.training import events_of, run
 
 
 @pytest.fixture

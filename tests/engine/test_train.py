@@ -12,51 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from engine.config.settings import ConfigError
 from engine.config.train_config import TrainConfig
 from engine.data.scan import DataError
 from engine.methods import METHODS
 from engine.run.checkpoint import RESUME_KEYS, CheckpointError, TrainingState, load_checkpoint
-from engine.run.events import EventWriter, read_events
+from engine.run.events import EventWriter
 from engine.training.loop import train
-
-TINY = {"backbone": "resnet18", "image_size": 16, "cache_size": 20, "batch_size": 8,
-        "proj_hidden_dim": 32, "proj_out_dim": 16, "log_every": 1, "num_threads": 2}
-
-
-def make_folder(root: Path, per_class: int = 12, classes=("circles", "squares"),
-                size: int = 28) -> Path:
-    """Coloured shapes on noise: enough structure for the loss to move."""
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            a = (rng.random((size, size, 3)) * 60).astype(np.uint8)
-            yy, xx = np.mgrid[:size, :size]
-            cy, cx, r = rng.integers(8, size - 8, 2).tolist() + [int(rng.integers(4, 8))]
-            mask = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r) if c == 0 else (
-                (abs(yy - cy) < r) & (abs(xx - cx) < r))
-            a[mask] = rng.integers(100, 255, 3)
-            ext = ".png" if i % 2 else ".jpg"
-            Image.fromarray(a).save(root / name / f"{name}-{i}{ext}")
-    return root
+from tests.helpers.folders import make_folder
+from tests.helpers.settings import TINY
+from tests.helpers.training import events_of, run
 
 
 @pytest.fixture
 def folder(tmp_path):
     return make_folder(tmp_path / "shapes")
-
-
-def run(cfg_values, tmp_path, stream=None, **kwargs):
-    cfg = TrainConfig.from_dict({**TINY, **cfg_values})
-    return train(cfg, runs_root=tmp_path / "runs", cache_dir=tmp_path / "cache",
-                 events=EventWriter(stream), **kwargs)
-
-
-def events_of(run_dir: Path):
-    return list(read_events(run_dir / "events.jsonl"))
 
 
 @pytest.mark.parametrize("method", ["simclr", "moco"])

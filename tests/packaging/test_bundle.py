@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.test_train import make_folder
+from tests.helpers.folders import make_folder
 from tests.screen import screenshot
 
 ROOT = Path(__file__).resolve().parents[2]

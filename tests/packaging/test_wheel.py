@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.test_train import make_folder
+from tests.helpers.folders import make_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 #: What the source tree contributes to the distributions (pyproject.toml decides the rest).

@@ -1,6 +1,7 @@
-"""Small synthetic image folders for tests: good images in class sub-folders, and bad files.
+"""Small synthetic image folders for tests: a labelled folder of coloured shapes
+(make_folder), random images in class sub-folders or flat, and bad files.
 
-Every generated image has random content, so no two files share a content hash.
+Every random image has random content, so no two files share a content hash.
 """
 
 from __future__ import annotations
@@ -62,6 +63,24 @@ def make_flat_folder(root: Path, n: int, *, width: int = 24, height: int = 16,
     for i in range(n):
         write_image(Path(root) / f"{i:03d}{ext}", width, height, seed=seed * 100_000 + i)
     return Path(root)
+
+
+def make_folder(root: Path, per_class: int = 12, classes=("circles", "squares"),
+                size: int = 28) -> Path:
+    """Coloured shapes on noise: enough structure for the loss to move."""
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            a = (rng.random((size, size, 3)) * 60).astype(np.uint8)
+            yy, xx = np.mgrid[:size, :size]
+            cy, cx, r = rng.integers(8, size - 8, 2).tolist() + [int(rng.integers(4, 8))]
+            mask = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r) if c == 0 else (
+                (abs(yy - cy) < r) & (abs(xx - cx) < r))
+            a[mask] = rng.integers(100, 255, 3)
+            ext = ".png" if i % 2 else ".jpg"
+            Image.fromarray(a).save(root / name / f"{name}-{i}{ext}")
+    return root
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
