@@ -30,7 +30,8 @@ from app.model.run_model import RunHistory
 from app.widgets.curves import TrainingCurves
 from app.widgets.run_log import RunLog
 from app.widgets.settings_form import SettingsForm
-from engine.config.train_config import TrainConfig, preset
+from engine.cli.args import to_arguments
+from engine.config.train_config import AugmentConfig, TrainConfig, preset
 from engine.methods import DEFAULT_METHOD, METHODS
 from engine.run.layout import RunDir
 
@@ -167,14 +168,8 @@ class TrainPage(QWidget):
             self.set_folder(folder)
 
     def _settings_arguments(self, cfg: TrainConfig) -> list[str]:
-        args = []
-        for name in FORM_FIELDS:
-            value = getattr(cfg, name)
-            if value is not None:
-                args += ["--" + name.replace("_", "-"), str(value)]
-        for name, value in self.augment_overrides.items():
-            args += ["--" + name.replace("_", "-"), str(value)]
-        return args
+        return (to_arguments(TrainConfig, {name: getattr(cfg, name) for name in FORM_FIELDS})
+                + to_arguments(AugmentConfig, self.augment_overrides))
 
     def apply_settings(self, values: dict) -> None:
         """Show ``values`` (training settings, and an "augment" mapping) in the form."""

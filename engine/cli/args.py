@@ -40,3 +40,20 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, title: str) -> None
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cls) if f.metadata and f.metadata["cli"]}
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def to_arguments(cls: type, values: dict[str, Any]) -> list[str]:
+    """The flags that give ``values`` (settings of ``cls``; None means auto and is left out)
+    on the command line that :func:`add_settings` builds: the inverse of :func:`given`.
+    An on/off setting with no auto is a bare ``--name`` or ``--no-name``."""
+    types = field_types(cls)
+    meta = {f.name: f.metadata for f in dataclasses.fields(cls) if f.metadata}
+    arguments: list[str] = []
+    for name, value in values.items():
+        if value is None:
+            continue
+        if types[name] is bool and meta[name]["auto"] is None:
+            arguments.append(flag(name) if value else "--no-" + name.replace("_", "-"))
+        else:
+            arguments += [flag(name), str(value)]
+    return arguments

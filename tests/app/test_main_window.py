@@ -73,13 +73,24 @@ def test_a_failing_run_is_reported_in_the_window(qtbot, window, tmp_path):
     page.failure_box.close()
 
 
+def flag_values(args: list[str]) -> dict[str, object]:
+    """``--name value`` pairs of an engine command line, and bare on/off flags as True."""
+    values, i = {}, 0
+    while i < len(args):
+        if i + 1 < len(args) and not args[i + 1].startswith("--"):
+            values[args[i]], i = args[i + 1], i + 2
+        else:
+            values[args[i]], i = True, i + 1
+    return values
+
+
 def test_demo_settings_reach_the_engine_arguments(window):
     from engine.data.demo import DEMO_SETTINGS
 
     page = window.train_page
     page.apply_settings(DEMO_SETTINGS)
     args = page._settings_arguments(page.form.values())
-    pairs = dict(zip(args[::2], args[1::2]))
+    pairs = flag_values(args)
     assert pairs["--image-size"] == "16" and pairs["--temperature"] == "0.2"
     assert pairs["--epochs"] == "10" and pairs["--crop-scale-min"] == "0.25"
 
@@ -96,7 +107,7 @@ def test_the_trainer_gets_the_previewed_augmentations(qtbot, window, tmp_path):
                     timeout=10_000)
     page = window.train_page
     args = page._settings_arguments(page.form.values())
-    pairs = dict(zip(args[::2], args[1::2]))
+    pairs = flag_values(args)
     assert pairs["--grayscale-p"] == "0.5" and pairs["--crop-scale-min"] == "0.25"
 
 

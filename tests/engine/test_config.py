@@ -144,6 +144,23 @@ def test_cli_refuses_bad_value_before_anything_runs(tmp_path):
         config_from_args(args)
 
 
+def test_to_arguments_gives_the_command_line_of_any_settings(tmp_path):
+    """What the app passes to the engine child parses back to the same settings, on/off
+    settings (bare --name / --no-name) and tri-state ones (auto / on / off) included."""
+    from engine.cli.args import to_arguments
+
+    for ramp, compile_, stem, lr in ((True, True, False, 0.5), (False, False, True, None)):
+        values = {"method": "moco", "momentum_ramp": ramp, "compile": compile_,
+                  "small_stem": stem, "batch_size": 24, "lr": lr, "queue_size": 96}
+        augment = {"flip_p": 0.25, "blur_p": 0.0}
+        argv = (["train", "--data", str(tmp_path)] + to_arguments(TrainConfig, values)
+                + to_arguments(AugmentConfig, augment))
+        cfg = config_from_args(build_parser().parse_args(argv))
+        assert {name: getattr(cfg, name) for name in values} == values
+        assert (cfg.augment.flip_p, cfg.augment.blur_p) == (0.25, 0.0)
+    assert "--lr" not in to_arguments(TrainConfig, {"lr": None})  # auto: left out
+
+
 # --- the method registry ------------------------------------------------------------------
 
 def test_every_method_in_the_registry_is_a_choice_with_its_preset_and_defaults():
