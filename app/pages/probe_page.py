@@ -272,9 +272,6 @@ class ProbePage(QWidget):
                 text = f"{name}: {trained.get('checkpoint')} {percent(trained['top1'])}"
                 if random is not None:
                     text += f"  vs  random init {percent(random['top1'])}"
-                majority = trained.get("majority")
-                if isinstance(majority, (int, float)):
-                    text += f"  (majority class {percent(majority)})"
                 lines.append(text)
         if not lines:
             lines.append("Run kNN + linear probe to see how well the features separate the "

@@ -176,7 +176,7 @@ class ProbeDetails(QWidget):
                 pen=pg.mkPen((200, 60, 60), style=Qt.DashLine),
                 label=f"majority class {percent(majority)}",
                 labelOpts={"position": 0.02, "anchors": [(0, 1), (0, 1)],
-                           "color": (200, 60, 60)})
+                           "color": (200, 60, 60), "fill": (255, 255, 255, 210)})
             self.per_class_plot.addItem(line)
         ticks = [list(enumerate(names))]
         self.per_class_plot.getAxis("bottom").setTicks(ticks)
