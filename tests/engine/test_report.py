@@ -56,3 +56,37 @@ def test_the_real_clock_still_measures(monkeypatch):
     meter.add(type("Out", (), {"loss": torch.tensor(1.0)})())
     time.sleep(0.01)
     assert 0 < meter.pairs_per_s() < 4 / 0.01
+
+
+def test_a_run_logs_its_first_steps_and_its_rate_leaves_out_evaluation(tmp_path, monkeypatch):
+    from engine.evaluate.monitor import KnnMonitor
+    from tests.helpers.folders import make_folder
+    from tests.helpers.training import events_of, run
+
+    measure = KnnMonitor.measure
+    skipped = [0.0]  # seconds the meter's clock jumps at each evaluation
+
+    class Clock:
+        @staticmethod
+        def perf_counter():
+            return time.perf_counter() + skipped[0]
+
+    def slow_measure(self, encoder):  # an evaluation that takes 1000 s on the meter's clock
+        skipped[0] += 1000.0
+        return measure(self, encoder)
+
+    monkeypatch.setattr(report, "time", Clock)
+    monkeypatch.setattr(KnnMonitor, "measure", slow_measure)
+    folder = make_folder(tmp_path / "shapes")
+    result = run({"data": str(folder), "epochs": 3, "log_every": 4, "knn_every": 1},
+                 tmp_path)
+    assert result.status == "finished", result.reason
+    events = events_of(result.run_dir)
+    steps = {e["step"]: e["pairs_per_s"] for e in events if e["type"] == "step"}
+    # 3 steps an epoch: 1, 2 and 5 early, every 4th, and each epoch's last
+    assert sorted(steps) == [1, 2, 3, 4, 5, 6, 8, 9]
+    assert sum(1 for e in events if e["type"] == "eval") == 3
+    # Step 4 comes right after epoch 1's checkpoint and its 1000 s evaluation: its rate
+    # is that of training (8 pairs in well under 100 s), not 8 pairs / 1000 s.
+    assert skipped[0] == 3000.0
+    assert all(rate > 8 / 100 for rate in steps.values()), steps
