@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.run.layout import RunDir
+from app.model.probe_verdict import TrainingKnn, training_knn
+from engine.run.events import read_events
+from engine.run.layout import RANDOM_INIT, RunDir
+
+#: The kind of the rows made from the kNN evaluations during training (not saved files).
+TRAINING_KIND = "knn-training"
 
 
 @dataclass
@@ -20,7 +25,14 @@ class ProbeRecord:
 
     @property
     def kind(self) -> str:
-        return "linear probe" if self.result.get("kind") == "linear-probe" else "kNN"
+        kind = self.result.get("kind")
+        if kind == TRAINING_KIND:
+            return "kNN (training)"
+        return "linear probe" if kind == "linear-probe" else "kNN"
+
+    @property
+    def from_training(self) -> bool:
+        return self.result.get("kind") == TRAINING_KIND
 
     @property
     def checkpoint(self) -> str:
@@ -52,6 +64,61 @@ def load_records(run_dir: Path) -> tuple[list[ProbeRecord], list[str]]:
             continue
         records.append(ProbeRecord(path, result))
     return records, damaged
+
+
+def training_evals(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's ``eval`` events (the kNN accuracy measured during training), in order."""
+    path = RunDir(run_dir).events
+    if not path.is_file():
+        return []
+    try:
+        return [e for e in read_events(path) if e.get("type") == "eval"]
+    except OSError:
+        return []
+
+
+def training_records(run_dir: Path, evals: list[dict[str, Any]] | None = None
+                     ) -> tuple[list[ProbeRecord], TrainingKnn | None]:
+    """Table rows for the first, best and last kNN evaluation during training (one row
+    when they are the same epoch), and their summary for the verdict."""
+    summary = training_knn(training_evals(run_dir) if evals is None else evals)
+    if summary is None:
+        return [], None
+    names: dict[int, list[str]] = {}
+    values: dict[int, float] = {}
+    for role, epoch, top1 in (("first", summary.first_epoch, summary.first),
+                              ("best", summary.best_epoch, summary.best),
+                              ("last", summary.last_epoch, summary.last)):
+        names.setdefault(epoch, []).append(role)
+        values[epoch] = top1
+    path = RunDir(run_dir).events
+    test = summary.test or "?"
+    records = [ProbeRecord(path, {
+        "kind": TRAINING_KIND, "checkpoint": f"epoch {epoch} ({', '.join(roles)})",
+        "space": "h", "top1": values[epoch], "test": test})
+        for epoch, roles in sorted(names.items())]
+    return records, summary
+
+
+def comparison(records: list[ProbeRecord]) -> dict[str, dict[str, Any] | None]:
+    """The newest saved linear probe and kNN of a trained checkpoint, each with the newest
+    random-init result measured the same way (space, split seed and size, label fraction):
+    {"probe", "probe_random", "knn", "knn_random"}, None where missing. ``records`` come
+    newest first."""
+    found: dict[str, dict[str, Any] | None] = dict.fromkeys(
+        ("probe", "probe_random", "knn", "knn_random"))
+    saved = [r for r in records if not r.from_training]
+    for key, kind in (("probe", "linear probe"), ("knn", "kNN")):
+        trained = next((r for r in saved if r.kind == kind and r.checkpoint != RANDOM_INIT),
+                       None)
+        if trained is None:
+            continue
+        found[key] = trained.result
+        same = ("space", "seed", "test", "label_fraction", "k")
+        found[f"{key}_random"] = next(
+            (r.result for r in saved if r.kind == kind and r.checkpoint == RANDOM_INIT
+             and all(r.result.get(f) == trained.result.get(f) for f in same)), None)
+    return found
 
 
 def percent(x: Any) -> str:

@@ -3,8 +3,10 @@
 Runs weighted kNN and the linear probe (engine/evaluate) for a checkpoint and, beside it,
 for the untrained encoder ("random init"), in engine children (``knn --json`` then
 ``probe --json``). Every result the engine saves under the run's probes/ folder is listed
-in a table, so checkpoints, spaces and label fractions can be compared; the selected row
-shows its per-class accuracy and confusion matrix.
+in a table with the kNN accuracy measured during training, so checkpoints, spaces and
+label fractions can be compared; the selected row shows its per-class accuracy and
+confusion matrix. Above the table, the newest trained result against random init, and
+what to conclude from it in plain words (app.model.probe_verdict).
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from PySide6.QtWidgets import (
 )
 
 from app.child.engine_jobs import EngineJob, EngineQueue
-from app.model.probe_records import ProbeRecord, load_records, percent
+from app.model.probe_records import (
+    ProbeRecord,
+    comparison,
+    load_records,
+    percent,
+    training_records,
+)
+from app.model.probe_verdict import TrainingKnn, interpret
 from app.style import set_role
 from app.widgets.checkpoint_box import CheckpointBox
 from app.widgets.job_status import JobStatus
@@ -61,6 +70,7 @@ class ProbePage(QWidget):
         self.run_dir: Path | None = None
         self.records: list[ProbeRecord] = []
         self.damaged: list[str] = []
+        self.training: TrainingKnn | None = None  # the kNN evaluations during training
         self.latest: dict[tuple[str, str], dict] = {}  # (kind, checkpoint) of the last run
         self.status = JobStatus(vertical=True, bar_width=220)
         self.jobs = EngineQueue(cache_dir, self)
@@ -104,6 +114,9 @@ class ProbePage(QWidget):
         self.summary = QLabel("Select a trained run.")
         set_role(self.summary, "metric")
         self.summary.setWordWrap(True)
+        self.verdict = QLabel()
+        self.verdict.setWordWrap(True)
+        self.verdict.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.table = ProbeTable()
         self.damaged_label = QLabel()
         self.damaged_label.setWordWrap(True)
@@ -134,6 +147,7 @@ class ProbePage(QWidget):
         top_layout = QVBoxLayout(top)
         top_layout.setContentsMargins(0, 0, 0, 0)
         top_layout.addWidget(self.summary)
+        top_layout.addWidget(self.verdict)
         top_layout.addWidget(self.table, 1)
         top_layout.addWidget(self.damaged_label)
         right.addWidget(top)
@@ -169,14 +183,16 @@ class ProbePage(QWidget):
     def reload(self) -> None:
         """Read the run's probes/ folder again."""
         self.records, self.damaged = load_records(self.run_dir) if self.run_dir else ([], [])
-        self.table.show_records(self.records)
+        during, self.training = (training_records(self.run_dir) if self.run_dir
+                                 else ([], None))
+        self.table.show_records(self.records + during)
         if self.damaged:
             self.damaged_label.setText("Skipped (unreadable): " + "; ".join(self.damaged))
             self.damaged_label.show()
         else:
             self.damaged_label.hide()
         self._show_summary()
-        if self.records:  # the newest result of a trained checkpoint, not its baseline
+        if self.table.records:  # the newest result of a trained checkpoint, not its baseline
             self.table.selectRow(next((i for i, r in enumerate(self.records)
                                        if r.checkpoint != RANDOM_INIT), 0))
         else:
@@ -246,22 +262,25 @@ class ProbePage(QWidget):
     # --- showing ---------------------------------------------------------------------------
 
     def _show_summary(self) -> None:
-        """The last evaluation's checkpoint beside its baseline, in big text."""
-        if not self.latest:
-            self.summary.setText("Run kNN + linear probe to see how well the features "
-                                 "separate the classes." if self.run_dir else
-                                 "Select a trained run.")
-            return
+        """The newest trained result beside its random-init baseline, in big text, and
+        what to conclude from them (and from the kNN during training) below."""
+        found = comparison(self.records)
         lines = []
-        for kind, name in (("probe", "Linear probe"), ("knn", "kNN")):
-            trained = [r for (k, c), r in self.latest.items() if k == kind and c != RANDOM_INIT]
-            random = self.latest.get((kind, RANDOM_INIT))
-            if trained:
-                text = f"{name}: {trained[0]['checkpoint']} {percent(trained[0]['top1'])}"
+        for key, name in (("probe", "Linear probe"), ("knn", "kNN")):
+            trained, random = found[key], found[f"{key}_random"]
+            if trained is not None:
+                text = f"{name}: {trained.get('checkpoint')} {percent(trained['top1'])}"
                 if random is not None:
                     text += f"  vs  random init {percent(random['top1'])}"
                 lines.append(text)
+        if not lines:
+            lines.append("Run kNN + linear probe to see how well the features separate the "
+                         "classes." if self.run_dir else "Select a trained run.")
         self.summary.setText("\n".join(lines))
+        verdict = interpret(found["probe"], found["probe_random"], found["knn"],
+                            found["knn_random"], self.training)
+        self.verdict.setText(verdict.text())
+        self.verdict.setVisible(bool(verdict.lines))
 
     def _update_controls(self) -> None:
         busy = self.jobs.is_busy()

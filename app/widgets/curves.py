@@ -1,6 +1,11 @@
 """Live training curves: loss (raw and smoothed), learning rate, positive-pair similarity
 with the embedding spread, kNN accuracy per epoch (with labels), and throughput.
 
+Each plot's title names its curves in their colours (a key that covers no data, unlike a
+legend); the points carry symbols while there are few of them, so the first logged steps
+show; the throughput axis starts at zero and the others keep a minimum span, so noise of a
+few percent does not look like a swing.
+
 The curves are created once and redrawn from a :class:`~app.model.run_model.RunHistory` by a
 timer (about 15 times a second), never once per event, so a fast engine cannot flood the
 GUI thread. Each tick redraws at most one plot whose data changed: repainting a plot after
@@ -19,6 +24,17 @@ from app.model.run_model import RunHistory
 
 REDRAW_HZ = 15
 COLLAPSE_STD = 0.2  # embedding_std below this suggests the embeddings are collapsing
+#: Up to this many points a curve draws a symbol at each (one point alone is visible).
+SYMBOLS_UP_TO = 40
+#: The smallest span of the kNN plot's y axis (in %).
+MIN_SPAN = {"knn": 10.0}
+NO_LABELS = "no labels: kNN accuracy\nneeds class sub-folders"
+NO_KNN_YET = "kNN accuracy: measured\nat the end of each epoch"
+#: Colours of the curves, also used in the plot titles as their key.
+COLOURS = {"loss": (120, 160, 220), "smoothed": (30, 90, 200), "lr": (200, 120, 30),
+           "positive_pair_similarity": (40, 160, 80), "embedding_std": (160, 60, 160),
+           "pairs_per_s": (90, 90, 90), "knn": (200, 90, 40)}
+TITLE_SIZE = "10pt"
 #: The curves of each plot, in the order the plots are redrawn.
 PLOT_CURVES = {"loss": ("loss", "smoothed"), "lr": ("lr",),
                "health": ("positive_pair_similarity", "embedding_std"),
@@ -32,52 +48,88 @@ class TrainingCurves(QWidget):
         super().__init__(parent)
         self.history: RunHistory | None = None
         self._dirty: set[str] = set()
+        self._overlay_names: list[str] = []
         layout = QGridLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
         self.plots: dict[str, pg.PlotWidget] = {}
-        for key, title, row, column in [("loss", "Loss", 0, 0), ("lr", "Learning rate", 0, 1),
-                                        ("health", "Positive-pair similarity / spread", 1, 0),
-                                        ("knn", "kNN accuracy (%)", 1, 1),
-                                        ("speed", "Pairs per second", 0, 2)]:
-            plot = pg.PlotWidget(title=title)
+        for key, row, column in [("loss", 0, 0), ("lr", 0, 1), ("health", 1, 0),
+                                 ("knn", 1, 1), ("speed", 0, 2)]:
+            plot = pg.PlotWidget()
             plot.setLabel("bottom", "step")
             plot.showGrid(x=True, y=True, alpha=0.2)
             plot.setDownsampling(auto=True, mode="peak")
             plot.setClipToView(True)
-            plot.addLegend(offset=(-10, 10))
+            plot.setMinimumSize(160, 140)
+            # Room right of the x axis for half of its last tick label.
+            plot.getPlotItem().layout.setContentsMargins(2, 2, 12, 2)
             layout.addWidget(plot, row, column)
             self.plots[key] = plot
+        for column in range(3):
+            layout.setColumnStretch(column, 1)
         # Five plots: the speed plot spans the right column.
         layout.removeWidget(self.plots["speed"])
         layout.addWidget(self.plots["speed"], 0, 2, 2, 1)
         self.curves = {
-            "loss": self.plots["loss"].plot(name="loss", pen=pg.mkPen((120, 160, 220), width=1)),
-            "smoothed": self.plots["loss"].plot(name="smoothed",
-                                                pen=pg.mkPen((30, 90, 200), width=2)),
-            "lr": self.plots["lr"].plot(pen=pg.mkPen((200, 120, 30), width=2)),
-            "positive_pair_similarity": self.plots["health"].plot(
-                name="positive-pair cosine", pen=pg.mkPen((40, 160, 80), width=2)),
-            "embedding_std": self.plots["health"].plot(
-                name="embedding spread", pen=pg.mkPen((160, 60, 160), width=2)),
-            "pairs_per_s": self.plots["speed"].plot(pen=pg.mkPen((90, 90, 90), width=2)),
-            "knn": self.plots["knn"].plot(pen=pg.mkPen((200, 90, 40), width=2), symbol="o",
-                                          symbolSize=6, symbolBrush=(200, 90, 40)),
+            "loss": self._curve("loss", "loss", width=1),
+            "smoothed": self._curve("loss", "smoothed"),
+            "lr": self._curve("lr", "lr"),
+            "positive_pair_similarity": self._curve("health", "positive_pair_similarity"),
+            "embedding_std": self._curve("health", "embedding_std"),
+            "pairs_per_s": self._curve("speed", "pairs_per_s"),
+            "knn": self._curve("knn", "knn"),
         }
+        self.curves["knn"].setSymbol("o")  # one point per evaluation: always marked
+        self.curves["knn"].setSymbolSize(6)
+        self._set_titles()
         self.plots["knn"].setToolTip(
             "Weighted kNN top-1 accuracy (k=20) of the frozen features on a fixed held-out "
             "split, measured at the end of each epoch; it needs class sub-folders.")
-        self.no_labels = pg.TextItem("no labels: kNN accuracy needs class sub-folders",
-                                     anchor=(0.5, 0.5), color=(130, 130, 130))
+        self.plots["health"].setToolTip(
+            "Positive-pair cosine: how alike the two views' projections are. Spread: the "
+            "per-dimension spread of the projections, about 1 when they use the whole "
+            f"space; below the dashed line ({COLLAPSE_STD}) every image is being mapped to "
+            "nearly the same point (collapse).")
+        self.plots["speed"].setToolTip("Image pairs trained per second, not counting the "
+                                       "checkpoints and the kNN evaluations.")
+        self.no_labels = pg.TextItem(NO_LABELS, anchor=(0.5, 0.5), color=(130, 130, 130))
         self.no_labels.setPos(0.5, 0.5)  # the middle of an empty plot's default range
         self.plots["knn"].addItem(self.no_labels, ignoreBounds=True)
         self.no_labels.hide()
-        self.collapse_line = pg.InfiniteLine(COLLAPSE_STD, angle=0, movable=False,
-                                             pen=pg.mkPen((200, 60, 60), style=Qt.DashLine))
+        self.collapse_line = pg.InfiniteLine(
+            COLLAPSE_STD, angle=0, movable=False,
+            pen=pg.mkPen((200, 60, 60), style=Qt.DashLine),
+            label=f"collapse below {COLLAPSE_STD}",
+            labelOpts={"position": 0.98, "anchors": [(1, 1), (1, 1)],
+                       "color": (200, 60, 60)})
         self.plots["health"].addItem(self.collapse_line)
         self._overlays: list[tuple[pg.PlotWidget, pg.PlotDataItem]] = []
         self._timer = QTimer(self)
         self._timer.setInterval(1000 // REDRAW_HZ)
         self._timer.timeout.connect(self.redraw)
         self._timer.start()
+
+    def _curve(self, plot: str, key: str, width: int = 2) -> pg.PlotDataItem:
+        colour = COLOURS[key]
+        return self.plots[plot].plot(pen=pg.mkPen(colour, width=width), symbolBrush=colour,
+                                     symbolPen=colour)
+
+    def _set_titles(self) -> None:
+        """Each plot's title, naming its curves in their colours (and the overlays)."""
+        def key(name: str, text: str) -> str:
+            r, g, b = COLOURS[name]
+            return f"<span style='color:#{r:02x}{g:02x}{b:02x}'>{text}</span>"
+
+        earlier = (" <span style='color:#969696'>- - earlier</span>"
+                   if self._overlay_names else "")
+        titles = {"loss": f"Loss: {key('loss', 'raw')}, {key('smoothed', 'smoothed')}"
+                          + earlier,
+                  "lr": "Learning rate",
+                  "health": f"{key('positive_pair_similarity', 'Pair cosine')}, "
+                            f"{key('embedding_std', 'spread')}",
+                  "knn": "kNN accuracy (%)" + earlier,
+                  "speed": "Pairs per second"}
+        for name, title in titles.items():
+            self.plots[name].setTitle(title, size=TITLE_SIZE)
 
     def show_history(self, history: RunHistory) -> None:
         self.history = history
@@ -108,18 +160,66 @@ class TrainingCurves(QWidget):
         self._dirty.discard(plot)
         h = self.history
         if plot == "knn":
-            self.no_labels.setVisible(h.has_labels is False)
+            # Without points: why (no labels), or when the first one comes.
+            self.no_labels.setText(NO_LABELS if h.has_labels is False else NO_KNN_YET)
+            self.no_labels.setVisible(h.has_labels is False or not h.knn)
             if h.knn:
                 steps, top1 = zip(*h.knn)
-                self.curves["knn"].setData(np.asarray(steps, dtype=np.float64),
-                                           100 * np.asarray(top1))
+                values = 100 * np.asarray(top1)
+                self.curves["knn"].setData(np.asarray(steps, dtype=np.float64), values)
+                self._keep_span("knn", values, low=0.0, high=100.0)
             else:
                 self.curves["knn"].setData([], [])
             return
         steps = np.asarray(h.steps, dtype=np.float64)
+        few = len(steps) <= SYMBOLS_UP_TO
+        drawn = []
         for key in PLOT_CURVES[plot]:
-            values = h.smoothed_loss if key == "smoothed" else h.curves[key]
-            self.curves[key].setData(steps, np.asarray(values))
+            values = np.asarray(h.smoothed_loss if key == "smoothed" else h.curves[key],
+                                dtype=np.float64)
+            curve = self.curves[key]
+            curve.setSymbol("o" if few and key != "loss" else None)
+            curve.setSymbolSize(5)
+            curve.setData(steps, values)
+            drawn.append(values)
+        if plot == "speed":
+            self._rate_range(drawn[0])
+        elif plot == "health":
+            self._health_range(np.concatenate(drawn))
+
+    def _health_range(self, values: np.ndarray) -> None:
+        """Cosine and spread from 0 (where the collapse line is) to at least 1."""
+        finite = values[np.isfinite(values)]
+        low = min(0.0, float(finite.min())) if finite.size else 0.0
+        high = max(1.0, float(finite.max())) if finite.size else 1.0
+        self.plots["health"].setYRange(low, high, padding=0.04)
+
+    def _rate_range(self, rates: np.ndarray) -> None:
+        """Pairs per second from zero, so a few percent of noise reads as noise."""
+        finite = rates[np.isfinite(rates)]
+        top = float(finite.max()) if finite.size else 0.0
+        self.plots["speed"].setYRange(0.0, max(top, 1.0) * 1.15, padding=0)
+
+    def _keep_span(self, plot: str, values: np.ndarray, *, low: float | None = None,
+                   high: float | None = None) -> None:
+        """Autoscale, but to at least MIN_SPAN[plot] around the data (within low..high)."""
+        finite = values[np.isfinite(values)]
+        view = self.plots[plot]
+        if not finite.size:
+            view.enableAutoRange(axis="y")
+            return
+        lo, hi = float(finite.min()), float(finite.max())
+        span = MIN_SPAN[plot]
+        if hi - lo >= span:
+            view.enableAutoRange(axis="y")
+            return
+        middle = (lo + hi) / 2
+        lo, hi = middle - span / 2, middle + span / 2
+        if low is not None and lo < low:
+            lo, hi = low, low + span
+        if high is not None and hi > high:
+            lo, hi = high - span, high
+        view.setYRange(lo, hi, padding=0.05)
 
     def add_overlay(self, name: str, history: RunHistory) -> None:
         """Draw another run's smoothed loss (and kNN accuracy) faintly behind this one's."""
@@ -132,8 +232,14 @@ class TrainingCurves(QWidget):
             item = self.plots["knn"].plot(np.asarray(steps, dtype=np.float64),
                                           100 * np.asarray(top1), name=name, pen=pen)
             self._overlays.append((self.plots["knn"], item))
+        self._overlay_names.append(name)
+        self._set_titles()
+        self.plots["loss"].setToolTip("Dashed grey: " + ", ".join(self._overlay_names))
 
     def clear_overlays(self) -> None:
         for plot, item in self._overlays:
             plot.removeItem(item)
         self._overlays.clear()
+        self._overlay_names.clear()
+        self._set_titles()
+        self.plots["loss"].setToolTip("")

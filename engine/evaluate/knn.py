@@ -143,13 +143,23 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float((top == np.asarray(labels)[:, None]).any(axis=1).mean())
 
 
+def majority_share(test_labels: np.ndarray) -> float:
+    """The accuracy of always answering the test split's largest class: the floor any
+    useful classifier must beat (0.0 for an empty split)."""
+    test_labels = np.asarray(test_labels)
+    if test_labels.size == 0:
+        return 0.0
+    return float(np.bincount(test_labels).max() / test_labels.size)
+
+
 def knn_accuracy(features: np.ndarray, labels: np.ndarray, *, k: int = 20,
                  temperature: float = 0.07, test_fraction: float = 0.2, seed: int = 0,
                  device: str = "cpu") -> dict[str, Any]:
     """Weighted kNN accuracy (InstDisc) on a stratified held-out split of the labelled images.
 
     Images labelled -1 are left out. Returns {"top1", "top5" (with 5 or more classes),
-    "k" (as used, after clipping to the training set), "temperature", "train", "test",
+    "majority" (the share of the test split's largest class), "k" (as used, after clipping
+    to the training set), "temperature", "train", "test",
     "seed", "classes", "test_fraction", "seconds"}; accuracies are fractions in [0, 1].
     Raises :class:`NoLabels` for a folder without labels.
     """
@@ -162,7 +172,8 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, *, k: int = 20,
     result: dict[str, Any] = {"top1": topk_accuracy(scores, labels[test], 1)}
     if num_classes >= 5:
         result["top5"] = topk_accuracy(scores, labels[test], 5)
-    result.update(k=min(k, len(train)), temperature=float(temperature), train=len(train),
+    result.update(majority=majority_share(labels[test]), k=min(k, len(train)),
+                  temperature=float(temperature), train=len(train),
                   test=len(test), seed=seed, classes=num_classes,
                   test_fraction=float(test_fraction),
                   seconds=round(time.perf_counter() - start, 3))

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.config.settings import setting, validate
-from engine.evaluate.knn import check_labels, stratified_split, topk_accuracy
+from engine.evaluate.knn import check_labels, majority_share, stratified_split, topk_accuracy
 
 SOLVERS = ("lbfgs", "sgd")
 
@@ -180,7 +180,8 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, class_names: list[str
 
     Returns {"top1", "top5" (5 or more classes), "per_class" {name: accuracy, or None for a
     class with no test image}, "confusion" (C x C counts, rows true, columns predicted),
-    "train_top1", "loss" (final training objective), "train" (labelled images used),
+    "majority" (the share of the test split's largest class: always answering it scores
+    that), "train_top1", "loss" (final training objective), "train" (labelled images used),
     "test", "label_fraction", "seed", "params", "classes" (names), "solver", "device",
     "seconds"}. Accuracies are fractions in [0, 1].
 
@@ -223,7 +224,7 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, class_names: list[str
         n = int(confusion[c].sum())
         per_class[str(name)] = float(confusion[c, c] / n) if n else None
     result.update(
-        per_class=per_class, confusion=confusion.tolist(),
+        per_class=per_class, confusion=confusion.tolist(), majority=majority_share(true),
         train_top1=topk_accuracy(train_scores, labels[used], 1), loss=loss,
         train=len(used), test=len(test), label_fraction=params.label_fraction,
         seed=params.seed, params={**params.to_dict(), "lr": params.resolved_lr()},

@@ -84,13 +84,14 @@ _TYPES = (
            "global batch)"),
         _f("nodes", "integer", "machines taking part"),
     )),
-    EventType("step", "every log_every steps and at the end of each epoch", (
+    EventType("step", "steps 1, 2 and 5 after the (re)start, every log_every steps and at "
+              "the end of each epoch", (
         _f("step", "integer", "optimiser steps done", True),
         _f("epoch", "integer", "the epoch the step is in (from 0)"),
         _f("loss", "number", "the contrastive loss of the step's batch", True),
         _f("lr", "number", "the learning rate"),
         _f("pairs_per_s", "number", "positive pairs trained per second since the last step "
-           "event"),
+           "event, not counting checkpoint and kNN-evaluation time"),
         _f("positive_pair_similarity", "number", "mean cosine of the two views' projections"),
         _f("embedding_std", "number", "per-dimension std of the normalised projections times "
            "sqrt(dim): about 1 when spread out, near 0 when collapsed"),

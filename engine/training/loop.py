@@ -31,7 +31,7 @@ from engine.training import distributed
 from engine.training.checkpointing import Checkpointer, Resumable
 from engine.training.distributed import DistContext, SilentEvents, local_device
 from engine.training.optim import build_optimizer, lr_at, scaled_lr
-from engine.training.report import StepMeter, announce
+from engine.training.report import StepMeter, announce, log_due
 from engine.training.setup import (  # noqa: F401 - RESUMABLE_OVERRIDES: part of the interface
     RESUMABLE_OVERRIDES,
     SetUp,
@@ -222,6 +222,7 @@ def train(
     # --- the loop: step, log, evaluate and checkpoint at the end of each epoch
     model.train()
     meter = StepMeter(device, run.batch_size)
+    start_step = step
     status, reason = "finished", ""
     try:
         while step < total_steps:
@@ -247,7 +248,7 @@ def train(
 
             # log: reading the figures is a device sync, so only at the interval on a GPU
             last_of_epoch = step % steps_per_epoch == 0 or step == total_steps
-            logged = step % run.log_every == 0 or last_of_epoch
+            logged = log_due(step, start_step, run.log_every) or last_of_epoch
             if logged or meter.read_every_step:
                 loss, similarity, spread = meter.read(out, ctx)
                 if not math.isfinite(loss):
@@ -277,14 +278,16 @@ def train(
                                                 "checkpoint is kept")
                     break
                 keep = (finished_epoch % run.keep_every == 0) or step == total_steps
-                checkpoints.save(step, finished_epoch, keep=keep and whole_epoch)
-                if knn_monitor is not None and (step == total_steps or (
-                        finished_epoch % run.knn_every == 0 and whole_epoch)):
-                    events.emit("eval", epoch=finished_epoch, step=step,
-                                **knn_monitor.measure(model.online_encoder))
+                with meter.paused():
+                    checkpoints.save(step, finished_epoch, keep=keep and whole_epoch)
+                    if knn_monitor is not None and (step == total_steps or (
+                            finished_epoch % run.knn_every == 0 and whole_epoch)):
+                        events.emit("eval", epoch=finished_epoch, step=step,
+                                    **knn_monitor.measure(model.online_encoder))
                 meter.start_epoch()
             elif checkpoints.due():
-                checkpoints.save(step, step // steps_per_epoch, keep=False)  # last.pt only
+                with meter.paused():
+                    checkpoints.save(step, step // steps_per_epoch, keep=False)  # last.pt only
     except torch.OutOfMemoryError:
         status, reason = "failed", out_of_memory(run, "GPU memory", folder)
     except (MemoryError, RuntimeError) as exc:

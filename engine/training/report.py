@@ -8,6 +8,8 @@ is checked for a non-finite loss.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -44,9 +46,23 @@ def announce(events: EventWriter, folder: RunDir, settings: RunSettings, *, resu
         f"{settings.batch_size}{processes} on {device_info.name}; {manifest.summary()}")
 
 
+#: Steps after the (re)start that are logged whatever log_every says, so the curves have
+#: points within seconds rather than after the first log_every steps.
+EARLY_STEPS = (1, 2, 5)
+
+
+def log_due(step: int, start_step: int, log_every: int) -> bool:
+    """Whether ``step`` gets a step event: the first few steps after the start (or resume),
+    then every ``log_every`` steps."""
+    return step % log_every == 0 or (step - start_step) in EARLY_STEPS
+
+
 class StepMeter:
     """Sums of the steps since the last step event (pairs, for the rate) and since the start
-    of the epoch (the loss, on the device)."""
+    of the epoch (the loss, on the device).
+
+    Time spent in :meth:`paused` (the kNN evaluation, checkpoints) is left out of the rate,
+    so pairs per second measures training alone and does not dip at each epoch's end."""
 
     def __init__(self, device: torch.device, batch_size: int) -> None:
         self.batch_size = batch_size
@@ -69,6 +85,15 @@ class StepMeter:
             out.loss.detach().float(), out.positive_pair_similarity.float(),
             out.embedding_std.float()])).tolist()
         return loss, similarity, spread
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Work inside this block (evaluation, checkpointing) does not count in the rate."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.window_start += time.perf_counter() - start
 
     def pairs_per_s(self) -> float:
         """Image pairs a second since the last call (or the start), for a step event."""

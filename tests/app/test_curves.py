@@ -104,3 +104,60 @@ def test_replayed_runs_know_their_best_knn(tmp_path):
     (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
     (summary,) = list_runs(tmp_path)
     assert summary.best_knn == 0.6 and summary.steps == 2
+
+
+def many_steps(history, n, rate=lambda s: 19.4 + 0.8 * (s % 2)):
+    for s in range(1, n + 1):
+        event = step(s, 5.0 - s / n)
+        event["pairs_per_s"] = rate(s)
+        history.add(event)
+
+
+@pytest.mark.parametrize("size", [(1110, 560), (690, 400)])  # 1440x900 and the smallest
+def test_titles_and_ticks_fit_inside_each_plot(qtbot, size):
+    widget = TrainingCurves()
+    qtbot.addWidget(widget)
+    widget.resize(*size)
+    widget.show()
+    qtbot.waitExposed(widget)
+    history = RunHistory()
+    many_steps(history, 820)
+    widget.show_history(history)
+    qtbot.wait(50)
+    for name, plot in widget.plots.items():
+        item = plot.getPlotItem()
+        title = item.titleLabel
+        assert title.item.boundingRect().width() <= title.boundingRect().width() + 1, name
+        assert item.geometry().width() <= plot.viewport().width() + 1, name  # not cut
+        bottom = item.getAxis("bottom")
+        right = bottom.mapRectToItem(item, bottom.boundingRect()).right()
+        assert item.geometry().width() - right >= 10, name  # room for the last tick label
+    for name, plot in widget.plots.items():  # the titles name the curves: no legend over data
+        assert plot.getPlotItem().legend is None, name
+
+
+def test_few_points_are_marked_and_the_axes_are_not_overzoomed(qtbot):
+    widget = TrainingCurves()
+    qtbot.addWidget(widget)
+    history = RunHistory()
+    history.add({"type": "run_start", "dataset": {"classes": ["a", "b"]}, "total_steps": 900})
+    many_steps(history, 2)
+    widget.show_history(history)
+    assert widget.curves["smoothed"].opts["symbol"] == "o"
+    assert widget.curves["pairs_per_s"].opts["symbol"] == "o"
+    assert widget.no_labels.isVisible() and "end of each epoch" in widget.no_labels.toPlainText()
+    many_steps(history, 60)
+    history.add({"type": "eval", "epoch": 1, "step": 41, "knn_top1": 0.86, "knn_k": 20})
+    history.add({"type": "eval", "epoch": 2, "step": 60, "knn_top1": 0.865, "knn_k": 20})
+    widget.mark_dirty()
+    widget.redraw_all()
+    assert widget.curves["smoothed"].opts["symbol"] is None
+    # 19.4-20.2 pairs/s is noise: the axis starts at zero
+    low, high = widget.plots["speed"].getPlotItem().viewRange()[1]
+    assert low == 0 and 20.2 <= high <= 25
+    low, high = widget.plots["knn"].getPlotItem().viewRange()[1]
+    assert high - low >= 10 and low <= 86 and high >= 86.5 and high <= 101
+    low, high = widget.plots["health"].getPlotItem().viewRange()[1]
+    assert low <= 0 < 0.2 < 1 <= high  # the collapse line is in view
+    assert widget.collapse_line.label.toPlainText() == "collapse below 0.2"
+    assert not widget.no_labels.isVisible()

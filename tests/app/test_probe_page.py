@@ -16,6 +16,18 @@ from engine.evaluate.probe import ProbeParams
 from tests.helpers.folders import make_folder
 
 
+def saved_rows(page):
+    """The table rows of saved evaluations (not the kNN measured during training)."""
+    return [r for r in range(page.table.rowCount())
+            if page.table.item(r, 0).text() != "kNN (training)"]
+
+
+def assert_empty_plots(page):
+    for plot in (page.details.per_class_plot, page.details.confusion_plot):
+        assert not plot.getPlotItem().getAxis("left").isVisible()
+        assert page.details.empty_texts[plot].toPlainText().startswith("No result yet")
+
+
 @pytest.fixture
 def page(qtbot):
     widget = ProbePage()
@@ -28,17 +40,25 @@ def test_knn_and_probe_with_the_baseline_match_the_engine(qtbot, page, trained_r
     run_dir, cache = trained_run
     page.jobs.cache_dir = cache
     page.set_run(run_dir)
-    assert page.run_button.isEnabled() and page.table.rowCount() == 0
+    # Before any probe: only the kNN evaluations measured during training are listed, and
+    # the empty plots say so instead of showing bare axes.
+    assert page.run_button.isEnabled() and saved_rows(page) == []
+    assert {page.table.item(r, 0).text() for r in range(page.table.rowCount())} == {
+        "kNN (training)"}
+    page.details.show_record(None)
+    assert_empty_plots(page)
     with qtbot.waitSignal(page.evaluated, timeout=180_000):
         page.run_probes()
     rows = {(page.table.item(r, 0).text(), page.table.item(r, 1).text()): r
-            for r in range(page.table.rowCount())}
+            for r in saved_rows(page)}
     assert set(rows) == {("kNN", "last"), ("kNN", "random"), ("linear probe", "last"),
                          ("linear probe", "random")}
     saved = {p.stem: json.loads(p.read_text()) for p in (run_dir / "probes").glob("*.json")}
     for (kind, ckpt), row in rows.items():
         name = (f"knn-{ckpt}-h" if kind == "kNN" else f"probe-{ckpt}-h-labels1")
         assert page.table.item(row, 4).text() == f"{100 * saved[name]['top1']:.1f}%"
+        assert page.table.item(row, 6).text() == f"{100 * saved[name]['majority']:.1f}%"
+        assert saved[name]["majority"] == 0.5  # 2 classes x 12 images, stratified
     # The same evaluation computed here, directly, gives the same numbers.
     direct = explore.probe(run_dir, "last", params=ProbeParams(label_fraction=1.0, seed=0,
                                                                test_fraction=0.2),
@@ -48,6 +68,7 @@ def test_knn_and_probe_with_the_baseline_match_the_engine(qtbot, page, trained_r
     assert knn["top1"] == saved["knn-random-h"]["top1"]
     assert f"{100 * direct['top1']:.1f}%" in page.summary.text()
     assert "random init" in page.summary.text()
+    assert page.verdict.text() and "kNN" in page.verdict.text()  # plain words, from numbers
     # The selected probe row shows its confusion matrix: every held-out image once.
     page.table.selectRow(rows[("linear probe", "last")])
     shown = page.details.confusion_shown()
@@ -57,6 +78,9 @@ def test_knn_and_probe_with_the_baseline_match_the_engine(qtbot, page, trained_r
                if isinstance(i, pg.BarGraphItem)]
     np.testing.assert_allclose(bars.opts["height"],
                                [100 * v for v in direct["per_class"].values()])
+    assert [t.toPlainText() for t in page.details.bar_texts] == [
+        f"{100 * v:.1f}%" for v in direct["per_class"].values()]
+    assert page.details.per_class_plot.getPlotItem().getAxis("left").isVisible()
 
 
 def test_a_folder_without_classes_says_so(qtbot, page, trained_run, tmp_path):
@@ -76,7 +100,7 @@ def test_a_folder_without_classes_says_so(qtbot, page, trained_run, tmp_path):
     assert ("class sub-folders" in page.status.text()
             and page.status.label.property("role") == "error")
     qtbot.waitUntil(lambda: not page.is_busy(), timeout=30_000)
-    assert page.table.rowCount() == 0 and page.run_button.isEnabled()
+    assert saved_rows(page) == [] and page.run_button.isEnabled()
 
 
 def test_saved_results_are_listed_and_damaged_ones_skipped(qtbot, page, trained_run):
@@ -90,7 +114,7 @@ def test_saved_results_are_listed_and_damaged_ones_skipped(qtbot, page, trained_
     (probes / "probe-epoch-0002-z-labels0p1.json").write_text(json.dumps(good))
     (probes / "knn-last-h.json").write_text('{"kind": "knn", "top1": 0.')  # cut short
     page.set_run(run_dir)
-    assert page.table.rowCount() == 1
+    assert len(saved_rows(page)) == 1
     assert [page.table.item(0, c).text() for c in range(6)] == [
         "linear probe", "epoch-0002", "z", "10.0%", "75.0%", ""]
     assert "knn-last-h.json" in page.damaged_label.text() and page.damaged_label.isVisibleTo(page)
@@ -98,3 +122,4 @@ def test_saved_results_are_listed_and_damaged_ones_skipped(qtbot, page, trained_
     page.set_run(None)
     assert page.table.rowCount() == 0 and not page.run_button.isEnabled()
     assert page.details.confusion_shown() is None
+    assert_empty_plots(page)

@@ -21,6 +21,7 @@ from engine.evaluate.knn import (
     NoLabels,
     knn_accuracy,
     knn_predict,
+    majority_share,
     save_result,
     stratified_split,
 )
@@ -244,6 +245,19 @@ def test_probe_on_random_labels_is_chance():
     y = rng.integers(0, 4, 2000)
     result = linear_probe(x, y, list("abcd"), ProbeParams())
     assert abs(result["top1"] - 0.25) < 0.075  # 400 test images: 3.5 standard deviations
+
+
+def test_results_carry_the_majority_class_baseline():
+    # 60 / 30 / 10 images: the held-out 20% keeps those shares (stratified), so always
+    # answering the largest class scores 60%.
+    x, _ = clusters(100, 1, dim=8)
+    y = np.repeat([0, 1, 2], [60, 30, 10])
+    probe = linear_probe(x, y, list("abc"), ProbeParams())
+    knn = knn_accuracy(x, y)
+    assert probe["majority"] == pytest.approx(0.6) and knn["majority"] == pytest.approx(0.6)
+    assert probe["test"] == knn["test"] == 20
+    assert majority_share(np.array([1, 1, 0])) == pytest.approx(2 / 3)
+    assert majority_share(np.array([], dtype=np.int64)) == 0.0
 
 
 def test_probe_label_fraction_keeps_at_least_one_per_class():
