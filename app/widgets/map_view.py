@@ -152,7 +152,8 @@ class MapView(QWidget):
         self.neighbours: list[int] = []
 
         self.caption = QLabel("No map yet.")
-        # long captions are cut at the panel's edge instead of widening the map's column
+        # a long caption wraps beside the buttons instead of widening the map's column
+        self.caption.setWordWrap(True)
         self.caption.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.select_button = QPushButton("Box select")
         self.select_button.setCheckable(True)

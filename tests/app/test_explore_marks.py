@@ -196,3 +196,13 @@ def test_grid_columns_follow_the_width(qtbot, width):
     grid.resize(width + grid.tile_width() * 2, 400)
     qtbot.waitUntil(lambda: grid.columns >= min(10, expected + 1), timeout=2000)
     assert_tiles_fit(grid)
+
+
+def test_map_caption_wraps_beside_its_buttons(qtbot, page):
+    caption = page.map_view.caption
+    qtbot.wait(20)
+    assert caption.text() == page.map_view.data.describe()
+    if caption.wordWrap():
+        assert caption.heightForWidth(caption.width()) <= caption.height()
+    else:
+        assert caption.fontMetrics().horizontalAdvance(caption.text()) <= caption.width()
