@@ -236,9 +236,8 @@ class ExplorePage(QWidget):
     def show_neighbours_of_image(self, path: str | Path) -> None:
         """Show the nearest neighbours of an image file: looked up on the map when it is one
         of the run's images there, otherwise embedded as a file."""
-        data, path = self.map_view.data, str(path)
-        index = None if data is None else next(
-            (i for i in range(len(data)) if data.absolute_path(i) == path), None)
+        data = self.map_view.data
+        index = data.index_of(str(path)) if data is not None else None
         if index is not None:
             self.show_neighbours(index)
         else:
@@ -358,27 +357,18 @@ class ExplorePage(QWidget):
         self.map_view.set_map(data)
         if self.query is not None and self.query[0] == "index":
             self.map_view.set_selected(self.query[1])
-        self._mark_neighbours()
+        self.map_view.mark_neighbours_of(self.neighbours_result)
         self._update_controls()
         self.map_shown.emit(data.method)
 
     def _show_neighbours_result(self, result: dict) -> None:
         self.neighbours_result = result
         title = self.panel.show_neighbours(result)
-        self._mark_neighbours()
+        self.map_view.mark_neighbours_of(self.neighbours_result)
         if not self.jobs.is_busy():
             self._say(f"Showing the {title}.")
         self.tabs.setCurrentWidget(self.panel)
         self.neighbours_shown.emit()
-
-    def _mark_neighbours(self) -> None:
-        """Ring and number the shown neighbours on the map, when they are of its embeddings."""
-        data, result = self.map_view.data, self.neighbours_result
-        if data is None or result is None or (result["checkpoint"], result["space"]) != (
-                data.checkpoint, data.space):
-            self.map_view.set_neighbours([])
-        else:
-            self.map_view.set_neighbours([n["index"] for n in result["neighbours"]])
 
     def _on_image_picked(self, index: int) -> None:
         self.show_neighbours(index)

@@ -264,6 +264,14 @@ class MapView(QWidget):
         else:
             self.box_marks.setData(pos=self.data.coords[indices])
 
+    def mark_neighbours_of(self, result: dict | None) -> None:
+        """Mark the neighbours of a neighbours result (as engine.evaluate.explore.neighbours
+        gives it) when they are of this map's embeddings; otherwise none."""
+        data = self.data
+        same = (result is not None and data is not None
+                and (result["checkpoint"], result["space"]) == (data.checkpoint, data.space))
+        self.set_neighbours([n["index"] for n in result["neighbours"]] if same else [])
+
     def points_in(self, rect: QRectF) -> np.ndarray:
         """Image indices of the points inside ``rect`` (data coordinates)."""
         if self.data is None:
