@@ -25,19 +25,19 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
+from app.child.engine_jobs import EngineJob
 from app.child.engine_process import EngineProcess
 from app.dialogs.export_formats import ALL_SUFFIXES, FORMATS, suffix_of
 from app.dialogs.export_result import ExportResultPanel, bold_width
-from app.style import set_role
 from app.widgets.checkpoint_box import CheckpointBox
+from app.widgets.job_status import JobStatus
+from app.widgets.space_chooser import SPACE_TIP, SpaceChooser
 from engine.evaluate.explore import EMBEDDING_FORMATS, default_export_path
 from engine.export.metadata import metadata_path_of
 from engine.run.layout import RunDir
@@ -77,12 +77,9 @@ class ExportDialog(QDialog):
         for i, (fmt, label, tip) in enumerate(FORMATS):
             self.format_box.addItem(label, fmt)
             self.format_box.setItemData(i, tip, Qt.ToolTipRole)
-        self.space_box = QComboBox()
-        self.space_box.addItem("h: encoder features (what transfers)", "h")
-        self.space_box.addItem("z: projection head output (what the loss saw)", "z")
-        self.space_box.setToolTip("Which embeddings to write (embeddings formats only): h, the "
-                                  "encoder's pooled features used for transfer, or z, the "
-                                  "projection head's output that the contrastive loss saw.")
+        self.space_box = SpaceChooser()
+        self.space_box.setToolTip("Which embeddings to write (embeddings formats only). "
+                                  + SPACE_TIP)
         self.head_check = QCheckBox("Include projection head")
         self.head_check.setToolTip(
             "Also export the projection head g (encoder formats). TorchScript and ONNX then "
@@ -108,12 +105,8 @@ class ExportDialog(QDialog):
         self.cancel_button.clicked.connect(self.cancel)
         self.close_button.clicked.connect(self.reject)
 
-        self.progress = QProgressBar()
-        self.progress.setTextVisible(False)
-        self.progress.hide()
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status = JobStatus()
+        self._job: EngineJob | None = None
 
         self.result_panel = ExportResultPanel()
         self.result_panel.show_folder_button.clicked.connect(self._on_show_folder)
@@ -143,7 +136,6 @@ class ExportDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
-        layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.result_panel, 1)
         self.resize(680, 720)
@@ -180,7 +172,7 @@ class ExportDialog(QDialog):
         self.format_box.setCurrentIndex(index)
 
     def space(self) -> str:
-        return str(self.space_box.currentData())
+        return self.space_box.space()
 
     def output_path(self) -> Path:
         """The file the export will write (relative names go into the run's exports/)."""
@@ -266,8 +258,10 @@ class ExportDialog(QDialog):
         self._running_out = self.output_path()
         self._running_format = self.format()
         self._set_running(True)
-        self._say(f"Exporting to {self._running_out}…", "")
-        self.engine.start(self.arguments())
+        args = self.arguments()
+        self._job = EngineJob("export", args, f"Exporting to {self._running_out}")
+        self.status.job_started(self._job)
+        self.engine.start(args)
 
     def cancel(self) -> None:
         """Stop a running export (the engine writes atomically: no partial file remains)."""
@@ -291,19 +285,12 @@ class ExportDialog(QDialog):
         self.space_box.setEnabled(not running and embeddings)
         self.head_check.setEnabled(not running and not embeddings)
         self.cancel_button.setVisible(running)
-        self.progress.setVisible(running)
-        self.progress.setRange(0, 0)  # busy until the engine reports counts
+        if not running:
+            self.status.jobs_idle()
 
     def _on_event(self, event: dict) -> None:
-        if event.get("type") != "progress":
-            return
-        done, total = event.get("done"), event.get("total")
-        if isinstance(done, int) and isinstance(total, int) and total > 0:
-            self.progress.setRange(0, total)
-            self.progress.setValue(done)
-            self._say(f"{event.get('phase', 'working')}: {done}/{total}", "")
-        elif event.get("message"):
-            self._say(str(event["message"]), "")
+        if event.get("type") == "progress" and self._job is not None:
+            self.status.job_progress(self._job, event)
 
     def _on_result(self, result: dict) -> None:
         self._pending = {k: v for k, v in result.items() if k not in ("v", "type")}
@@ -400,5 +387,4 @@ class ExportDialog(QDialog):
             self._say(f"Could not open a file manager; the export is in {folder}.", "error")
 
     def _say(self, text: str, role: str) -> None:
-        self.status.setText(text)
-        set_role(self.status, role)
+        self.status.say(text, role)

@@ -62,6 +62,10 @@ class MapData:
     def absolute_path(self, i: int) -> str:
         return str(Path(self.root) / self.paths[i])
 
+    def index_of(self, path: str) -> int | None:
+        """The index of the image at absolute ``path``, or None when it is not on the map."""
+        return next((i for i in range(len(self)) if self.absolute_path(i) == path), None)
+
     def class_name(self, i: int) -> str | None:
         label = int(self.labels[i])
         return self.classes[label] if label >= 0 and self.classes else None

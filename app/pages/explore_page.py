@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QThreadPool, QTimer, Signal
+from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -31,15 +32,11 @@ from app.child.engine_jobs import EngineJob, EngineQueue
 from app.child.workers import Relay, Task
 from app.model.explore_data import MapData, saved_map, saved_neighbours
 from app.widgets.checkpoint_box import CheckpointBox
+from app.widgets.hover_preview import HoverPreview, HoverTip
 from app.widgets.job_status import JobStatus
 from app.widgets.map_settings import MapSettings
 from app.widgets.map_view import MapView
-from app.widgets.neighbours_panel import (
-    HoverPreview,
-    NeighboursPanel,
-    ThumbnailCache,
-    ThumbnailGrid,
-)
+from app.widgets.neighbours_panel import NeighboursPanel, ThumbnailCache, ThumbnailGrid
 from app.widgets.space_chooser import SpaceChooser
 from engine.evaluate.embed import checkpoint_name
 from engine.evaluate.maps import MapParams
@@ -47,6 +44,9 @@ from engine.run.layout import LAST, RunDir
 
 #: Thumbnails shown for a box selection (the rest are counted, not drawn).
 MAX_SELECTION_TILES = 200
+#: The map's and the side panel's widths at first (the panel's fits four columns of
+#: neighbours); the panel's is kept when the window is resized (the map takes the rest).
+SPLIT = (600, 520)
 
 
 class ExplorePage(QWidget):
@@ -123,10 +123,11 @@ class ExplorePage(QWidget):
         self.map_view.exported.connect(lambda path: self._say(f"Saved {path}."))
         self.map_view.export_failed.connect(self._fail)
         self.hover = HoverPreview(self.thumbnails)
+        self.hover_tip = HoverTip(self.thumbnails, self)
         self.panel = NeighboursPanel(self.thumbnails)
         self.panel.file_dropped.connect(self.show_neighbours_of_file)
         self.panel.neighbour_activated.connect(self._on_image_picked)
-        self.selection = ThumbnailGrid(self.thumbnails, columns=4, px=64)
+        self.selection = ThumbnailGrid(self.thumbnails, px=64)
         self.selection.setToolTip("The images inside the last selected rectangle of the map. "
                                   "Click one to see its neighbours.")
         self.selection.activated.connect(self._on_image_picked)
@@ -152,10 +153,13 @@ class ExplorePage(QWidget):
         right_layout.setContentsMargins(0, 0, 0, 0)
         right_layout.addLayout(hover)
         right_layout.addWidget(self.tabs, 1)
-        body = QSplitter()
+        body = self.splitter = QSplitter()
         body.addWidget(self.map_view)
         body.addWidget(right)
-        body.setSizes([600, 460])
+        body.setStretchFactor(0, 1)
+        body.setStretchFactor(1, 0)
+        body.setChildrenCollapsible(False)
+        body.setSizes(list(SPLIT))
         layout = QVBoxLayout(self)
         layout.addLayout(row1)
         layout.addWidget(body, 1)
@@ -168,6 +172,7 @@ class ExplorePage(QWidget):
         """Explore ``run_dir`` (None: nothing); a saved map of the current settings is shown
         at once."""
         self.cancel(quiet=True)
+        self.hover_tip.hide()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.map_view.export_folder = RunDir(self.run_dir).maps if self.run_dir else None
         self.query, self.neighbours_result = None, None
@@ -184,13 +189,18 @@ class ExplorePage(QWidget):
     def has_checkpoints(self) -> bool:
         return self.run_dir is not None and bool(RunDir(self.run_dir).checkpoint_names())
 
+    def can_explore(self) -> bool:
+        """Whether the run can be explored: a run folder, with or without checkpoints (the
+        untrained encoder, random init, needs none)."""
+        return self.run_dir is not None and RunDir(self.run_dir).is_run()
+
     def map_params(self) -> MapParams:
         """The map settings shown (ConfigError, a ValueError, if out of range)."""
         return self.map_settings.params()
 
     def compute_map(self) -> None:
         """Make the map in engine children: PCA first (shown at once), then UMAP if chosen."""
-        if self._run_is_gone() or not self.has_checkpoints():
+        if self._run_is_gone() or not self.can_explore():
             return
         try:
             params = self.map_params()
@@ -212,6 +222,7 @@ class ExplorePage(QWidget):
         """Show the nearest neighbours of image ``index`` of the run (and ring it on the map)."""
         self.query = ("index", int(index))
         self.map_view.set_selected(int(index))
+        self.map_view.set_neighbours([])  # until this query's neighbours come
         self._query_neighbours()
 
     def show_neighbours_of_file(self, path: str | Path) -> None:
@@ -219,14 +230,14 @@ class ExplorePage(QWidget):
         embeds it with the checkpoint's encoder)."""
         self.query = ("file", str(path))
         self.map_view.set_selected(None)
+        self.map_view.set_neighbours([])
         self._query_neighbours()
 
     def show_neighbours_of_image(self, path: str | Path) -> None:
         """Show the nearest neighbours of an image file: looked up on the map when it is one
         of the run's images there, otherwise embedded as a file."""
-        data, path = self.map_view.data, str(path)
-        index = None if data is None else next(
-            (i for i in range(len(data)) if data.absolute_path(i) == path), None)
+        data = self.map_view.data
+        index = data.index_of(str(path)) if data is not None else None
         if index is not None:
             self.show_neighbours(index)
         else:
@@ -269,13 +280,16 @@ class ExplorePage(QWidget):
             self._say("Choose a run in the sidebar to explore it.")
         elif self._run_is_gone():
             self.map_view.clear("This run's folder is gone.")
-        elif not self.has_checkpoints():
-            self.map_view.clear("This run has no checkpoint yet.")
-            self._say(f"{self.run_dir.name} has no checkpoint yet: train it for at least one "
-                      "epoch (or wait for its first epoch to end), then come back.")
+        elif not self.can_explore():
+            self.map_view.clear("This folder is not a run (no config.json).")
         else:
             self.map_view.clear("No map for this checkpoint yet: press Compute map.")
-            self._say("Press Compute map to embed the images and map them.")
+            if self.has_checkpoints():
+                self._say("Press Compute map to embed the images and map them.")
+            else:
+                self._say(f"{self.run_dir.name} has no checkpoint yet (its first epoch has "
+                          "not ended): you can map random init, the untrained encoder, now; "
+                          "the trained checkpoints appear here after the first epoch.")
             run, ckpt, space = self.run_dir, self._checkpoint(), self._space()
             try:
                 params = self.map_params()
@@ -296,7 +310,7 @@ class ExplorePage(QWidget):
             self._say(f"Loaded the saved {data.describe()}.")
 
     def _query_neighbours(self) -> None:
-        if self.query is None or self._run_is_gone() or not self.has_checkpoints():
+        if self.query is None or self._run_is_gone() or not self.can_explore():
             return
         kind, value = self.query
         self._query_generation += 1
@@ -343,12 +357,14 @@ class ExplorePage(QWidget):
         self.map_view.set_map(data)
         if self.query is not None and self.query[0] == "index":
             self.map_view.set_selected(self.query[1])
+        self.map_view.mark_neighbours_of(self.neighbours_result)
         self._update_controls()
         self.map_shown.emit(data.method)
 
     def _show_neighbours_result(self, result: dict) -> None:
         self.neighbours_result = result
         title = self.panel.show_neighbours(result)
+        self.map_view.mark_neighbours_of(self.neighbours_result)
         if not self.jobs.is_busy():
             self._say(f"Showing the {title}.")
         self.tabs.setCurrentWidget(self.panel)
@@ -361,6 +377,9 @@ class ExplorePage(QWidget):
     def _on_point_hovered(self, index: int) -> None:
         if index >= 0 and self.map_view.data is not None:
             self.hover.show_point(self.map_view.data, index)
+            self.hover_tip.show_point(self.map_view.data, index, QCursor.pos())
+        else:
+            self.hover_tip.hide()
 
     def _on_box_selected(self, indices: np.ndarray) -> None:
         data = self.map_view.data
@@ -370,6 +389,10 @@ class ExplorePage(QWidget):
         more = f", first {shown} shown" if len(indices) > shown else ""
         self.tabs.setTabText(1, f"Selection ({len(indices)}{more})")
         self.tabs.setCurrentWidget(self.selection)
+
+    def hideEvent(self, event) -> None:
+        self.hover_tip.hide()
+        super().hideEvent(event)
 
     # --- small helpers ---------------------------------------------------------------------
 
@@ -391,7 +414,7 @@ class ExplorePage(QWidget):
         return self.space_box.space()
 
     def _update_controls(self) -> None:
-        ready = self.has_checkpoints()
+        ready = self.can_explore()
         for widget in (self.checkpoint_box, self.space_box, self.compute_button, self.k_box):
             widget.setEnabled(ready)
         self.cancel_button.setEnabled(self.jobs.is_busy())

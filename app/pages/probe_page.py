@@ -175,7 +175,8 @@ class ProbePage(QWidget):
         elif not self.run_dir.is_dir():
             self._say(self._gone(), error=True)
         elif not self.has_checkpoints():
-            self._say("This run has no checkpoint yet: train it (or wait for its first epoch).")
+            self._say("This run has no checkpoint yet (its first epoch has not ended): you "
+                      "can evaluate random init, the untrained encoder, now.")
         else:
             self._say("")
         self._update_controls()
@@ -201,6 +202,11 @@ class ProbePage(QWidget):
     def has_checkpoints(self) -> bool:
         return self.run_dir is not None and bool(RunDir(self.run_dir).checkpoint_names())
 
+    def can_evaluate(self) -> bool:
+        """Whether the run can be evaluated: a run folder, with or without checkpoints
+        (random init needs none)."""
+        return self.run_dir is not None and RunDir(self.run_dir).is_run()
+
     def has_results(self) -> bool:
         return bool(self.records)
 
@@ -225,7 +231,7 @@ class ProbePage(QWidget):
         if self.run_dir is not None and not self.run_dir.is_dir():
             self._on_failed(self._gone())
             return
-        if not self.has_checkpoints():
+        if not self.can_evaluate():
             return
         self.latest = {}
         knn, probe = self.arguments()
@@ -284,7 +290,7 @@ class ProbePage(QWidget):
 
     def _update_controls(self) -> None:
         busy = self.jobs.is_busy()
-        ready = self.has_checkpoints()
+        ready = self.can_evaluate()
         self.run_button.setEnabled(ready and not busy)
         self.cancel_button.setEnabled(busy)
 

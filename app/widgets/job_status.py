@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QBoxLayout, QLabel, QProgressBar, QWidget
+from PySide6.QtWidgets import QBoxLayout, QLabel, QProgressBar, QSizePolicy, QWidget
 
 from app.child.engine_jobs import EngineJob, EngineQueue
 from app.style import set_role
@@ -18,7 +18,9 @@ class JobStatus(QWidget):
     counts), counted progress (:meth:`job_progress`) and idle (:meth:`jobs_idle`: the bar
     hides). :meth:`follow` wires an :class:`EngineQueue` to these.
 
-    ``vertical`` puts the bar under the line (a narrow column) instead of beside it.
+    ``vertical`` puts the bar under the line (a narrow column) instead of beside it. The
+    bar widens to show its whole text ("embed 1280/2624") up to ``bar_width``; the line
+    wraps (a long path without spaces is cut at the edge rather than widening the page).
     """
 
     def __init__(self, text: str = "", *, vertical: bool = False,
@@ -26,7 +28,10 @@ class JobStatus(QWidget):
         super().__init__(parent)
         self.label = QLabel(text)
         self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.progress = QProgressBar()
+        self.bar_width = bar_width
         if bar_width is not None:
             self.progress.setMaximumWidth(bar_width)
         self.progress.hide()
@@ -53,8 +58,9 @@ class JobStatus(QWidget):
     def is_error(self) -> bool:
         return self.label.property("role") == "error"
 
-    def say(self, text: str) -> None:
-        set_role(self.label, "")
+    def say(self, text: str, role: str = "") -> None:
+        """Show ``text``; ``role`` is a style role of app.style ("ok", "error" or "")."""
+        set_role(self.label, role)
         self.label.setText(text)
 
     def fail(self, text: str) -> None:
@@ -78,7 +84,16 @@ class JobStatus(QWidget):
             self.progress.setRange(0, int(event["total"]))
             self.progress.setValue(int(event.get("done", 0)))
             self.progress.setFormat(f"{phase} %v/%m")
+            self._fit_bar(f"{phase} {int(event['total'])}/{int(event['total'])}")
             self.say(f"{job.describe}: {phase} {event.get('done')}/{event['total']}")
 
     def jobs_idle(self) -> None:
         self.progress.hide()
+
+    def _fit_bar(self, widest: str) -> None:
+        """Make the bar wide enough for ``widest``, its longest text (chunk and frame
+        margins included), within ``bar_width``."""
+        need = self.progress.fontMetrics().horizontalAdvance(widest) + 48
+        if self.bar_width is not None:
+            need = min(need, self.bar_width)
+        self.progress.setMinimumWidth(max(need, self.progress.minimumWidth()))

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -31,6 +32,17 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#17becf", "#bcbd22", "#7f7f7f")
 UNLABELLED = "#9a9a9a"
 POINT_SIZE = 8
+#: How many of a query's neighbours carry their rank as a number on the map.
+NUMBERED_NEIGHBOURS = 20
+
+
+def mark_colours() -> tuple[QColor, QColor]:
+    """(outline, halo) of the selection marks: the full contrast to the plot's background
+    (black on a light theme, white on a dark one), unlike every class colour, and a ring of
+    the background around it so the outline stays visible over points of any colour."""
+    background = pg.mkColor(pg.getConfigOption("background"))
+    outline = QColor("#000000" if background.lightnessF() >= 0.5 else "#ffffff")
+    return outline, background
 
 
 def class_colour(label: int, n_classes: int) -> QColor:
@@ -56,11 +68,14 @@ class MapViewBox(pg.ViewBox):
         super().__init__()
         self.select_mode = False
         self._band = QGraphicsRectItem()
-        pen = QPen(QColor("#e0a000"))
+        outline, _halo = mark_colours()
+        pen = QPen(outline)
         pen.setCosmetic(True)
         pen.setStyle(Qt.DashLine)
         self._band.setPen(pen)
-        self._band.setBrush(QColor(224, 160, 0, 40))
+        fill = QColor(outline)
+        fill.setAlpha(30)
+        self._band.setBrush(fill)
         self._band.hide()
         self.addItem(self._band, ignoreBounds=True)
 
@@ -117,14 +132,29 @@ class MapView(QWidget):
         self.scatter.sigClicked.connect(self._on_clicked)
         self.scatter.sigHovered.connect(self._on_hovered)
         self.plot.addItem(self.scatter)
-        ring = pg.mkPen("#e0a000", width=2)
-        self.box_marks = pg.ScatterPlotItem(size=POINT_SIZE + 4, pen=ring, brush=None)
+        outline, halo = mark_colours()
+        #: the selection's marks, drawn in this order (later on top): box-selected points
+        #: (squares), the query's neighbours (rings, numbered by rank), the query (enlarged,
+        #: in its class colour, inside a thick outline with a halo)
+        self.box_marks = pg.ScatterPlotItem(size=POINT_SIZE + 4, symbol="s",
+                                            pen=pg.mkPen(outline, width=1.5), brush=None)
+        self.neighbour_marks = pg.ScatterPlotItem(size=POINT_SIZE + 6,
+                                                  pen=pg.mkPen(outline, width=2), brush=None)
+        self.selected_halo = pg.ScatterPlotItem(size=POINT_SIZE + 16,
+                                                pen=pg.mkPen(halo, width=6), brush=None)
         self.selected_mark = pg.ScatterPlotItem(size=POINT_SIZE + 10,
-                                                pen=pg.mkPen("#d62728", width=3), brush=None)
-        for item in (self.box_marks, self.selected_mark):
+                                                pen=pg.mkPen(outline, width=3))
+        for item in (self.box_marks, self.neighbour_marks, self.selected_halo,
+                     self.selected_mark):
             self.plot.addItem(item, ignoreBounds=True)
+        self.neighbour_numbers: list[pg.TextItem] = []
+        #: image indices of the marked neighbours, nearest first
+        self.neighbours: list[int] = []
 
         self.caption = QLabel("No map yet.")
+        # a long caption wraps beside the buttons instead of widening the map's column
+        self.caption.setWordWrap(True)
+        self.caption.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.select_button = QPushButton("Box select")
         self.select_button.setCheckable(True)
         self.select_button.setToolTip("When on, dragging selects the images inside a "
@@ -172,9 +202,11 @@ class MapView(QWidget):
                 self.legend.addItem(pg.ScatterPlotItem(size=10, pen=None,
                                                        brush=pg.mkBrush(UNLABELLED)), "no label")
         self.set_selected(None)
+        self.set_neighbours([])
         self.set_box_selection(np.zeros(0, np.int64))
         self.caption.setText(data.describe() + ("" if data.has_labels else
                                                 "; no labels, so no colours"))
+        self.caption.setToolTip(self.caption.text())
         self.plot.autoRange()
         self._update_export_buttons()
 
@@ -183,8 +215,10 @@ class MapView(QWidget):
         self.scatter.clear()
         self.legend.clear()
         self.set_selected(None)
+        self.set_neighbours([])
         self.set_box_selection(np.zeros(0, np.int64))
         self.caption.setText(message)
+        self.caption.setToolTip(message)
         self._update_export_buttons()
 
     def point_brush(self, i: int) -> QColor:
@@ -192,17 +226,51 @@ class MapView(QWidget):
         return self.scatter.data["brush"][i].color()
 
     def set_selected(self, index: int | None) -> None:
-        """Ring the point of image ``index`` (None: no ring)."""
+        """Mark the point of image ``index``, the query (None: no mark): drawn larger, in
+        its class colour, inside a thick outline."""
         if index is None or self.data is None or not 0 <= index < len(self.data):
             self.selected_mark.clear()
+            self.selected_halo.clear()
         else:
-            self.selected_mark.setData(pos=self.data.coords[index:index + 1])
+            pos = self.data.coords[index:index + 1]
+            self.selected_halo.setData(pos=pos)
+            self.selected_mark.setData(pos=pos, brush=[self.scatter.data["brush"][index]])
+
+    def set_neighbours(self, indices: list[int]) -> None:
+        """Ring the points of images ``indices`` (a query's neighbours, nearest first) and
+        number the first :data:`NUMBERED_NEIGHBOURS` by rank; replaces the last ones."""
+        for text in self.neighbour_numbers:
+            self.plot.removeItem(text)
+        self.neighbour_numbers = []
+        data = self.data
+        self.neighbours = [int(i) for i in indices
+                           if data is not None and 0 <= int(i) < len(data)]
+        if not self.neighbours:
+            self.neighbour_marks.clear()
+            return
+        assert data is not None
+        coords = data.coords[self.neighbours]
+        self.neighbour_marks.setData(pos=coords)
+        outline, _halo = mark_colours()
+        for rank, (x, y) in enumerate(coords[:NUMBERED_NEIGHBOURS].tolist(), 1):
+            text = pg.TextItem(str(rank), color=outline, anchor=(-0.15, 1.0))
+            text.setPos(x, y)
+            self.plot.addItem(text, ignoreBounds=True)
+            self.neighbour_numbers.append(text)
 
     def set_box_selection(self, indices: np.ndarray) -> None:
         if self.data is None or len(indices) == 0:
             self.box_marks.clear()
         else:
             self.box_marks.setData(pos=self.data.coords[indices])
+
+    def mark_neighbours_of(self, result: dict | None) -> None:
+        """Mark the neighbours of a neighbours result (as engine.evaluate.explore.neighbours
+        gives it) when they are of this map's embeddings; otherwise none."""
+        data = self.data
+        same = (result is not None and data is not None
+                and (result["checkpoint"], result["space"]) == (data.checkpoint, data.space))
+        self.set_neighbours([n["index"] for n in result["neighbours"]] if same else [])
 
     def points_in(self, rect: QRectF) -> np.ndarray:
         """Image indices of the points inside ``rect`` (data coordinates)."""
@@ -263,6 +331,12 @@ class MapView(QWidget):
         if index != self._hovered:
             self._hovered = index
             self.point_hovered.emit(index)
+
+    def leaveEvent(self, event) -> None:
+        if self._hovered != -1:
+            self._hovered = -1
+            self.point_hovered.emit(-1)
+        super().leaveEvent(event)
 
     def _on_box(self, rect: QRectF) -> None:
         indices = self.points_in(rect)

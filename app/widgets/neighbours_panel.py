@@ -1,6 +1,6 @@
-"""Thumbnails of a run's images: a decoding cache, a grid of captioned tiles, the
+"""Thumbnails of a run's images: a decoding cache, a grid of captioned tiles and the
 neighbours panel (a query image beside its nearest neighbours; image files can be dropped
-on it) and the preview of the map point under the mouse.
+on it). The previews of the map point under the mouse are in app/widgets/hover_preview.py.
 
 Thumbnails are decoded in a worker thread (QImage, never QPixmap, off the GUI thread) and
 kept in a bounded cache keyed by file path; tiles fill in as their thumbnails arrive.
@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -157,7 +158,9 @@ class ImageTile(QFrame):
 
 
 class ThumbnailGrid(QScrollArea):
-    """Tiles in rows of ``columns``, thumbnails filled in from a :class:`ThumbnailCache`.
+    """Tiles in rows of ``columns`` (None: as many as fit the width, re-flowed when it
+    changes, so no column hides behind a horizontal scroll bar), thumbnails filled in from
+    a :class:`ThumbnailCache`.
 
     Signals:
         activated(int): the image index of a clicked tile.
@@ -165,31 +168,66 @@ class ThumbnailGrid(QScrollArea):
 
     activated = Signal(int)
 
-    def __init__(self, thumbnails: ThumbnailCache, columns: int = 4, px: int = THUMBNAIL_PX,
-                 parent: QWidget | None = None) -> None:
+    def __init__(self, thumbnails: ThumbnailCache, columns: int | None = None,
+                 px: int = THUMBNAIL_PX, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.thumbnails, self.columns, self.px = thumbnails, columns, px
+        self.thumbnails, self.px = thumbnails, px
+        self.fixed_columns = columns
+        self.columns = columns or 1
         self.tiles: list[ImageTile] = []
+        self._tile_width: int | None = None
         self._body = QWidget()
         self._layout = QGridLayout(self._body)
+        self._layout.setContentsMargins(4, 4, 4, 4)
+        self._layout.setSpacing(6)
         self._layout.setAlignment(Qt.AlignTop | Qt.AlignLeft)
         self.setWidget(self._body)
         self.setWidgetResizable(True)
+        if columns is None:
+            self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         thumbnails.ready.connect(self._on_thumbnail)
         thumbnails.failed.connect(self._on_thumbnail)
+
+    def tile_width(self) -> int:
+        """The width one tile takes in the grid, spacing included."""
+        if self._tile_width is None:
+            probe = ImageTile(TileInfo(None, "", "0.000\nclass"), self.px, self._body)
+            self._tile_width = probe.sizeHint().width() + max(0, self._layout.spacing())
+            probe.deleteLater()
+        return self._tile_width
+
+    def fitting_columns(self) -> int:
+        """How many tiles fit side by side in the width, room for the vertical scroll bar
+        kept (so the bar's coming and going does not re-flow the tiles)."""
+        margins = self._layout.contentsMargins()
+        room = (self.width() - 2 * self.frameWidth() - margins.left() - margins.right()
+                - self.verticalScrollBar().sizeHint().width() + self._layout.spacing())
+        return max(1, room // self.tile_width())
 
     def set_tiles(self, infos: list[TileInfo]) -> None:
         for tile in self.tiles:
             tile.deleteLater()
         self.tiles = []
-        for i, info in enumerate(infos):
+        for info in infos:
             tile = ImageTile(info, self.px)
             tile.clicked.connect(self.activated)
-            self._layout.addWidget(tile, i // self.columns, i % self.columns)
             self.tiles.append(tile)
             image = self.thumbnails.get(info.path)
             if image is not None or self.thumbnails.reason(info.path) is not None:
                 tile.set_image(image, self.thumbnails.reason(info.path) or "")
+        self._place_tiles()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self.fixed_columns is None and self.fitting_columns() != self.columns:
+            self._place_tiles()
+
+    def _place_tiles(self) -> None:
+        self.columns = self.fixed_columns or self.fitting_columns()
+        for tile in self.tiles:
+            self._layout.removeWidget(tile)
+        for i, tile in enumerate(self.tiles):
+            self._layout.addWidget(tile, i // self.columns, i % self.columns)
 
     def show_points(self, data: MapData, indices: list[int]) -> int:
         """Tiles for images ``indices`` of a map, captioned by class (or index); returns
@@ -226,12 +264,14 @@ class NeighboursPanel(QWidget):
                         "nearest neighbours by cosine similarity.")
         self.title = QLabel("Click a point of the map or drop an image file here.")
         self.title.setWordWrap(True)
+        # a long file name cannot wrap: it is cut instead of widening the panel
+        self.title.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.query = ThumbnailGrid(thumbnails, columns=1, px=THUMBNAIL_PX)
         self.query.setFixedSize(THUMBNAIL_PX + 30, THUMBNAIL_PX + 70)
         self.query.setFrameShape(QFrame.NoFrame)
         self.query.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.query.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        self.grid = ThumbnailGrid(thumbnails, columns=4)
+        self.grid = ThumbnailGrid(thumbnails)
         self.grid.activated.connect(self.neighbour_activated)
         top = QHBoxLayout()
         top.addWidget(self.query)
@@ -293,35 +333,3 @@ class NeighboursPanel(QWidget):
         if path is not None:
             event.acceptProposedAction()
             self.file_dropped.emit(path)
-
-
-class HoverPreview(QWidget):
-    """The image of the map point under the mouse: its thumbnail, index, path and class."""
-
-    def __init__(self, thumbnails: ThumbnailCache, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.thumbnails = thumbnails
-        self.thumbnails.ready.connect(self._on_thumbnail)
-        self._path = ""
-        self.image = QLabel()
-        self.image.setFixedSize(THUMBNAIL_PX, THUMBNAIL_PX)
-        self.image.setScaledContents(True)
-        self.text = QLabel("Hover over a point to see its image.")
-        self.text.setWordWrap(True)
-        self.text.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.image)
-        layout.addWidget(self.text, 1)
-
-    def show_point(self, data: MapData, index: int) -> None:
-        """Show image ``index`` of ``data``; its thumbnail comes when it is decoded."""
-        self._path = data.absolute_path(index)
-        name = data.class_name(index)
-        self.text.setText(f"#{index} {data.paths[index]}" + (f"\n{name}" if name else ""))
-        self._on_thumbnail(self._path)
-
-    def _on_thumbnail(self, path: str) -> None:
-        if path == self._path:
-            image = self.thumbnails.get(path)
-            self.image.setPixmap(QPixmap.fromImage(image) if image else QPixmap())

@@ -156,15 +156,26 @@ def test_dropped_file_that_is_not_an_image_shows_the_engines_error(qtbot, page, 
     assert page.panel.grid.tiles == []
 
 
-def test_run_without_checkpoints_says_so(qtbot, page, trained_run):
-    run_dir, _ = trained_run
+def test_run_without_checkpoints_maps_random_init(qtbot, page, trained_run):
+    """Before its first epoch ends a run has no checkpoint, but its untrained encoder (random
+    init) needs none: it is offered, mapped and queried."""
+    run_dir, cache = trained_run
     shutil.rmtree(run_dir / "checkpoints")
+    shutil.rmtree(run_dir / "embeddings", ignore_errors=True)
     page.set_run(run_dir)
-    assert "no checkpoint yet" in page.status.text()
-    assert not page.compute_button.isEnabled()
-    page.compute_map()
-    page.show_neighbours(0)
-    assert not page.is_busy()
+    assert "no checkpoint yet" in page.status.text() and "random init" in page.status.text()
+    assert [page.checkpoint_box.itemData(i) for i in range(page.checkpoint_box.count())] == [
+        "random"]
+    assert page.compute_button.isEnabled()
+    with qtbot.waitSignal(page.idle, timeout=CHILD_MS):
+        with qtbot.waitSignal(page.map_shown, timeout=CHILD_MS):
+            page.compute_map()
+    assert page.map_view.data.checkpoint == "random" and len(page.map_view.data) == 24
+    with qtbot.waitSignal(page.neighbours_shown, timeout=10_000):
+        page.show_neighbours(0)
+    assert page.neighbours_result["checkpoint"] == "random"
+    assert shown(page) == [(n["index"], n["score"], n["class"])
+                           for n in engine_neighbours(run_dir, cache, 0, "random")]
 
 
 def test_cancel_kills_the_child_and_drops_its_map(qtbot, page, trained_run):

@@ -16,8 +16,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
 from app.child import engine_process
+from app.child.engine_jobs import EngineJob
 from app.dialogs import export_dialog, export_result
 from app.dialogs.export_dialog import FORMATS, ExportDialog
+from app.widgets.job_status import JobStatus
+from app.widgets.space_chooser import SpaceChooser
 from engine.evaluate.embed import load_embeddings, load_encoder
 from engine.evaluate.explore import default_export_path
 from engine.export import MissingExtra, _require_extras
@@ -70,6 +73,23 @@ def test_choices_follow_the_format_and_build_the_engine_arguments(dialog, traine
     assert dialog.output_path() == run_dir / "exports" / "mine.onnx"
 
 
+def test_progress_and_space_use_the_shared_widgets(dialog):
+    assert isinstance(dialog.status, JobStatus) and isinstance(dialog.space_box, SpaceChooser)
+    assert not dialog.status.progress.isVisible()
+    dialog.set_format("npy")
+    dialog.space_box.set_space("z")
+    assert dialog.space() == "z" and dialog.output_path().name.endswith("-z.npy")
+    dialog._set_running(True)
+    dialog._job = EngineJob("export", [], "Exporting")
+    dialog.status.job_started(dialog._job)
+    dialog._on_event({"type": "progress", "phase": "embed", "done": 1280, "total": 2624})
+    bar = dialog.status.progress
+    assert bar.isVisible() and (bar.value(), bar.maximum()) == (1280, 2624)
+    assert dialog.status.text() == "Exporting: embed 1280/2624"
+    dialog._set_running(False)
+    assert not bar.isVisible()
+
+
 def test_cancel_stops_the_child_and_says_so(qtbot, dialog, monkeypatch):
     monkeypatch.setattr(engine_process, "engine_command",
                         lambda: (sys.executable, ["-c", "import time; time.sleep(60)"]))
@@ -84,7 +104,7 @@ def test_cancel_stops_the_child_and_says_so(qtbot, dialog, monkeypatch):
 
 
 def test_torchvision_export_is_verified_and_its_loading_code_works(qtbot, dialog, trained_run,
-                                                                    monkeypatch):
+                                                                    monkeypatch, tmp_path):
     run_dir, _ = trained_run
     dialog.set_format("torchvision")
     status, _code, reason = run_export(qtbot, dialog)
@@ -101,14 +121,21 @@ def test_torchvision_export_is_verified_and_its_loading_code_works(qtbot, dialog
     assert dialog.result_panel.verification_label.property("role") == "ok"
     assert f"{path.stat().st_size:,} bytes" in dialog.result_panel.size_label.text()
 
+    # The loading code is shown in the dialog, whole, not only copied.
+    box = dialog.result_panel.code_text
+    assert box.isVisible() and box.height() >= 4 * box.fontMetrics().lineSpacing()
+    assert box.toPlainText() == on_disk["load_snippet"]
     qtbot.mouseClick(dialog.result_panel.copy_code_button, Qt.LeftButton)
     code = QApplication.clipboard().text()
-    assert str(path) in code
+    assert path.is_absolute() and repr(str(path)) in code  # loads by its absolute path
     # What is shown and copied is the engine's own snippet, as written into the metadata.
     assert code == dialog.result_panel.code_text.toPlainText() == on_disk["load_snippet"]
     assert dialog.result_panel.code_text.isReadOnly()
     size = on_disk["input_size"]
     namespace: dict = {}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # a person pastes it anywhere: no relative name in it
     exec(code, namespace)  # the copied snippet, as a person would paste it
     x = namespace["x"]  # its dummy batch
     assert x.shape == (2, 3, size, size)
@@ -165,7 +192,7 @@ def test_missing_onnx_names_the_extra_to_install(qtbot, dialog, monkeypatch):
     assert status == "failed" and reason == str(missing.value)
     assert str(missing.value) in dialog.status.text()
     assert "pip install 'contrastive-explorer[onnx]'" in dialog.status.text()
-    assert dialog.status.property("role") == "error"
+    assert dialog.status.is_error()
     assert not dialog.output_path().exists()
     assert not dialog.result_panel.copy_code_button.isEnabled()
 

@@ -63,3 +63,26 @@ def test_the_bar_can_sit_under_the_line(qtbot):
     widget.job_started(JOB)
     assert widget.progress.maximumWidth() == 220
     assert widget.progress.geometry().top() >= widget.label.geometry().bottom()
+
+
+@pytest.mark.parametrize("vertical", [False, True])
+def test_counts_are_shown_whole(qtbot, vertical):
+    """The bar's text ("embed 1280/2624") is never cut, even beside a long line, and the
+    line wraps to show all of its text."""
+    widget = JobStatus(vertical=vertical, bar_width=220 if vertical else None)
+    qtbot.addWidget(widget)
+    widget.resize(330 if vertical else 900, 60)
+    widget.show()
+    widget.job_started(EngineJob("map", ["map"], "Making the PCA map of " + "many " * 40))
+    widget.job_progress(JOB, {"type": "progress", "phase": "embed", "done": 1280,
+                              "total": 2624})
+    qtbot.waitUntil(lambda: widget.progress.isVisible(), timeout=2000)
+    widget.adjustSize()
+    widget.resize(330 if vertical else 900, widget.heightForWidth(widget.width()))
+    qtbot.wait(20)
+    bar = widget.progress
+    assert bar.text() == "embed 1280/2624"
+    assert bar.fontMetrics().horizontalAdvance(bar.text()) + 16 <= bar.width()
+    label = widget.label
+    assert label.text().endswith("embed 1280/2624")
+    assert label.heightForWidth(label.width()) <= label.height()

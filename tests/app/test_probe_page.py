@@ -123,3 +123,22 @@ def test_saved_results_are_listed_and_damaged_ones_skipped(qtbot, page, trained_
     assert page.table.rowCount() == 0 and not page.run_button.isEnabled()
     assert page.details.confusion_shown() is None
     assert_empty_plots(page)
+
+
+def test_random_init_is_evaluated_before_the_first_checkpoint(qtbot, page, trained_run):
+    """A run whose first epoch has not ended has no checkpoint; the untrained encoder needs
+    none and is offered and evaluated."""
+    run_dir, cache = trained_run
+    shutil.rmtree(run_dir / "checkpoints")
+    shutil.rmtree(run_dir / "embeddings", ignore_errors=True)
+    page.jobs.cache_dir = cache
+    page.set_run(run_dir)
+    assert page.checkpoint_box.checkpoint() == "random"
+    assert "random init" in page.status.text() and page.run_button.isEnabled()
+    knn, probe = page.arguments()
+    assert "--baseline" not in knn and knn[knn.index("--checkpoint") + 1] == "random"
+    with qtbot.waitSignal(page.evaluated, timeout=180_000):
+        page.run_probes()
+    assert sorted((page.table.item(r, 0).text(), page.table.item(r, 1).text())
+                  for r in saved_rows(page)) == [("kNN", "random"),
+                                                             ("linear probe", "random")]

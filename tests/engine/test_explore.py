@@ -206,3 +206,26 @@ def test_cli_verbs_with_json(trained, tmp_path):
     with open(result["metadata"]) as f:
         assert result["load_snippet"] == json.load(f)["load_snippet"]
     assert repr(result["path"]) in result["load_snippet"]
+
+
+def test_random_init_needs_no_checkpoint_file(trained, tmp_path):
+    """A run whose first epoch has not ended yet has config.json but no checkpoint: its
+    untrained encoder can still be embedded, mapped, queried and probed."""
+    import shutil
+
+    run_dir, cache, _ = trained
+    young = tmp_path / run_dir.name
+    shutil.copytree(run_dir, young, ignore=shutil.ignore_patterns(
+        "checkpoints", "embeddings", "maps", "probes", "exports"))
+    assert list_checkpoints(young) == []
+    out = cli("map", "--run", young, "--cache-dir", cache, "--checkpoint", "random",
+              "--method", "pca", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["checkpoint"] == "random" and len(result["coords"]) == 24
+    out = cli("knn", "--run", young, "--cache-dir", cache, "--checkpoint", "random",
+              "-k", "3", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1])["checkpoint"] == "random"
+    hits = explore.neighbours(young, 0, 3, checkpoint="random", cache_dir=cache, device="cpu")
+    assert hits["checkpoint"] == "random" and len(hits["neighbours"]) == 3
