@@ -24,8 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-PHASES = {"scan": ("Scanning", "files"), "decode": ("Decoding", "images"),
-          "embed": ("Embedding", "images"), "probe": ("Probe", "epochs")}
+#: Progress phases: (title while it runs, when done, what it counts).
+PHASES = {"scan": ("Scanning", "Scanned", "files"), "decode": ("Decoding", "Decoded", "images"),
+          "embed": ("Embedding", "Embedded", "images"), "probe": ("Probe", "Probe", "epochs")}
 
 
 def duration(seconds: float) -> str:
@@ -116,7 +117,9 @@ class TerminalReport:
 
     def __call__(self, event: dict[str, Any]) -> None:
         with self._lock:
-            when = float(event.get("time") or time.time())
+            when = event.get("time")
+            if not isinstance(when, (int, float)):
+                when = time.time()
             if self._first_time is None:
                 self._first_time = when
             handler = getattr(self, "_on_" + str(event.get("type")), None)
@@ -183,16 +186,19 @@ class TerminalReport:
                 self._print(str(e["message"]))
             return
         if self._phase.get("phase") != phase or done < self._phase.get("done", 0):
-            self._end_line()
+            self._clear_line()  # a passing status, or a phase that ended without saying
             self._phase = {"phase": phase, "start": when, "start_done": done}
         self._phase.update(done=done, total=total, time=when, message=e.get("message"))
-        title, unit = PHASES.get(phase, (phase.capitalize() or "Working", "items"))
+        name = phase.capitalize() or "Working"
+        title, past, unit = PHASES.get(phase, (name, name, "items"))
         if total and done >= total:
             seconds = when - self._phase["start"]
             self._clear_line()
             self._bar = None
-            said = e.get("message") or f"{done:,} {unit}"
-            self._print(f"{title}: {said}" + (f" ({duration(seconds)})" if seconds >= 1 else ""))
+            said = f"{past} {done:,} {unit}"
+            if phase == "decode" and e.get("message"):  # e.g. "reusing the decoded cache..."
+                said = str(e["message"])[0].upper() + str(e["message"])[1:]
+            self._print(said + (f" in {duration(seconds)}" if seconds >= 1 else ""))
             self._phase = {}
             return
         p = self._phase
@@ -202,7 +208,8 @@ class TerminalReport:
         def bar(now: float) -> str:
             left = ((total - done) / rate - (now - when)) if rate else None
             return self._progress(title, done, total, unit,
-                                  f"{rate:,.0f} {unit}/s" if rate else "", left)
+                                  f"{rate:,.0f} {unit}/s" if rate else "", left,
+                                  now - p["start"])
         self._bar = bar
         self._draw()
 
@@ -326,16 +333,15 @@ class TerminalReport:
         title = f"epoch {epoch}/{epochs}"
         if self._stopping:
             extra.append("stopping: saving a checkpoint")
-        return self._progress(title, step, total, "steps", " · ".join(extra), left)
+        return self._progress(title, step, total, "steps", " · ".join(extra), left, now - t0)
 
     def _progress(self, title: str, done: int, total: int, unit: str, extra: str,
-                  left: float | None) -> str:
+                  left: float | None, elapsed: float) -> str:
         fraction = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
         tail = f"{done:,}/{total:,} {unit} {100 * fraction:3.0f}%"
         if extra:
             tail += f" · {extra}"
-        if left is not None:
-            tail += f" · {clock(left)} left"
+        tail += f" · {clock(left)} left" if left is not None else f" · {clock(elapsed)}"
         width = self._columns()
         cells = max(10, min(30, width - len(title) - len(tail) - 4))
         full = round(fraction * cells)

@@ -113,7 +113,7 @@ class EventWriter:
                     if self.strict:
                         raise
                     self._subscribers.remove(callback)
-                    _warn(f"warning: the event display failed ({type(exc).__name__}: {exc}); "
+                    _warn(f"warning: the event display failed ({exc.__class__.__name__}: {exc}); "
                           "the run goes on")
         return event
 
