@@ -162,8 +162,8 @@ def _run(args: argparse.Namespace, run_dir: Path, cache_dir: Path | None,
         emb = explore.embeddings(run_dir, args.checkpoint, data=Path(args.data) if args.data
                                  else None, force=args.force, progress=progress, **common)
         _print_result(args, events, report, explore.embed_summary(emb), lambda r: (
-            f"{r['images']} images embedded with {r['checkpoint']}: h {r['h_dim']}-d, "
-            f"z {r['z_dim']}-d, saved in {r['folder']}"))
+            f"{r['images']:,} images embedded with {r['checkpoint']}: h {r['h_dim']}-d, "
+            f"z {r['z_dim']}-d\n  saved in {r['folder']}"))
     elif args.command == "map":
         from engine.evaluate.maps import MapParams
 
@@ -174,8 +174,9 @@ def _run(args: argparse.Namespace, run_dir: Path, cache_dir: Path | None,
         if args.csv:
             write_map_csv(Path(args.csv), result)
         _print_result(args, events, report, result, lambda r: (
-            f"{r['params']['method']} map of {len(r['paths'])} images ({r['checkpoint']}, "
-            f"{r['space']}) in {r['seconds']} s; saved under {RunDir(run_dir).maps}"))
+            f"{r['params']['method']} map of {len(r['paths']):,} images ({r['checkpoint']}, "
+            f"{r['space']}) in {r['seconds']:.1f} s\n  saved under {RunDir(run_dir).maps}"
+            + (f"\n  coordinates in {args.csv}" if args.csv else "")))
     elif args.command == "neighbours":
         explore.embeddings(run_dir, args.checkpoint, progress=progress, **common)
         result = explore.neighbours(run_dir, args.query, args.k, checkpoint=args.checkpoint,
@@ -183,28 +184,35 @@ def _run(args: argparse.Namespace, run_dir: Path, cache_dir: Path | None,
         _print_result(args, events, report, result, _neighbours_text)
     elif args.command == "knn":
         checkpoints = [args.checkpoint] + ([RANDOM_INIT] if args.baseline else [])
+        results = []
         for ckpt in checkpoints:
             explore.embeddings(run_dir, ckpt, progress=progress, **common)
             result = explore.knn(run_dir, ckpt, space=args.space, k=args.k,
                                  temperature=args.temperature,
                                  test_fraction=args.test_fraction, seed=args.seed, **common)
+            results.append(result)
             _print_result(args, events, report, result, lambda r: (
-                f"kNN ({r['checkpoint']}, {r['space']}, k={r['k']}): top-1 {_pct(r['top1'])}"
+                f"kNN top-1 {_pct(r['top1'])}"
                 + (f", top-5 {_pct(r.get('top5'))}" if r.get("top5") is not None else "")
-                + f" on {r['test']} held-out images; saved {r['path']}"))
+                + f" ({r['checkpoint']}, {r['space']}, k={r['k']}) on {r['test']} held-out "
+                f"images\n  saved {r['path']}"))
+        _print_comparison(args, results)
     elif args.command == "probe":
         from engine.evaluate.probe import ProbeParams
 
         params = _settings_from(args, ProbeParams)
         checkpoints = [args.checkpoint] + ([RANDOM_INIT] if args.baseline else [])
+        results = []
         for ckpt in checkpoints:
             explore.embeddings(run_dir, ckpt, progress=progress, **common)
             result = explore.probe(run_dir, ckpt, space=args.space, params=params, **common)
+            results.append(result)
             _print_result(args, events, report, result, lambda r: (
-                f"linear probe ({r['checkpoint']}, {r['space']}, "
-                f"{_pct(r['label_fraction'])} of labels): top-1 {_pct(r['top1'])}"
+                f"linear probe top-1 {_pct(r['top1'])}"
                 + (f", top-5 {_pct(r.get('top5'))}" if r.get("top5") is not None else "")
-                + f" on {r['test']} held-out images; saved {r['path']}"))
+                + f" ({r['checkpoint']}, {r['space']}, {_pct(r['label_fraction'])} of "
+                f"labels) on {r['test']} held-out images\n  saved {r['path']}"))
+        _print_comparison(args, results)
     elif args.command == "export":
         if args.format in ("npy", "csv"):
             out = Path(args.out) if args.out else explore.default_export_path(
@@ -213,16 +221,28 @@ def _run(args: argparse.Namespace, run_dir: Path, cache_dir: Path | None,
             result = explore.export_embeddings(run_dir, out, checkpoint=args.checkpoint,
                                                space=args.space, **common)
             _print_result(args, events, report, result, lambda r: (
-                f"{r['images']} {r['dim']}-d embeddings written to {r['path']}"))
+                f"{r['images']:,} {r['dim']}-d embeddings written to {r['path']}"))
         else:
             result = explore.export_encoder_of_run(
                 run_dir, args.format, Path(args.out) if args.out else None,
                 checkpoint=args.checkpoint, include_head=args.include_head)
             _print_result(args, events, report, result, lambda r: (
-                f"{r['format']} export written to {r['path']} (metadata {r['metadata']}); "
-                f"verified: max abs difference {r['max_abs_diff']:.2e} "
+                f"{r['format']} export written to {r['path']}\n  metadata {r['metadata']}\n"
+                f"  verified: max abs difference {r['max_abs_diff']:.2e} "
                 f"(tolerance {r['tolerance']:.0e})"))
     return 0
+
+
+def _print_comparison(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    """With --baseline, for people: what training bought over the untrained encoder."""
+    if args.json or len(results) != 2 or None in (results[0]["top1"], results[1]["top1"]):
+        return
+    trained, baseline = results
+    gain = 100 * (trained["top1"] - baseline["top1"])
+    print(f"{trained['checkpoint']} vs random init: {_pct(trained['top1'])} vs "
+          f"{_pct(baseline['top1'])} ({gain:+.1f} points"
+          + (")" if gain > 0 else ": the untrained encoder's features do as well here; "
+             "train longer, or try the linear probe)"), flush=True)
 
 
 def _neighbours_text(r: dict[str, Any]) -> str:

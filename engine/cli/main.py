@@ -47,9 +47,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise ConfigError("no image folder given: pass --data DIR (or use `contrastive-engine "
                           "demo` for the built-in demo dataset)")
     values["augment"] = augment
-    cfg = TrainConfig.from_dict(values, where=args.config or "command line")
-    _check_root(Path(cfg.data))  # a missing folder is refused before torch loads
-    return cfg
+    return TrainConfig.from_dict(values, where=args.config or "command line")
 
 
 def env_rank() -> int:
@@ -288,7 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             if args.resume:
                 return _run_training(None, args)
-            return _run_training(config_from_args(args), args)
+            cfg = config_from_args(args)
+            _check_root(Path(cfg.data))  # a missing folder is refused before torch loads
+            return _run_training(cfg, args)
         if args.command == "demo":
             from engine.data.demo import DEMO_SETTINGS, demo_dataset
 

@@ -54,21 +54,16 @@ def percent(x: float | None) -> str:
 
 
 def next_commands(run_dir: str, *, finished: bool) -> list[tuple[str, str]]:
-    """What to run next on a run folder: (command, what it does)."""
+    """What to run next on a run folder: (what it does, in a word or two; the command)."""
     run = shlex.quote(run_dir)
     runs_root = shlex.quote(str(Path(run_dir).parent))
-    out = [] if finished else [(f"contrastive-engine train --resume {run}",
-                                "go on training from the last checkpoint")]
+    out = [] if finished else [("go on", f"contrastive-engine train --resume {run}")]
     return out + [
-        (f"contrastive-engine map --run {run}", "2-D map of the images (UMAP)"),
-        (f"contrastive-engine knn --run {run} --baseline", "kNN accuracy vs the untrained "
-         "encoder"),
-        (f"contrastive-engine probe --run {run} --baseline", "linear probe vs the untrained "
-         "encoder"),
-        (f"contrastive-engine export --run {run} --format torchvision", "the encoder for "
-         "PyTorch"),
-        (f"contrastive-explorer --runs-root {runs_root}", "open it in the app (Explore and "
-         "Probe pages)"),
+        ("map", f"contrastive-engine map --run {run}"),
+        ("kNN", f"contrastive-engine knn --run {run} --baseline"),
+        ("probe", f"contrastive-engine probe --run {run} --baseline"),
+        ("export", f"contrastive-engine export --run {run} --format torchvision"),
+        ("the app", f"contrastive-explorer --runs-root {runs_root}"),
     ]
 
 
@@ -229,8 +224,13 @@ class TerminalReport:
         self._print(self._style(f"{verb} {self._what()}", "1"))
         self._print(f"  data    {data.get('root', cfg.get('data', '?'))}: {images}"
                     + (f", {data['skipped']} file(s) skipped" if data.get("skipped") else ""))
-        self._print(f"  device  {device}, batch {cfg.get('batch_size')}, "
-                    f"{total - start:,} steps to go ({per_epoch:,} per epoch)")
+        epochs = cfg.get("epochs")
+        plan = f"{epochs} epoch{'s' if epochs != 1 else ''} of {per_epoch:,} steps"
+        if total != (epochs or 0) * per_epoch:
+            plan += f", {total:,} steps in all"
+        if start:
+            plan += f", from step {start:,}"
+        self._print(f"  device  {device}, batch {cfg.get('batch_size')}: {plan}")
         self._print(f"  run     {e.get('run_dir')}")
         self._train_start = (when, start)
         self._last_step = {"step": start, "epoch": start // per_epoch, "time": when}
@@ -297,11 +297,10 @@ class TerminalReport:
             self._print(line)
         self._print(f"  run      {run_dir}")
         if status != "failed" or self._checkpoints:
-            self._print("Next:")
-            commands = next_commands(run_dir, finished=status == "finished")
-            width = max(len(c) for c, _ in commands)
-            for command, what in commands:
-                self._print(f"  {command:<{width}}  # {what}")
+            self._print("Next (--baseline compares with the untrained encoder; the app "
+                        "lists the run under Runs):")
+            for what, command in next_commands(run_dir, finished=status == "finished"):
+                self._print(f"  {what:<8} {command}")
 
     # --- drawing
 
