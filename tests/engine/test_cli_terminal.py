@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli.terminal import TerminalReport, clock, duration
+from engine.cli.terminal import TerminalReport
+from engine.cli.text import clock, duration
 from engine.run.events import EventWriter
 from tests.helpers.folders import make_folder
 from tests.helpers.settings import TINY
@@ -277,3 +278,23 @@ def test_training_on_a_pipe_or_with_json_writes_json_lines_only(flags):
     lines = [line for line in shown.replace("\r", "").splitlines() if line.startswith("{")]
     assert lines and json.loads(lines[-1])["type"] == "run_end"
     assert "Finished in" not in shown
+
+
+def test_log_lines_and_warnings_go_through_the_report_not_across_the_bar():
+    import warnings
+
+    from engine.training.setup import log, log_to
+
+    screen = FakeTty()
+    report = TerminalReport(screen, width=100, color=False, tick=None)
+    report.status("Loading PyTorch...")
+    with log_to(report.log), report.routing_warnings():
+        log("step 5/28 epoch 1/1 loss 4.8 lr 0.1 5.3 pairs/s")  # repeats a step event
+        log("kNN accuracy per epoch on a fixed sample of 1000 images", notice=True)
+        warnings.warn("something torch says", UserWarning, stacklevel=1)
+    text = screen.getvalue()
+    assert "step 5/28" not in text
+    lines = [line.rsplit("\r", 1)[-1].strip() for line in text.split("\n")]
+    assert "kNN accuracy per epoch on a fixed sample of 1000 images" in lines
+    assert any(line.startswith("warning: something torch says (UserWarning") for line in lines)
+    assert text.rstrip().endswith("Loading PyTorch...")  # the passing line, drawn again below
