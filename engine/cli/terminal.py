@@ -49,7 +49,9 @@ class TerminalReport:
         self.color = color
         self._width = width
         encoding = (getattr(stream, "encoding", None) or "").lower()
-        self._blocks = ("█", "░") if "utf" in encoding else ("#", "-")
+        unicode = "utf" in encoding
+        self._blocks = ("█", "░") if unicode else ("#", "-")
+        self._sep = " · " if unicode else " | "
         self._lock = threading.RLock()
         self._line = ""  # the progress line on screen ("" when none)
         self._bar: Callable[[float], str] | None = None  # redraws it at a wall time
@@ -295,15 +297,15 @@ class TerminalReport:
         title = f"epoch {epoch}/{epochs}"
         if self._stopping:
             extra.append("stopping: saving a checkpoint")
-        return self._progress(title, step, total, "steps", " · ".join(extra), left, now - t0)
+        return self._progress(title, step, total, "steps", self._sep.join(extra), left, now - t0)
 
     def _progress(self, title: str, done: int, total: int, unit: str, extra: str,
                   left: float | None, elapsed: float) -> str:
         fraction = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
         tail = f"{done:,}/{total:,} {unit} {100 * fraction:3.0f}%"
         if extra:
-            tail += f" · {extra}"
-        tail += f" · {clock(left)} left" if left is not None else f" · {clock(elapsed)}"
+            tail += self._sep + extra
+        tail += self._sep + (f"{clock(left)} left" if left is not None else clock(elapsed))
         width = self._columns()
         cells = max(10, min(30, width - len(title) - len(tail) - 4))
         full = round(fraction * cells)

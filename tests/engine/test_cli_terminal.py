@@ -298,3 +298,16 @@ def test_log_lines_and_warnings_go_through_the_report_not_across_the_bar():
     assert "kNN accuracy per epoch on a fixed sample of 1000 images" in lines
     assert any(line.startswith("warning: something torch says (UserWarning") for line in lines)
     assert text.rstrip().endswith("Loading PyTorch...")  # the passing line, drawn again below
+
+
+def test_a_terminal_without_unicode_gets_plain_characters():
+    class AsciiTty(FakeTty):
+        encoding = "ascii"
+
+    screen = AsciiTty()
+    report = TerminalReport(screen, width=100, color=False, tick=None)
+    for event in events_of_a_run()[:8]:
+        report(event)
+    bar = screen.getvalue().rsplit("\r", 1)[-1]
+    assert "#" in bar and "-" in bar and " | " in bar
+    screen.getvalue().encode("ascii")  # nothing a latin terminal cannot show
