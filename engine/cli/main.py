@@ -1,22 +1,32 @@
 """``contrastive-engine``: the headless command line of Contrastive Explorer.
 
-stdout carries only JSON events (one per line, see engine.run.events); messages for people go
-to stderr. Exit status: 0 finished or stopped, 1 the run failed, 2 bad settings or data.
+``train`` and ``demo`` write their events as JSON lines on stdout (see engine.run.events;
+the app reads them) when stdout is not a terminal or with ``--json``; in a terminal they
+draw them for people instead (engine.cli.terminal: a progress bar, a line per epoch, a
+closing summary). The run's events.jsonl is written either way. Other messages for people
+go to stderr. Exit status: 0 finished or stopped, 1 the run failed, 2 bad settings or data.
+
+Parsing and checking the settings imports no torch (a test keeps it so), so that a mistake
+is refused at once rather than after seconds of imports.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from engine.cli.args import add_settings, given
+from engine.cli.terminal import TerminalReport
 from engine.config.settings import ConfigError
 from engine.config.train_config import AugmentConfig, TrainConfig, load_config_file
+from engine.data.scan import DataError, _check_root
 from engine.methods import DEFAULT_METHOD, METHODS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -40,57 +50,100 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(values, where=args.config or "command line")
 
 
+def env_rank() -> int:
+    """This process's rank under torchrun (0 alone), read without importing torch."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def terminal_mode(args: argparse.Namespace) -> bool:
+    """Whether events are drawn for a person (stdout is a terminal and no --json) rather
+    than written as JSON lines; only rank 0 writes either."""
+    if getattr(args, "json", False) or env_rank() != 0:
+        return False
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 class StopSignal:
     """Set by `stop` on stdin, SIGINT or SIGTERM; the trainer checks it between steps."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_stop: Callable[[], None] | None = None) -> None:
         self.event = threading.Event()
+        self.on_stop = on_stop  # told when a stop is asked for (must be signal-safe)
 
     def __call__(self) -> bool:
         return self.event.is_set()
 
+    def set(self) -> None:
+        self.event.set()
+        if self.on_stop is not None:
+            self.on_stop()
+
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self.event.set())
+            signal.signal(sig, lambda *_: self.set())
         threading.Thread(target=self._read_stdin, name="stdin-stop", daemon=True).start()
 
     def _read_stdin(self) -> None:
         try:
             for line in sys.stdin:
                 if line.strip().lower() == "stop":
-                    self.event.set()
+                    self.set()
                     return
         except (OSError, ValueError):
             pass  # no usable stdin (e.g. closed): signals still work
 
 
 def _run_training(cfg: TrainConfig | None, args: argparse.Namespace) -> int:
-    from engine.data.scan import DataError
+    report = TerminalReport(sys.stdout) if terminal_mode(args) else None
+    if report is not None:
+        report.status("Loading PyTorch...")
+    with contextlib.ExitStack() as stack:
+        if report is not None:
+            stack.callback(report.close)
+            stack.enter_context(report.routing_warnings())
+        return _train(cfg, args, report)
+
+
+def _train(cfg: TrainConfig | None, args: argparse.Namespace,
+           report: TerminalReport | None) -> int:
     from engine.run.events import EventWriter
     from engine.training import distributed
     from engine.training.loop import TrainingError, train
+    from engine.training.setup import log_to
 
-    # Under torchrun every process runs this; only rank 0's stdout carries events.
-    events = EventWriter(sys.stdout if distributed.env_rank() == 0 else None)
-    stop = StopSignal()
+    # Under torchrun every process runs this; only rank 0's stdout carries events (as JSON
+    # lines, or drawn by the terminal report).
+    events = EventWriter(sys.stdout if env_rank() == 0 and report is None else None)
+    if report is not None:
+        events.subscribe(report)
+    stop = StopSignal(report.stopping if report is not None else None)
     stop.install()
     try:
-        result = train(
-            cfg if cfg is not None else TrainConfig(),
-            runs_root=Path(args.runs_root) if args.runs_root else None,
-            run_dir=Path(args.run_dir) if getattr(args, "run_dir", None) else None,
-            resume=Path(args.resume) if getattr(args, "resume", None) else None,
-            cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-            events=events, should_stop=stop,
-            resume_overrides=given(args, TrainConfig) if getattr(args, "resume", None) else None)
+        with log_to(report.log) if report is not None else contextlib.nullcontext():
+            result = train(
+                cfg if cfg is not None else TrainConfig(),
+                runs_root=Path(args.runs_root) if args.runs_root else None,
+                run_dir=Path(args.run_dir) if getattr(args, "run_dir", None) else None,
+                resume=Path(args.resume) if getattr(args, "resume", None) else None,
+                cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                events=events, should_stop=stop,
+                resume_overrides=(given(args, TrainConfig) if getattr(args, "resume", None)
+                                  else None))
     except (ConfigError, DataError, TrainingError) as exc:
         events.emit("run_end", status="failed", reason=str(exc), step=0, epoch=0)
-        if distributed.env_rank() == 0:  # every process fails alike: one message is enough
+        if report is not None:
+            report.close()
+        if env_rank() == 0:  # every process fails alike: one message is enough
             print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # a bug or an unforeseen failure: say so, keep the traceback
         import traceback
 
+        if report is not None:
+            report.close()
         traceback.print_exc(file=sys.stderr)
         events.emit("run_end", status="failed", reason=f"internal error: {type(exc).__name__}: "
                     f"{exc}. The last checkpoint, if any, is kept; the log above has details")
@@ -109,12 +162,22 @@ def _common_paths(p: argparse.ArgumentParser) -> None:
                    "(default: $CONTRASTIVE_EXPLORER_CACHE or ~/.cache/contrastive-explorer).")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="Write the events as JSON lines on "
+                   "stdout even in a terminal (they are whenever stdout is not a terminal).")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every verb. The exploring verbs' own flags come from settings classes
+    that import torch, so they are added only when ``command`` is one of them or None (an
+    unknown first word); for the others those verbs are listed by name and help alone."""
     titles = [spec.title for spec in METHODS.values()]
     parser = argparse.ArgumentParser(
         prog="contrastive-engine",
         description=f"Train and evaluate contrastive image representations ({', '.join(titles)}) "
-        "on a local image folder. Events are written to stdout as JSON lines.")
+        "on a local image folder. In a terminal, training shows a progress bar, a line per "
+        "epoch and a summary; otherwise (or with --json) its events are written to stdout as "
+        "JSON lines.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser(
@@ -133,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "--log-every, --keep-every, --device, --num-threads and --compile may "
                        "be changed.")
     _common_paths(train)
+    _json_flag(train)
     add_settings(train, TrainConfig, "training settings")
     add_settings(train, AugmentConfig, "augmentation settings")
 
@@ -145,11 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-steps", type=int, default=None)
     demo.add_argument("--device", default="auto")
     _common_paths(demo)
+    _json_flag(demo)
 
     data = sub.add_parser("data", help="print the demo dataset's folder, creating it if needed")
     data.add_argument("which", choices=("demo",))
-
-    from engine.cli.explore import add_parsers
 
     bench = sub.add_parser(
         "bench", help="this machine's training speed for a few configurations (~1 minute)",
@@ -160,13 +223,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=50.0, help="Time budget for all "
                        "configurations together (default 50; each gets at least one step).")
     bench.add_argument("--json", action="store_true", help="One JSON result on stdout.")
-    add_parsers(sub)
+    from engine.cli.explore import VERBS, add_parsers, add_verb_names
+
+    if command is None or command in VERBS:
+        add_parsers(sub)
+    else:
+        add_verb_names(sub)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The verb in ``argv`` (its first word that is no option), or None."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def _run_explore(run: Any, args: argparse.Namespace) -> int:
     """Run an exploring verb; a problem the user can fix exits 2 with its message."""
-    from engine.data.scan import DataError
     from engine.evaluate.embed import RunError
     from engine.export import ExportError
 
@@ -203,7 +275,9 @@ def _report_error(args: argparse.Namespace, message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_of(argv)
+    parser = build_parser(command if command in ("train", "demo", "data", "bench") else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
@@ -212,7 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             if args.resume:
                 return _run_training(None, args)
-            return _run_training(config_from_args(args), args)
+            cfg = config_from_args(args)
+            _check_root(Path(cfg.data))  # a missing folder is refused before torch loads
+            return _run_training(cfg, args)
         if args.command == "demo":
             from engine.data.demo import DEMO_SETTINGS, demo_dataset
 
@@ -234,12 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.command in VERBS:
             return _run_explore(run, args)
-    except ConfigError as exc:
-        from engine.training.distributed import env_rank
-
+    except (ConfigError, DataError) as exc:
         if env_rank() != 0:  # under torchrun every process fails alike; rank 0 says why
             return EXIT_USAGE
-        if args.command in ("train", "demo"):  # their stdout is an event stream
+        if args.command in ("train", "demo") and not terminal_mode(args):  # events on stdout
             from engine.run.events import EventWriter
 
             EventWriter(sys.stdout).emit("run_end", status="failed", reason=str(exc),

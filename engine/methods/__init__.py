@@ -1,33 +1,49 @@
 """The self-supervised methods: one file each, listed in one table.
 
 :data:`METHODS` maps each method's name (TrainConfig.method, ``--method``) to its
-:class:`~engine.methods.base.MethodSpec`; the CLI's choices, the presets, the automatic
-settings, the training loop and the app take every per-method behaviour from it. Adding a
-method means adding its file here and its entry below. :func:`build_model` is the one place
-that reads the configuration to construct a method's module.
+:class:`~engine.methods.base.MethodSpec` (engine.methods.specs); the CLI's choices, the
+presets, the automatic settings, the training loop and the app take every per-method
+behaviour from it. Adding a method means adding its file here and its spec in
+engine.methods.specs. :func:`build_model` is the one place that reads the configuration to
+construct a method's module.
+
+Importing this package imports no torch (the settings and the CLI's checks read the
+registry before anything heavy loads); the modules (``SimCLR``, ``MoCo``) and
+:func:`build_model` import it when used.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from engine.methods import moco, simclr
 from engine.methods.base import MethodSpec, StepOutput, embedding_spread
-from engine.methods.moco import MoCo, key_encoder_momentum
-from engine.methods.simclr import SimCLR
-from engine.models.encoder import Encoder, ProjectionHead, build_backbone, feature_dim
+from engine.methods.specs import ALL, SIMCLR
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from engine.config.resolve import RunSettings
     from engine.config.train_config import TrainConfig
+    from engine.methods.moco import MoCo, key_encoder_momentum
+    from engine.methods.simclr import SimCLR
 
 __all__ = ["DEFAULT_METHOD", "METHODS", "MethodSpec", "MoCo", "SimCLR", "StepOutput",
            "build_model", "embedding_spread", "key_encoder_momentum", "method_spec"]
 
-METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (simclr.SPEC, moco.SPEC)}
-DEFAULT_METHOD = simclr.SPEC.name
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in ALL}
+DEFAULT_METHOD = SIMCLR.name
+
+#: Names this package gives from its method modules, imported (with torch) on first use.
+_LAZY = {"SimCLR": "engine.methods.simclr", "MoCo": "engine.methods.moco",
+         "key_encoder_momentum": "engine.methods.moco"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def method_spec(name: str) -> MethodSpec:
@@ -41,6 +57,8 @@ def method_spec(name: str) -> MethodSpec:
 def build_model(cfg: TrainConfig | RunSettings) -> nn.Module:
     """The one place that reads the configuration to construct a method module: the
     encoder (backbone + projection head), then the method's module around it."""
+    from engine.models.encoder import Encoder, ProjectionHead, build_backbone, feature_dim
+
     assert cfg.backbone is not None and cfg.proj_hidden_dim is not None
     backbone = build_backbone(cfg.backbone, small_stem=bool(cfg.small_stem))
     head = ProjectionHead(feature_dim(cfg.backbone), cfg.proj_hidden_dim, cfg.proj_out_dim,

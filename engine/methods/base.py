@@ -4,7 +4,10 @@ A method is a plug-in: one file in this folder holding its ``nn.Module`` (built 
 explicit scalars), and a :class:`MethodSpec` that says everything the rest of the engine
 and the app need to know about it: its name and title, its preset, its paper defaults, the
 settings that apply only to it, how to build it from the configuration, its per-step
-schedule and what it adds to the step events. engine.methods lists the specs in one table.
+schedule and what it adds to the step events. The specs live in engine.methods.specs and
+import their method's module (and so torch) only to build or step a model, so that the
+settings, the CLI's parser and its checks read the registry without importing torch; this
+module imports none either.
 """
 
 from __future__ import annotations
@@ -14,15 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+if TYPE_CHECKING:  # the configuration imports the registry: this module imports no torch
+    import torch
+    from torch import nn
 
-from engine.models.encoder import Encoder
-
-if TYPE_CHECKING:  # the configuration imports the method registry
     from engine.config.resolve import RunSettings
     from engine.config.train_config import TrainConfig
+    from engine.models.encoder import Encoder
 
 
 @dataclass
@@ -35,15 +36,18 @@ class StepOutput:
     embedding_std: torch.Tensor  # see embedding_spread()
 
 
-@torch.no_grad()
 def embedding_spread(z: torch.Tensor) -> torch.Tensor:
     """Per-dimension std of the L2-normalised projections across the batch, times sqrt(D).
 
     About 1 when the embeddings are spread over the sphere and 0 when they have collapsed
     to one point (the collapse signal used by SimSiam, Chen & He 2021, section 4.1).
     """
-    zn = F.normalize(z.float(), dim=1)
-    return zn.std(dim=0).mean() * math.sqrt(z.shape[1])
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        zn = F.normalize(z.float(), dim=1)
+        return zn.std(dim=0).mean() * math.sqrt(z.shape[1])
 
 
 class ContrastiveModel(Protocol):

@@ -8,28 +8,23 @@ temperature 0.2, SGD and a projection head without batch norm. Its own settings:
 queue_size, moco_momentum and momentum_ramp (the key-encoder momentum raised towards 1 on
 BYOL's cosine schedule, set before every step); each step event also reports the momentum.
 With several processes the queue takes every process's keys, in rank order, so it stays
-identical everywhere.
+identical everywhere. Its registry entry (preset, defaults, own settings, the momentum
+schedule's hook) is in engine.methods.specs.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config.settings import ConfigError
-from engine.methods.base import MethodSpec, StepOutput, embedding_spread
+from engine.methods.base import StepOutput, embedding_spread
 from engine.models.encoder import Encoder
 from engine.models.losses import info_nce
 from engine.training.collectives import gather
-
-if TYPE_CHECKING:
-    from engine.config.resolve import RunSettings
-    from engine.config.train_config import TrainConfig
 
 
 class MoCo(nn.Module):
@@ -109,47 +104,3 @@ def key_encoder_momentum(base: float, step: int, total_steps: int, *, ramp: bool
     if not ramp or total_steps <= 0:
         return base
     return 1.0 - (1.0 - base) * (math.cos(math.pi * step / total_steps) + 1.0) / 2.0
-
-
-class MoCoSpec(MethodSpec):
-    def build(self, encoder: Encoder, cfg: TrainConfig | RunSettings) -> nn.Module:
-        assert cfg.temperature is not None
-        return MoCo(encoder, dim=cfg.proj_out_dim, queue_size=cfg.queue_size,
-                    momentum=cfg.moco_momentum, temperature=cfg.temperature)
-
-    def before_step(self, model: nn.Module, cfg: RunSettings, step: int,
-                    total_steps: int) -> None:
-        assert isinstance(model, MoCo)
-        model.momentum = key_encoder_momentum(cfg.moco_momentum, step, total_steps,
-                                              ramp=cfg.momentum_ramp)
-
-    def step_fields(self, model: nn.Module) -> dict[str, float]:
-        assert isinstance(model, MoCo)
-        return {"momentum": model.momentum}
-
-    def fit_to_data(self, cfg: TrainConfig, num_images: int
-                    ) -> tuple[dict[str, Any], dict[str, str]]:
-        # Keys stay in the queue for queue_size / batch steps; if that spans the dataset an
-        # image's own earlier key becomes one of its negatives.
-        assert cfg.batch_size is not None
-        limit = ((num_images - cfg.batch_size) // cfg.batch_size) * cfg.batch_size
-        if limit < 1:
-            raise ConfigError(
-                f"MoCo needs more images than two batches for its queue: {num_images} images "
-                f"at batch size {cfg.batch_size}. Lower --batch-size or use --method simclr")
-        if cfg.queue_size <= limit:
-            return {}, {}
-        return {"queue_size": limit}, {"queue_size": (
-            f"reduced from {cfg.queue_size} to {limit}: the queue must stay smaller than the "
-            f"dataset ({num_images} images)")}
-
-
-SPEC = MoCoSpec(
-    name="moco", title="MoCo v2",
-    paper="Chen et al. 2020, Improved Baselines with Momentum Contrastive Learning",
-    # crop scale 0.2-1, jitter 0.4/0.4/0.4/0.1 (= 0.8/0.8/0.8/0.2 at s=0.5)
-    augment={"crop_scale_min": 0.2, "jitter_strength": 0.5},
-    defaults={"temperature": 0.2, "optimizer": "sgd", "head_batch_norm": False},
-    settings=("queue_size", "moco_momentum", "momentum_ramp"),
-    logged=("momentum",),
-)

@@ -4,25 +4,20 @@ Learning of Visual Representations"): encoder f + projection head g, NT-Xent ove
 Preset: the paper's augmentations (appendix A: crop 0.08-1, colour jitter 0.8/0.8/0.8/0.2 at
 s=1, grayscale 0.2, blur), temperature 0.1, LARS and batch norm in the projection head
 (appendix B.9). With several processes every view of every process is a negative, as in the
-paper's cross-replica loss on TPUs.
+paper's cross-replica loss on TPUs. Its registry entry (preset, defaults) is in
+engine.methods.specs.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.methods.base import MethodSpec, StepOutput, embedding_spread
+from engine.methods.base import StepOutput, embedding_spread
 from engine.models.encoder import Encoder
 from engine.models.losses import nt_xent
 from engine.training.collectives import gather_with_grad, rank, world_size
-
-if TYPE_CHECKING:
-    from engine.config.resolve import RunSettings
-    from engine.config.train_config import TrainConfig
 
 
 class SimCLR(nn.Module):
@@ -58,18 +53,3 @@ class SimCLR(nn.Module):
         with torch.no_grad():
             pos = F.cosine_similarity(z1.float(), z2.float(), dim=1).mean()
         return StepOutput(loss, pos, embedding_spread(z1))
-
-
-class SimCLRSpec(MethodSpec):
-    def build(self, encoder: Encoder, cfg: TrainConfig | RunSettings) -> nn.Module:
-        assert cfg.temperature is not None
-        return SimCLR(encoder, temperature=cfg.temperature)
-
-
-SPEC = SimCLRSpec(
-    name="simclr", title="SimCLR",
-    paper="Chen et al. 2020, A Simple Framework for Contrastive Learning of Visual "
-          "Representations",
-    augment={},  # AugmentConfig's defaults are SimCLR's
-    defaults={"temperature": 0.1, "optimizer": "lars", "head_batch_norm": True},
-)

@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -54,6 +54,15 @@ class EventWriter:
         self._lock = threading.Lock()
         self._pending: list[str] = []  # events emitted before the run directory existed
         self.file_error: Exception | None = None  # why appending to events.jsonl stopped
+        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(event)`` with every event written from now on, in order (after
+        the stream and the file; with the writer's lock held, so never from two threads at
+        once). The CLI's terminal report is one. A callback that raises is dropped with a
+        warning on stderr (in strict mode the error propagates): training goes on."""
+        with self._lock:
+            self._subscribers.append(callback)
 
     def attach(self, events_path: Path) -> None:
         """Start appending to ``events_path``, including the events emitted so far.
@@ -97,6 +106,15 @@ class EventWriter:
                     self._file_failed(exc)
             elif self.file_error is None:
                 self._pending.append(line)
+            for callback in list(self._subscribers):
+                try:
+                    callback(event)
+                except Exception as exc:
+                    if self.strict:
+                        raise
+                    self._subscribers.remove(callback)
+                    _warn(f"warning: the event display failed ({exc.__class__.__name__}: {exc}); "
+                          "the run goes on")
         return event
 
     def _file_failed(self, exc: Exception) -> None:
@@ -109,11 +127,8 @@ class EventWriter:
             file.close()  # type: ignore[union-attr]
         except (OSError, ValueError):
             pass
-        try:
-            print(f"warning: cannot append to the run's events.jsonl ({exc}); events go "
-                  "on to stdout only", file=sys.stderr, flush=True)
-        except (OSError, ValueError):
-            pass
+        _warn(f"warning: cannot append to the run's events.jsonl ({exc}); events go on to "
+              "stdout only")
 
     def close(self) -> None:
         with self._lock:
@@ -123,6 +138,13 @@ class EventWriter:
                     file.close()
                 except (OSError, ValueError) as exc:  # its last flush failed: disk full
                     self.file_error = exc
+
+
+def _warn(message: str) -> None:
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _ends_with_newline(path: Path) -> bool:

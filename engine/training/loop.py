@@ -181,7 +181,8 @@ def train(
                          world_size=ctx.world_size)
     knn_monitor = KnnMonitor.for_run(cache, run.config, device) if ctx.is_main else None
     if knn_monitor is not None and knn_monitor.sampled:
-        log(f"kNN accuracy per epoch on a fixed sample of {len(knn_monitor.indices)} images")
+        log(f"kNN accuracy per epoch on a fixed sample of {len(knn_monitor.indices)} images",
+            notice=True)
     steps_per_epoch = loader.steps_per_epoch
     total_steps = run.epochs * steps_per_epoch
     if run.max_steps is not None:

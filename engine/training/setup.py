@@ -7,7 +7,8 @@ import dataclasses
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,18 +42,39 @@ class TrainingError(Exception):
     """The run could not go on; str() says why and what to do."""
 
 
-def log(message: str) -> None:
+#: Where log() lines go instead of stderr while a terminal report owns the terminal (see
+#: :func:`log_to`): called with the line and whether it is a notice.
+_sink: list[Callable[[str, bool], None]] = []
+
+
+def log(message: str, *, notice: bool = False) -> None:
     """Human-readable progress goes to stderr; stdout carries only events.
 
+    ``notice``: the line says something that no event carries (most lines repeat an
+    event for whoever reads stderr), so a terminal report (:func:`log_to`) shows it too.
     If whoever reads stderr has gone (the window closed), training goes on regardless.
     With several processes (torchrun) only rank 0 logs.
     """
     if distributed.env_rank() != 0:
         return
+    if _sink:
+        _sink[-1](message, notice)
+        return
     try:
         print(message, file=sys.stderr, flush=True)
     except (OSError, ValueError):
         pass
+
+
+@contextmanager
+def log_to(sink: Callable[[str, bool], None]) -> Iterator[None]:
+    """Send log() lines to ``sink(message, notice)`` instead of stderr within the block:
+    the CLI's terminal report draws a progress line there and shows the notices above it."""
+    _sink.append(sink)
+    try:
+        yield
+    finally:
+        _sink.remove(sink)
 
 
 def progress_events(events: EventWriter, phase: str) -> Callable[[int, int, str], None]:
@@ -94,7 +116,7 @@ def resume_settings(folder: RunDir, overrides: dict[str, object] | None, events:
     removed = remove_partial_writes(folder)
     if removed:
         log(f"removed {len(removed)} half-written checkpoint file(s) left by an interrupted "
-            "save")
+            "save", notice=True)
     try:
         point = find_resume_point(folder)
     except CheckpointError as exc:

@@ -1,0 +1,88 @@
+"""Each method's entry in the registry: its name, title, preset, paper defaults, own
+settings and hooks, as data that imports no torch.
+
+The settings (engine.config.train_config), the CLI's parser and its checks read these
+without torch, so that bad settings are refused at once; a spec imports its method's
+module (engine.methods.simclr, engine.methods.moco: torch) only to build or step a model.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.config.settings import ConfigError
+from engine.methods.base import MethodSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from engine.config.resolve import RunSettings
+    from engine.config.train_config import TrainConfig
+    from engine.models.encoder import Encoder
+
+
+class SimCLRSpec(MethodSpec):
+    def build(self, encoder: Encoder, cfg: TrainConfig | RunSettings) -> nn.Module:
+        from engine.methods.simclr import SimCLR
+
+        assert cfg.temperature is not None
+        return SimCLR(encoder, temperature=cfg.temperature)
+
+
+SIMCLR = SimCLRSpec(
+    name="simclr", title="SimCLR",
+    paper="Chen et al. 2020, A Simple Framework for Contrastive Learning of Visual "
+          "Representations",
+    augment={},  # AugmentConfig's defaults are SimCLR's
+    defaults={"temperature": 0.1, "optimizer": "lars", "head_batch_norm": True},
+)
+
+
+class MoCoSpec(MethodSpec):
+    def build(self, encoder: Encoder, cfg: TrainConfig | RunSettings) -> nn.Module:
+        from engine.methods.moco import MoCo
+
+        assert cfg.temperature is not None
+        return MoCo(encoder, dim=cfg.proj_out_dim, queue_size=cfg.queue_size,
+                    momentum=cfg.moco_momentum, temperature=cfg.temperature)
+
+    def before_step(self, model: nn.Module, cfg: RunSettings, step: int,
+                    total_steps: int) -> None:
+        from engine.methods.moco import MoCo, key_encoder_momentum
+
+        assert isinstance(model, MoCo)
+        model.momentum = key_encoder_momentum(cfg.moco_momentum, step, total_steps,
+                                              ramp=cfg.momentum_ramp)
+
+    def step_fields(self, model: nn.Module) -> dict[str, float]:
+        return {"momentum": float(model.momentum)}
+
+    def fit_to_data(self, cfg: TrainConfig, num_images: int
+                    ) -> tuple[dict[str, Any], dict[str, str]]:
+        # Keys stay in the queue for queue_size / batch steps; if that spans the dataset an
+        # image's own earlier key becomes one of its negatives.
+        assert cfg.batch_size is not None
+        limit = ((num_images - cfg.batch_size) // cfg.batch_size) * cfg.batch_size
+        if limit < 1:
+            raise ConfigError(
+                f"MoCo needs more images than two batches for its queue: {num_images} images "
+                f"at batch size {cfg.batch_size}. Lower --batch-size or use --method simclr")
+        if cfg.queue_size <= limit:
+            return {}, {}
+        return {"queue_size": limit}, {"queue_size": (
+            f"reduced from {cfg.queue_size} to {limit}: the queue must stay smaller than the "
+            f"dataset ({num_images} images)")}
+
+
+MOCO = MoCoSpec(
+    name="moco", title="MoCo v2",
+    paper="Chen et al. 2020, Improved Baselines with Momentum Contrastive Learning",
+    # crop scale 0.2-1, jitter 0.4/0.4/0.4/0.1 (= 0.8/0.8/0.8/0.2 at s=0.5)
+    augment={"crop_scale_min": 0.2, "jitter_strength": 0.5},
+    defaults={"temperature": 0.2, "optimizer": "sgd", "head_batch_norm": False},
+    settings=("queue_size", "moco_momentum", "momentum_ramp"),
+    logged=("momentum",),
+)
+
+#: Every method, in the order the CLI and the app list them.
+ALL = (SIMCLR, MOCO)
