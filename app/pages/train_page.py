@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 from app.child.engine_process import EngineProcess
 from app.child.run_follower import RunFollower
 from app.model.run_actions import display_name, mark_running_in_background
-from app.model.run_model import RunHistory
+from app.model.run_model import RunHistory, window_words
 from app.widgets.curves import TrainingCurves
 from app.widgets.run_log import RunLog
 from app.widgets.settings_form import SettingsForm
@@ -43,6 +43,7 @@ COMMON_FIELDS = ["method", "backbone", "image_size", "batch_size", "epochs", "ma
 FORM_FIELDS = COMMON_FIELDS + [name for spec in METHODS.values() for name in spec.settings
                                if name not in COMMON_FIELDS]
 STOP_TIP = "Save a checkpoint and stop the run"
+CHOOSE_FOLDER = "Choose an image folder (Browse…, or open one on the Data page), then press Start."
 STOP_ELSEWHERE_TIP = (
     "The followed run is trained by another process, which this window cannot stop: stop "
     "it where it runs (Ctrl+C in its terminal, or SIGTERM to the engine or to torchrun); it "
@@ -62,10 +63,13 @@ class TrainPage(QWidget):
     Signals:
         run_changed(): a run started, ended, or wrote its first event (refresh run lists).
         engine_state_changed(): the engine child started or ended.
+        progressed(object, object): the current run (its folder, or None) reached a new
+            step or checkpoint: the folder and its RunHistory (for the runs list's line).
     """
 
     run_changed = Signal()
     engine_state_changed = Signal()
+    progressed = Signal(object, object)
 
     def __init__(self, runs_root: Path, cache_dir: Path | None = None,
                  parent: QWidget | None = None) -> None:
@@ -85,10 +89,11 @@ class TrainPage(QWidget):
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("image folder (class sub-folders give labels)")
         self.folder.setToolTip("The folder of images to train on. Sub-folders are classes.")
+        self.folder.textChanged.connect(self._on_folder_edited)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._on_browse)
         self.form = SettingsForm(preset(DEFAULT_METHOD), fields=FORM_FIELDS)
-        self.form.validity_changed.connect(lambda ok: self._update_buttons())
+        self.form.validity_changed.connect(lambda ok: self._on_folder_edited())
         self.form.changed.connect(self._show_method_settings)
         self._show_method_settings()
         self.start_button = QPushButton("Start")
@@ -102,7 +107,7 @@ class TrainPage(QWidget):
         self.resume_button.clicked.connect(self.resume)
         self.progress = QProgressBar()
         self.progress.setFormat("%p%")
-        self.status = QLabel("Choose a folder and press Start.")
+        self.status = QLabel(CHOOSE_FOLDER)
         self.status.setWordWrap(True)
         self.log = RunLog()
         self.curves = TrainingCurves()
@@ -161,6 +166,54 @@ class TrainPage(QWidget):
 
     def set_folder(self, folder: str | Path) -> None:
         self.folder.setText(str(folder))
+
+    def set_folder_counts(self, folder: str | Path, images: int, classes: int) -> None:
+        """What the scan of ``folder`` found, for the "Ready" line (and the estimate)."""
+        self._counts = (str(Path(folder)), images, classes)
+        self._say_ready()
+
+    def set_scanned(self, manifest) -> None:
+        """The Data page scanned a folder (an engine.data.scan.Manifest)."""
+        self.set_folder_counts(manifest.root, len(manifest.images), len(manifest.classes))
+
+    def folder_counts(self) -> tuple[int, int] | None:
+        """(images, classes) of the folder in the folder field, when it was scanned."""
+        counts = getattr(self, "_counts", None)
+        folder = self.folder.text().strip()
+        if counts is None or not folder or str(Path(folder).expanduser()) != counts[0]:
+            return None
+        return counts[1], counts[2]
+
+    def _on_folder_edited(self) -> None:
+        self._update_buttons()
+        self._say_ready()
+
+    def _say_ready(self) -> None:
+        """The idle status line: what pressing Start would do (nothing runs or is followed,
+        and no stopped run waits for Resume)."""
+        if self.engine.is_running() or self.following is not None:
+            return
+        if self.history.status in ("stopped", "crashed", "interrupted", "failed") \
+                and self.resume_button.isEnabled():
+            return  # the line says how the run ended and that Resume goes on
+        self.status.setText(self.ready_text())
+
+    def ready_text(self) -> str:
+        folder = self.folder.text().strip()
+        if not folder:
+            return CHOOSE_FOLDER
+        if not Path(folder).expanduser().is_dir():
+            return f"The folder {folder} does not exist: choose another one."
+        counts = self.folder_counts()
+        what = Path(folder).name or folder
+        if counts is not None:
+            images, classes = counts
+            kinds = (f" in {classes} classes" if classes >= 2 else
+                     " (no class sub-folders: no labels, so no kNN accuracy)")
+            what = f"{images:,} images{kinds}"
+        if not self.form.is_valid():
+            return f"Ready: {what}. Fix the highlighted settings, then press Start."
+        return f"Ready: {what}; press Start."
 
     def _on_browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Image folder", self.folder.text())
@@ -332,12 +385,16 @@ class TrainPage(QWidget):
             knn = (f", kNN accuracy {100 * self.history.knn[-1][1]:.1f}%"
                    if self.history.knn else "")
             total = f" of {self.history.total_steps}" if self.history.total_steps else ""
+            self.progressed.emit(self.run_dir, self.history)
             self._say(f"step {self.history.steps[-1]}{total}, loss "
                       f"{self.history.curves['loss'][-1]:.4f}{knn}"
                       + (f", about {_duration(eta)} left" if eta is not None else "")
                       + warning)
         elif kind == "eval":
             self.curves.mark_dirty()
+            self.progressed.emit(self.run_dir, self.history)
+        elif kind == "checkpoint":
+            self.progressed.emit(self.run_dir, self.history)
 
     def _checkpoint_note(self) -> str:
         """Where the run can go on from after it failed or crashed."""
@@ -363,10 +420,19 @@ class TrainPage(QWidget):
                 self.own_runs[self.run_dir] = time.time()
         if self.history.status == "running":  # no run_end event reached the history
             self.history.status, self.history.reason = status, reason
+        reason = window_words(reason)
         self.curves.mark_dirty()
         self.log.stream_summary(self.history)
-        if status in ("finished", "stopped"):
-            self._say(f"Run {status}: {reason}")
+        position = self.history.position
+        if position is not None and self.history.total_steps:
+            self.progress.setValue(int(round(100 * (self.history.progress or 0))))
+        if status == "stopped":
+            at = (f" at step {position}" + (f" of {self.history.total_steps}"
+                                             if self.history.total_steps else "")
+                  if position is not None else "")
+            self._say(f"Run stopped{at}: {reason}")
+        elif status == "finished":
+            self._say(f"Run finished: {reason}")
         else:
             reason += self._checkpoint_note()
             self.log.add(f"[run {status}] {reason}")
