@@ -269,3 +269,25 @@ def test_actions_have_shortcuts_and_follow_the_engine(window):
     keys = [a.shortcut().toString() for a in actions.values() if not a.shortcut().isEmpty()]
     assert len(keys) == len(set(keys))
     assert window.train_page.start_button.shortcut().isEmpty()
+
+
+def test_the_start_page_opens_recent_runs_and_the_demo(qtbot, window, tmp_path, monkeypatch):
+    import engine.data.demo as demo
+
+    assert window.tabs.currentWidget() is window.start_page
+    assert window.tabs.tabText(0) == "Start"
+    run = tmp_path / "runs" / "20260101-000000-simclr-shapes"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"method": "simclr", "data": "/x/shapes"}')
+    window.refresh_runs()
+    window.start_page.refresh()
+    window.start_page.run_chosen.emit(run)
+    assert window.selected_run() == run and window.tabs.currentWidget() is window.explore_page
+    folder = make_folder(tmp_path / "digits")
+    monkeypatch.setattr(demo, "demo_dataset", lambda: folder)
+    window.tabs.setCurrentWidget(window.start_page)
+    window.start_page.demo_requested.emit()
+    assert window.tabs.currentWidget() is window.data_page
+    assert window.train_page.folder.text() == str(folder)
+    assert window.train_page.form.values().epochs == demo.DEMO_SETTINGS["epochs"]
+    assert window.start_page.recent_folders()[0] == str(folder)
