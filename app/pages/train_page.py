@@ -25,9 +25,11 @@ from PySide6.QtWidgets import (
 
 from app.child.engine_process import EngineProcess
 from app.child.run_follower import RunFollower
+from app.model.estimate import duration
 from app.model.run_actions import display_name, mark_running_in_background
 from app.model.run_model import RunHistory, window_words
 from app.widgets.curves import TrainingCurves
+from app.widgets.run_estimate import RunEstimate
 from app.widgets.run_log import RunLog
 from app.widgets.settings_form import SettingsForm
 from engine.cli.args import to_arguments
@@ -95,7 +97,15 @@ class TrainPage(QWidget):
         self.form = SettingsForm(preset(DEFAULT_METHOD), fields=FORM_FIELDS)
         self.form.validity_changed.connect(lambda ok: self._on_folder_edited())
         self.form.changed.connect(self._show_method_settings)
+        self.form.changed.connect(self._on_form_changed)
         self._show_method_settings()
+        self.estimate = RunEstimate(self.runs_root, cache_dir)
+        self.estimate.measured.connect(self._update_estimate)
+        #: Epochs chosen for the device (CPU: a first run of minutes) while a person has
+        #: not chosen them; None when the form shows the method's own.
+        self._auto_epochs: int | None = None
+        self._epochs_chosen = False
+        self._estimating = False
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Start a new run in a background process (Ctrl+Return)")
         self.stop_button = QPushButton("Stop")
@@ -125,6 +135,7 @@ class TrainPage(QWidget):
         scroll.setWidgetResizable(True)
         left_layout.addWidget(scroll, 1)
         left_layout.addLayout(buttons)
+        left_layout.addWidget(self.estimate)
         right = QSplitter(Qt.Vertical)
         right.addWidget(self.curves)
         right.addWidget(self.log)
@@ -139,6 +150,7 @@ class TrainPage(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
 
+        self._update_estimate()
         for source in (self.engine, self.follower):
             source.event.connect(self._on_event)
             source.log.connect(self.log.add)
@@ -171,6 +183,7 @@ class TrainPage(QWidget):
         """What the scan of ``folder`` found, for the "Ready" line (and the estimate)."""
         self._counts = (str(Path(folder)), images, classes)
         self._say_ready()
+        self._update_estimate()
 
     def set_scanned(self, manifest) -> None:
         """The Data page scanned a folder (an engine.data.scan.Manifest)."""
@@ -187,6 +200,40 @@ class TrainPage(QWidget):
     def _on_folder_edited(self) -> None:
         self._update_buttons()
         self._say_ready()
+        self._update_estimate()
+
+    def _on_form_changed(self) -> None:
+        if self._estimating:
+            return
+        epochs = self.form.values().epochs
+        if epochs not in (self._auto_epochs, preset(self.form.values().method).epochs):
+            self._epochs_chosen = True  # a person's choice: kept
+        self._update_estimate()
+
+    def _update_estimate(self) -> None:
+        """Estimate the run's time; on a CPU, and until a person chooses the epochs, choose
+        epochs that make a first run of minutes and say why."""
+        if self._estimating:
+            return
+        self._estimating = True
+        try:
+            counts = self.folder_counts()
+            images = counts[0] if counts else None
+            note = ""
+            if images and not self._epochs_chosen:
+                cfg = self.form.values()
+                paper = preset(cfg.method).epochs
+                chosen = self.estimate.cpu_epochs(dataclasses.replace(cfg, epochs=paper),
+                                                  images)
+                if chosen is not None:
+                    self._auto_epochs, note = chosen
+                    self.form.set_value("epochs", self._auto_epochs)
+                elif self._auto_epochs is not None:  # e.g. the device became a GPU
+                    self._auto_epochs = None
+                    self.form.set_value("epochs", paper)
+            self.estimate.show_for(self.form.values(), images, note)
+        finally:
+            self._estimating = False
 
     def _say_ready(self) -> None:
         """The idle status line: what pressing Start would do (nothing runs or is followed,
@@ -231,6 +278,8 @@ class TrainPage(QWidget):
                 self.augment_overrides = dict(value)
             elif name in FORM_FIELDS:
                 self.form.set_value(name, value)
+                if name == "epochs":
+                    self._epochs_chosen = True
 
     def start(self) -> None:
         if self.following is not None:
@@ -388,7 +437,7 @@ class TrainPage(QWidget):
             self.progressed.emit(self.run_dir, self.history)
             self._say(f"step {self.history.steps[-1]}{total}, loss "
                       f"{self.history.curves['loss'][-1]:.4f}{knn}"
-                      + (f", about {_duration(eta)} left" if eta is not None else "")
+                      + (f", about {duration(eta)} left" if eta is not None else "")
                       + warning)
         elif kind == "eval":
             self.curves.mark_dirty()
@@ -443,6 +492,7 @@ class TrainPage(QWidget):
             box.open()  # not modal-blocking: the event loop keeps running
             self.failure_box = box
         self._update_buttons()
+        self._update_estimate()  # the run measured this machine's speed
         self.run_changed.emit()
 
     def _update_buttons(self) -> None:
@@ -466,11 +516,3 @@ class TrainPage(QWidget):
                     f"process): {text}")
         self.status.setText(text)
 
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 5400:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
