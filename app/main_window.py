@@ -81,6 +81,7 @@ class MainWindow(QMainWindow):
         self.data_page.folder_scanned.connect(
             lambda manifest: self.augment_page.set_folder(manifest.root))
         self.augment_page.pairs_ready.connect(self._sync_augmentations)
+        self.train_page.share_image_size(self.augment_page)
         self.explore_page = ExplorePage(cache_dir)
         self.run_selected.connect(self.explore_page.set_run)
         self.probe_page = ProbePage(cache_dir)

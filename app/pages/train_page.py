@@ -281,6 +281,25 @@ class TrainPage(QWidget):
                 if name == "epochs":
                     self._epochs_chosen = True
 
+    def share_image_size(self, preview) -> None:
+        """Make ``preview``'s view size (an AugmentPreview) and this form's image_size one
+        setting: each shows the other's changes; "auto" shows the device's choice."""
+        def show() -> None:
+            size = self.form.values().image_size
+            if size is None:
+                counts = self.folder_counts()
+                resolved = self.estimate.resolved(self.form.values(),
+                                                  counts[0] if counts else 10**6)
+                if resolved is None:
+                    return
+                preview.show_image_size(resolved[0]["image_size"], auto=True)
+            else:
+                preview.show_image_size(size)
+
+        self.form.changed.connect(show)
+        preview.image_size_edited.connect(lambda size: self.form.set_value("image_size", size))
+        show()
+
     def start(self) -> None:
         if self.following is not None:
             self._say(f"Not started: this page follows {display_name(self.following)}, "

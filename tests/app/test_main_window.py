@@ -291,3 +291,16 @@ def test_the_start_page_opens_recent_runs_and_the_demo(qtbot, window, tmp_path, 
     assert window.train_page.folder.text() == str(folder)
     assert window.train_page.form.values().epochs == demo.DEMO_SETTINGS["epochs"]
     assert window.start_page.recent_folders()[0] == str(folder)
+
+
+def test_the_preview_size_and_the_train_image_size_are_one_setting(window):
+    train, preview = window.train_page, window.augment_page
+    train.form.set_value("image_size", "24")
+    assert preview.image_size() == 24 and preview.size_box.suffix() == " px"
+    preview.size_box.setValue(48)  # as a person would
+    assert train.form.values().image_size == 48
+    assert train.form._editors["image_size"].text() == "48"
+    train.form.set_value("image_size", "")  # auto: the device's choice is shown
+    expected = train.estimate.resolved(train.form.values(), 1000)[0]["image_size"]
+    assert preview.image_size() == expected and preview.size_box.suffix() == " px (auto)"
+    assert train.form.values().image_size is None  # showing it changed nothing
