@@ -28,8 +28,8 @@ from app.child.run_follower import RunFollower
 from app.model.estimate import duration
 from app.model.run_actions import display_name, mark_running_in_background
 from app.model.run_model import RunHistory, window_words
+from app.pages.train_plan import CHOOSE_FOLDER, TrainPlan
 from app.widgets.curves import TrainingCurves
-from app.widgets.run_estimate import RunEstimate
 from app.widgets.run_log import RunLog
 from app.widgets.settings_form import SettingsForm
 from engine.cli.args import to_arguments
@@ -45,7 +45,6 @@ COMMON_FIELDS = ["method", "backbone", "image_size", "batch_size", "epochs", "ma
 FORM_FIELDS = COMMON_FIELDS + [name for spec in METHODS.values() for name in spec.settings
                                if name not in COMMON_FIELDS]
 STOP_TIP = "Save a checkpoint and stop the run"
-CHOOSE_FOLDER = "Choose an image folder (Browse…, or open one on the Data page), then press Start."
 STOP_ELSEWHERE_TIP = (
     "The followed run is trained by another process, which this window cannot stop: stop "
     "it where it runs (Ctrl+C in its terminal, or SIGTERM to the engine or to torchrun); it "
@@ -97,15 +96,9 @@ class TrainPage(QWidget):
         self.form = SettingsForm(preset(DEFAULT_METHOD), fields=FORM_FIELDS)
         self.form.validity_changed.connect(lambda ok: self._on_folder_edited())
         self.form.changed.connect(self._show_method_settings)
-        self.form.changed.connect(self._on_form_changed)
         self._show_method_settings()
-        self.estimate = RunEstimate(self.runs_root, cache_dir)
-        self.estimate.measured.connect(self._update_estimate)
-        #: Epochs chosen for the device (CPU: a first run of minutes) while a person has
-        #: not chosen them; None when the form shows the method's own.
-        self._auto_epochs: int | None = None
-        self._epochs_chosen = False
-        self._estimating = False
+        self.plan = TrainPlan(self.folder, self.form, self.runs_root, cache_dir, self)
+        self.estimate = self.plan.estimate
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Start a new run in a background process (Ctrl+Return)")
         self.stop_button = QPushButton("Stop")
@@ -150,7 +143,7 @@ class TrainPage(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
 
-        self._update_estimate()
+        self.plan.update()
         for source in (self.engine, self.follower):
             source.event.connect(self._on_event)
             source.log.connect(self.log.add)
@@ -181,9 +174,8 @@ class TrainPage(QWidget):
 
     def set_folder_counts(self, folder: str | Path, images: int, classes: int) -> None:
         """What the scan of ``folder`` found, for the "Ready" line (and the estimate)."""
-        self._counts = (str(Path(folder)), images, classes)
+        self.plan.set_counts(folder, images, classes)
         self._say_ready()
-        self._update_estimate()
 
     def set_scanned(self, manifest) -> None:
         """The Data page scanned a folder (an engine.data.scan.Manifest)."""
@@ -191,49 +183,16 @@ class TrainPage(QWidget):
 
     def folder_counts(self) -> tuple[int, int] | None:
         """(images, classes) of the folder in the folder field, when it was scanned."""
-        counts = getattr(self, "_counts", None)
-        folder = self.folder.text().strip()
-        if counts is None or not folder or str(Path(folder).expanduser()) != counts[0]:
-            return None
-        return counts[1], counts[2]
+        return self.plan.counts()
+
+    def share_image_size(self, preview) -> None:
+        """One image size with the Augmentations page (TrainPlan.share_image_size)."""
+        self.plan.share_image_size(preview)
 
     def _on_folder_edited(self) -> None:
         self._update_buttons()
         self._say_ready()
-        self._update_estimate()
-
-    def _on_form_changed(self) -> None:
-        if self._estimating:
-            return
-        epochs = self.form.values().epochs
-        if epochs not in (self._auto_epochs, preset(self.form.values().method).epochs):
-            self._epochs_chosen = True  # a person's choice: kept
-        self._update_estimate()
-
-    def _update_estimate(self) -> None:
-        """Estimate the run's time; on a CPU, and until a person chooses the epochs, choose
-        epochs that make a first run of minutes and say why."""
-        if self._estimating:
-            return
-        self._estimating = True
-        try:
-            counts = self.folder_counts()
-            images = counts[0] if counts else None
-            note = ""
-            if images and not self._epochs_chosen:
-                cfg = self.form.values()
-                paper = preset(cfg.method).epochs
-                chosen = self.estimate.cpu_epochs(dataclasses.replace(cfg, epochs=paper),
-                                                  images)
-                if chosen is not None:
-                    self._auto_epochs, note = chosen
-                    self.form.set_value("epochs", self._auto_epochs)
-                elif self._auto_epochs is not None:  # e.g. the device became a GPU
-                    self._auto_epochs = None
-                    self.form.set_value("epochs", paper)
-            self.estimate.show_for(self.form.values(), images, note)
-        finally:
-            self._estimating = False
+        self.plan.update()
 
     def _say_ready(self) -> None:
         """The idle status line: what pressing Start would do (nothing runs or is followed,
@@ -243,24 +202,7 @@ class TrainPage(QWidget):
         if self.history.status in ("stopped", "crashed", "interrupted", "failed") \
                 and self.resume_button.isEnabled():
             return  # the line says how the run ended and that Resume goes on
-        self.status.setText(self.ready_text())
-
-    def ready_text(self) -> str:
-        folder = self.folder.text().strip()
-        if not folder:
-            return CHOOSE_FOLDER
-        if not Path(folder).expanduser().is_dir():
-            return f"The folder {folder} does not exist: choose another one."
-        counts = self.folder_counts()
-        what = Path(folder).name or folder
-        if counts is not None:
-            images, classes = counts
-            kinds = (f" in {classes} classes" if classes >= 2 else
-                     " (no class sub-folders: no labels, so no kNN accuracy)")
-            what = f"{images:,} images{kinds}"
-        if not self.form.is_valid():
-            return f"Ready: {what}. Fix the highlighted settings, then press Start."
-        return f"Ready: {what}; press Start."
+        self.status.setText(self.plan.ready_text())
 
     def _on_browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Image folder", self.folder.text())
@@ -279,26 +221,7 @@ class TrainPage(QWidget):
             elif name in FORM_FIELDS:
                 self.form.set_value(name, value)
                 if name == "epochs":
-                    self._epochs_chosen = True
-
-    def share_image_size(self, preview) -> None:
-        """Make ``preview``'s view size (an AugmentPreview) and this form's image_size one
-        setting: each shows the other's changes; "auto" shows the device's choice."""
-        def show() -> None:
-            size = self.form.values().image_size
-            if size is None:
-                counts = self.folder_counts()
-                resolved = self.estimate.resolved(self.form.values(),
-                                                  counts[0] if counts else 10**6)
-                if resolved is None:
-                    return
-                preview.show_image_size(resolved[0]["image_size"], auto=True)
-            else:
-                preview.show_image_size(size)
-
-        self.form.changed.connect(show)
-        preview.image_size_edited.connect(lambda size: self.form.set_value("image_size", size))
-        show()
+                    self.plan.epochs_chosen = True
 
     def start(self) -> None:
         if self.following is not None:
@@ -511,7 +434,7 @@ class TrainPage(QWidget):
             box.open()  # not modal-blocking: the event loop keeps running
             self.failure_box = box
         self._update_buttons()
-        self._update_estimate()  # the run measured this machine's speed
+        self.plan.update()  # the run measured this machine's speed
         self.run_changed.emit()
 
     def _update_buttons(self) -> None:
