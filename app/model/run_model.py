@@ -68,6 +68,8 @@ _CLI_TO_WINDOW = (
     (re.compile(r"--resume to go on"), "press Resume to go on"),
     (re.compile(r"then --resume the run"), "then press Resume"),
     (re.compile(r"--resume"), "Resume"),
+    # Any other flag is a setting of the form: "lower --batch-size" -> "lower batch size".
+    (re.compile(r"--([a-z]+(?:-[a-z]+)*)"), lambda m: m[1].replace("-", " ")),
 )
 
 

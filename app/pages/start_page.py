@@ -87,6 +87,10 @@ class StartPage(QWidget):
         self.runs.setObjectName("recent_runs")
         self.runs.itemClicked.connect(self._on_run_clicked)
         self.runs.itemActivated.connect(self._on_run_clicked)
+        for view in (self.folders, self.runs):
+            view.setWordWrap(True)  # a long path or hint wraps instead of being cut off
+            view.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+            view.setSpacing(2)
         folders_title, runs_title = QLabel("Recent folders"), QLabel("Recent runs")
         set_role(folders_title, "heading")
         set_role(runs_title, "heading")

@@ -22,6 +22,7 @@ from app.model.estimate import (
     speed_from_runs,
     total_steps,
 )
+from app.model.run_model import window_words
 from engine.config.locations import user_cache_dir
 from engine.config.resolve import DeviceInfo, resolve_config, resolve_device
 from engine.config.train_config import TrainConfig
@@ -57,6 +58,8 @@ class RunEstimate(QWidget):
         self.runs_root = Path(runs_root)
         self.bench_file = Path(cache_dir or user_cache_dir()) / "speed.json"
         self._devices: dict[str, DeviceInfo | None] = {}
+        #: Why the settings do not resolve (the engine's message), "" when they do.
+        self.problem = ""
         self.label = QLabel("")
         self.label.setWordWrap(True)
         self.label.setObjectName("estimate")
@@ -96,8 +99,10 @@ class RunEstimate(QWidget):
         try:
             run, _ = resolve_config(dataclasses.replace(cfg, data="."), info,
                                     typical_side=None, num_images=images)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError) as exc:
+            self.problem = window_words(str(exc))
             return None
+        self.problem = ""
         return {f.name: getattr(run, f.name) for f in dataclasses.fields(run)}, info
 
     def speed(self, settings: dict, info: DeviceInfo) -> Speed | None:
@@ -131,7 +136,9 @@ class RunEstimate(QWidget):
             return
         resolved = self.resolved(cfg, images)
         if resolved is None:
-            self._say("Time: fix the settings to estimate how long a run takes.")
+            self._say(f"Time: no estimate, the engine would refuse these settings: "
+                      f"{self.problem}" if self.problem else
+                      "Time: no estimate for this device.")
             return
         settings, info = resolved
         steps = total_steps(images, settings["batch_size"], settings["epochs"],

@@ -88,3 +88,17 @@ def test_the_train_page_chooses_cpu_epochs_until_a_person_does(qtbot, tmp_path, 
     page.set_folder_counts(folder, 5000, 2)
     assert page.form.values().epochs == 2 and "for 2 epochs" in page.estimate.label.text()
     assert run_estimate.BENCH_SECONDS > 0
+
+
+def test_settings_the_engine_would_refuse_are_said_in_window_words(qtbot, tmp_path):
+    pytest.importorskip("PySide6")
+    from app.pages.train_page import TrainPage
+
+    page = TrainPage(tmp_path / "runs", tmp_path / "cache")
+    qtbot.addWidget(page)
+    page.set_folder(tmp_path)
+    page.form.set_value("batch_size", "64")
+    page.set_folder_counts(tmp_path, 24, 2)
+    text = page.estimate.label.text()
+    assert "the engine would refuse these settings: batch_size 64 is larger" in text
+    assert "--" not in text

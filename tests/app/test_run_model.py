@@ -82,6 +82,7 @@ def test_a_run_stopped_between_logged_steps_is_where_its_checkpoint_is(tmp_path)
     assert h.position == 57 and h.progress == pytest.approx(57 / 82)
     reason = "stop requested; checkpoint saved, --resume to go on"
     assert window_words(reason) == "stop requested; checkpoint saved, press Resume to go on"
+    assert window_words("lower --batch-size to at most 24") == "lower batch size to at most 24"
     run = tmp_path / "20261124-100000-simclr-birds"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.pt").write_bytes(b"x")
