@@ -93,6 +93,8 @@ class MainWindow(QMainWindow):
         self.start_page.demo_requested.connect(self.open_demo)
         self.start_page.folder_chosen.connect(self.open_folder)
         self.start_page.run_chosen.connect(self._on_start_run_chosen)
+        self.data_page.folder_scanned.connect(
+            lambda manifest: self.start_page.note_folder(manifest.root))
         self.tabs = QTabWidget()
         self.tabs.addTab(self.start_page, "Start")
         self.tabs.addTab(self.data_page, "Data")
@@ -173,7 +175,6 @@ class MainWindow(QMainWindow):
         """Show the folder on the Data page and make it the one to train on."""
         self.data_page.open_folder(folder)
         self._remember_folder(Path(folder))
-        self.start_page.note_folder(folder)
         if self.tabs.currentWidget() is self.start_page:
             self.tabs.setCurrentWidget(self.data_page)
 

@@ -65,8 +65,8 @@ class RunEstimate(QWidget):
         self.label.setObjectName("estimate")
         self.measure_button = QPushButton("Measure speed")
         self.measure_button.setToolTip(
-            f"Time training steps on this machine (about {BENCH_SECONDS} s, in a background "
-            "process) so the estimate and the CPU's choice of epochs are this machine's")
+            "Time training steps on this machine (under a minute, in a background process) "
+            "so the estimate and the CPU's choice of epochs are this machine's")
         self.measure_button.clicked.connect(self.measure)
         self.bench = EngineProcess(self)
         self.bench.result.connect(self._on_bench_result)
@@ -162,7 +162,7 @@ class RunEstimate(QWidget):
         if self.bench.is_running():
             return
         self.measure_button.setEnabled(False)
-        self._say(f"Measuring this machine's training speed (about {BENCH_SECONDS} s)…")
+        self._say("Measuring this machine's training speed (under a minute)…")
         self.bench.start(["bench", "--seconds", str(BENCH_SECONDS), "--json"])
 
     def _on_bench_result(self, result: dict) -> None:

@@ -238,7 +238,8 @@ def test_asking_for_a_gpu_that_is_not_there_says_so(qtbot, window, tmp_path):
     with qtbot.waitSignal(page.engine.ended, timeout=60_000) as ended:
         page.start()
     assert ended.args[0] == "failed"
-    assert "no usable CUDA GPU" in page.status.text() and "--device cpu" in page.status.text()
+    status = page.status.text()  # the flag in window words: the form's "device" setting
+    assert "no usable CUDA GPU" in status and "use device cpu" in status and "--" not in status
     assert page.failure_box.isVisible()
     page.failure_box.close()
 
