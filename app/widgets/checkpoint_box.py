@@ -66,8 +66,11 @@ class CheckpointBox(QComboBox):
         index = self.findData(self._aliases.get(name, name))
         if index < 0:
             raise ValueError(f"no checkpoint {name!r} in {self.run_dir}")
+        before, unchanged = self.checkpoint(), index == self.currentIndex()
+        self._alias = name if name in self._aliases else None  # (read by the slots)
         self.setCurrentIndex(index)
-        self._alias = name if name in self._aliases else None
+        if unchanged and self.checkpoint() != before:  # same entry, another name
+            self.currentIndexChanged.emit(index)
 
     def _forget_alias(self, _index: int) -> None:
         if self._alias is not None and self.currentData() != self._aliases.get(self._alias):

@@ -17,7 +17,8 @@ def test_lists_checkpoints_and_keeps_the_choice(qtbot, trained_run):
     assert [box.itemData(i) for i in range(box.count())] == ["last", "random"]
     assert box.itemText(0) == "epoch 2 (last)"
     assert box.itemText(1) == RANDOM_LABEL and box.checkpoint() == "last"
-    box.set_checkpoint("epoch-0002")  # the same entry, under the file's own name
+    with qtbot.waitSignal(box.currentIndexChanged):  # the name changed: listeners hear it
+        box.set_checkpoint("epoch-0002")  # the same entry, under the file's own name
     assert box.currentIndex() == 0 and box.checkpoint() == "epoch-0002"
     box.set_run(run_dir)
     assert box.checkpoint() == "epoch-0002"
