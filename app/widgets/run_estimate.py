@@ -124,8 +124,9 @@ class RunEstimate(QWidget):
         epochs = first_run_epochs(images, speed)
         paper = run_seconds(images, {**settings, "epochs": cfg.epochs, "max_steps": None},
                             speed)
-        return epochs, (f"epochs {epochs}: a first run of about {duration(60 * 10)} on this "
-                        f"CPU ({cfg.epochs} epochs would take about {duration(paper)})")
+        return epochs, (f"epochs {epochs}: chosen for this CPU so that a first run takes "
+                        f"minutes ({cfg.epochs} epochs would take about {duration(paper)}); "
+                        "type another number to change it")
 
     # --- the line ----------------------------------------------------------------------------
 

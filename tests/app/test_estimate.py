@@ -83,7 +83,8 @@ def test_the_train_page_chooses_cpu_epochs_until_a_person_does(qtbot, tmp_path, 
     assert page.form.values().epochs == 4
     text = page.estimate.label.text()
     assert "Estimated time: about 9 min for 4 epochs (164 steps) at 20 pairs/s" in text
-    assert "epochs 4: a first run of about 10 min on this CPU (100 epochs would take" in text
+    assert "epochs 4: chosen for this CPU so that a first run takes minutes (100 epochs " \
+        "would take about 3 h 38 min)" in text
     page.form.set_value("epochs", "2")  # a person's choice is kept
     page.set_folder_counts(folder, 5000, 2)
     assert page.form.values().epochs == 2 and "for 2 epochs" in page.estimate.label.text()
