@@ -17,6 +17,7 @@ from app.pages.augment_page import AugmentPreview
 from app.pages.data_page import DataPage
 from app.pages.explore_page import ExplorePage
 from app.pages.probe_page import ProbePage
+from app.pages.start_page import StartPage
 from app.pages.train_page import TrainPage
 from app.widgets.runs_sidebar import RunsSidebar
 from app.window_actions import build_actions, update_actions
@@ -80,18 +81,29 @@ class MainWindow(QMainWindow):
         self.data_page.folder_scanned.connect(
             lambda manifest: self.augment_page.set_folder(manifest.root))
         self.augment_page.pairs_ready.connect(self._sync_augmentations)
+        self.train_page.share_image_size(self.augment_page)
         self.explore_page = ExplorePage(cache_dir)
         self.run_selected.connect(self.explore_page.set_run)
         self.probe_page = ProbePage(cache_dir)
         self.run_selected.connect(self.probe_page.set_run)
         self.data_page.image_activated.connect(self.show_neighbours_of_image)
+        self.data_page.folder_scanned.connect(self.train_page.set_scanned)
+        self.start_page = StartPage(self.runs_root, self.settings)
+        self.start_page.open_folder_requested.connect(self.choose_folder)
+        self.start_page.demo_requested.connect(self.open_demo)
+        self.start_page.folder_chosen.connect(self.open_folder)
+        self.start_page.run_chosen.connect(self._on_start_run_chosen)
+        self.data_page.folder_scanned.connect(
+            lambda manifest: self.start_page.note_folder(manifest.root))
         self.tabs = QTabWidget()
+        self.tabs.addTab(self.start_page, "Start")
         self.tabs.addTab(self.data_page, "Data")
         self.tabs.addTab(self.augment_page, "Augmentations")
         self.tabs.addTab(self.train_page, "Train")
         self.tabs.addTab(self.explore_page, "Explore")
         self.tabs.addTab(self.probe_page, "Probe")
         self.sidebar = RunsSidebar()
+        self.train_page.progressed.connect(self.sidebar.show_progress)
         self._connect_sidebar()
         splitter = QSplitter()
         splitter.addWidget(self.sidebar)
@@ -116,6 +128,7 @@ class MainWindow(QMainWindow):
         if last:
             self.train_page.set_folder(str(last))
             self.data_page.folder.setText(str(last))
+        self.tabs.setCurrentWidget(self.start_page)  # nothing is open yet
 
     def _connect_sidebar(self) -> None:
         side, page = self.sidebar, self.train_page
@@ -162,6 +175,26 @@ class MainWindow(QMainWindow):
         """Show the folder on the Data page and make it the one to train on."""
         self.data_page.open_folder(folder)
         self._remember_folder(Path(folder))
+        if self.tabs.currentWidget() is self.start_page:
+            self.tabs.setCurrentWidget(self.data_page)
+
+    def open_demo(self) -> None:
+        """Open the demo dataset (made on first use) with its settings."""
+        from engine.data.demo import DEMO_SETTINGS, demo_dataset
+
+        self.statusBar().showMessage("Preparing the demo dataset…")
+        self.open_folder(demo_dataset())
+        self.apply_settings(DEMO_SETTINGS)
+        self.statusBar().showMessage("The demo: 1,797 handwritten digits in 10 classes. "
+                                     "Press Start on the Train page to train on them.", 15_000)
+
+    def _on_start_run_chosen(self, run_dir: Path) -> None:
+        if not RunDir(run_dir).is_run():
+            self._tell("Cannot open the run", run_dialogs.gone(run_dir))
+            self.refresh_runs()
+            return
+        self.select_run(run_dir)
+        self.tabs.setCurrentWidget(self.explore_page)
 
     def apply_settings(self, values: dict) -> None:
         """Show settings (e.g. the demo's) on the Train and Augmentations pages."""

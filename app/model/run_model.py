@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,25 @@ def _integer(event: dict[str, Any], name: str) -> int | None:
 def _mapping(event: dict[str, Any], name: str) -> dict[str, Any]:
     value = event.get(name)
     return value if isinstance(value, dict) else {}
+
+
+#: The engine's reasons speak to its command line; the window has buttons instead.
+_CLI_TO_WINDOW = (
+    (re.compile(r"--resume RUN_DIR goes on"), "Resume goes on"),
+    (re.compile(r"--resume to go on"), "press Resume to go on"),
+    (re.compile(r"then --resume the run"), "then press Resume"),
+    (re.compile(r"--resume"), "Resume"),
+    # Any other flag is a setting of the form: "lower --batch-size" -> "lower batch size".
+    (re.compile(r"--([a-z]+(?:-[a-z]+)*)"), lambda m: m[1].replace("-", " ")),
+)
+
+
+def window_words(reason: str) -> str:
+    """An engine reason in the window's words: "checkpoint saved, --resume to go on" ->
+    "checkpoint saved, press Resume to go on" (the engine keeps its words for the CLI)."""
+    for pattern, words in _CLI_TO_WINDOW:
+        reason = pattern.sub(words, reason)
+    return reason
 
 
 @dataclass
@@ -163,11 +183,21 @@ class RunHistory:
         return max((v for _, v in self.knn), default=None)
 
     @property
+    def position(self) -> int | None:
+        """The step the run has reached: its last logged step, or its last checkpoint's
+        when that is later (a run stopped between two logged steps saves where it is, and
+        resumes from there). None before any step."""
+        saved = self.checkpoint[1] if self.checkpoint else None
+        steps = [s for s in (self.steps[-1] if self.steps else None, saved) if s is not None]
+        return max(steps) if steps else None
+
+    @property
     def progress(self) -> float | None:
         """Fraction of the planned steps done, or None before the run has started."""
-        if not self.total_steps or not self.steps:
+        position = self.position
+        if not self.total_steps or position is None:
             return None
-        return min(1.0, self.steps[-1] / self.total_steps)
+        return min(1.0, position / self.total_steps)
 
     def eta_seconds(self, window: int = 5) -> float | None:
         """Seconds left at the recent training speed."""
@@ -178,7 +208,7 @@ class RunHistory:
         if not rates or not schema.fits(batch, "number") or batch <= 0:
             return None
         steps_per_s = (sum(rates) / len(rates)) / batch
-        return (self.total_steps - self.steps[-1]) / steps_per_s
+        return max(0, self.total_steps - self.steps[-1]) / steps_per_s
 
     @classmethod
     def replay(cls, events_path: Path) -> RunHistory:
@@ -266,11 +296,14 @@ class RunSummary:
     last_loss: float | None
     best_knn: float | None = None
     problem: str = ""
-    #: The last checkpoint written (checkpoints/last.pt), for people: "checkpoint at step
-    #: 6"; "" when there is none.
+    #: The last checkpoint written (checkpoints/last.pt), for people: "checkpoint saved"
+    #: when it holds the step the run reached (``steps``), "checkpoint at step 6" when the
+    #: run went further (a crash after it: resuming goes back there); "" when there is none.
     checkpoint: str = ""
     #: When events.jsonl last changed (Unix seconds), None without one.
     events_mtime: float | None = None
+    #: The steps the run plans (from its run_start), None when unknown.
+    total_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +316,7 @@ class _Replayed:
     last_loss: float | None
     best_knn: float | None
     checkpoint_step: int | None
+    total_steps: int | None = None
 
 
 #: events.jsonl path -> ((device, inode, size, mtime in ns), what its replay gave).
@@ -296,9 +330,10 @@ def _replay_for_list(events: Path, stat: os.stat_result) -> _Replayed:
     if cached is not None and cached[0] == key:
         return cached[1]
     history = RunHistory.replay(events)
-    replayed = _Replayed(history.status, history.steps[-1] if history.steps else 0,
+    replayed = _Replayed(history.status, history.position or 0,
                          history.curves["loss"][-1] if history.steps else None,
-                         history.best_knn, history.checkpoint[1] if history.checkpoint else None)
+                         history.best_knn, history.checkpoint[1] if history.checkpoint else None,
+                         history.total_steps)
     if len(_replayed) >= _REPLAYED_MAX:
         _replayed.clear()
     _replayed[events] = (key, replayed)
@@ -327,7 +362,8 @@ def summarise_run(path: Path) -> RunSummary:
     checkpoint = ""
     if run.last_checkpoint.is_file():
         step = replayed.checkpoint_step
-        checkpoint = "checkpoint saved" if step is None else f"checkpoint at step {step}"
+        checkpoint = ("checkpoint saved" if step is None or step >= replayed.steps
+                      else f"checkpoint at step {step}")
     status = replayed.status
     if status == "interrupted" and background_process(path) is not None:
         status = "running in the background"  # left going when a window closed
@@ -337,7 +373,8 @@ def summarise_run(path: Path) -> RunSummary:
     return RunSummary(path, name, str(config.get("method", "?")),
                       Path(str(config.get("data", "?"))).name, status, replayed.steps,
                       replayed.last_loss, replayed.best_knn, checkpoint=checkpoint,
-                      events_mtime=stat.st_mtime if stat is not None else None)
+                      events_mtime=stat.st_mtime if stat is not None else None,
+                      total_steps=replayed.total_steps)
 
 
 def list_runs(runs_root: Path) -> list[RunSummary]:

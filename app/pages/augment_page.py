@@ -112,11 +112,17 @@ class AugmentPreview(QWidget):
     """Original | view 1 | view 2 for a few images of a folder, under editable augmentation
     settings and a seed.
 
+    The size of the views is the trainer's image_size, one setting: :meth:`show_image_size`
+    shows the Train page's value here, and a person's change here is sent back to it
+    (``image_size_edited``).
+
     Signals:
         pairs_ready(): the grid now shows pairs made with the current settings and seed.
+        image_size_edited(int): a person set the size of the views here.
     """
 
     pairs_ready = Signal()
+    image_size_edited = Signal(int)
 
     def __init__(self, num_images: int = 8, image_size: int = 64, cell_px: int = 128,
                  seed: int = 0, parent: QWidget | None = None) -> None:
@@ -155,8 +161,10 @@ class AugmentPreview(QWidget):
         self.size_box.setRange(16, 512)
         self.size_box.setValue(image_size)
         self.size_box.setSuffix(" px")
-        self.size_box.setToolTip("Side of the views (the trainer's image_size)")
-        self.size_box.valueChanged.connect(lambda _: self.refresh())
+        self.size_box.setToolTip("Side of the views: the trainer's image_size (the Train "
+                                 "page's image size; changing one changes the other)")
+        self._showing_size = False  # set programmatically: not a person's edit
+        self.size_box.valueChanged.connect(self._on_size_changed)
         self.form = SettingsForm(augment_preset(DEFAULT_METHOD))
         self.form.changed.connect(self._on_settings_changed)
         self.form.validity_changed.connect(lambda ok: self._on_settings_changed())
@@ -224,6 +232,21 @@ class AugmentPreview(QWidget):
 
     def image_size(self) -> int:
         return self.size_box.value()
+
+    def show_image_size(self, size: int, auto: bool = False) -> None:
+        """Show the trainer's image size (``auto``: the device's automatic choice)."""
+        self._showing_size = True
+        try:
+            self.size_box.setSuffix(" px (auto)" if auto else " px")
+            self.size_box.setValue(int(size))
+        finally:
+            self._showing_size = False
+
+    def _on_size_changed(self, size: int) -> None:
+        if not self._showing_size:
+            self.size_box.setSuffix(" px")
+            self.image_size_edited.emit(size)
+        self.refresh()
 
     def augment_config(self) -> AugmentConfig:
         """The last valid augmentation settings of the form."""

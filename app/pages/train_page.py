@@ -25,8 +25,10 @@ from PySide6.QtWidgets import (
 
 from app.child.engine_process import EngineProcess
 from app.child.run_follower import RunFollower
+from app.model.estimate import duration
 from app.model.run_actions import display_name, mark_running_in_background
-from app.model.run_model import RunHistory
+from app.model.run_model import RunHistory, window_words
+from app.pages.train_plan import CHOOSE_FOLDER, TrainPlan
 from app.widgets.curves import TrainingCurves
 from app.widgets.run_log import RunLog
 from app.widgets.settings_form import SettingsForm
@@ -62,10 +64,13 @@ class TrainPage(QWidget):
     Signals:
         run_changed(): a run started, ended, or wrote its first event (refresh run lists).
         engine_state_changed(): the engine child started or ended.
+        progressed(object, object): the current run (its folder, or None) reached a new
+            step or checkpoint: the folder and its RunHistory (for the runs list's line).
     """
 
     run_changed = Signal()
     engine_state_changed = Signal()
+    progressed = Signal(object, object)
 
     def __init__(self, runs_root: Path, cache_dir: Path | None = None,
                  parent: QWidget | None = None) -> None:
@@ -85,12 +90,15 @@ class TrainPage(QWidget):
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("image folder (class sub-folders give labels)")
         self.folder.setToolTip("The folder of images to train on. Sub-folders are classes.")
+        self.folder.textChanged.connect(self._on_folder_edited)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._on_browse)
         self.form = SettingsForm(preset(DEFAULT_METHOD), fields=FORM_FIELDS)
-        self.form.validity_changed.connect(lambda ok: self._update_buttons())
+        self.form.validity_changed.connect(lambda ok: self._on_folder_edited())
         self.form.changed.connect(self._show_method_settings)
         self._show_method_settings()
+        self.plan = TrainPlan(self.folder, self.form, self.runs_root, cache_dir, self)
+        self.estimate = self.plan.estimate
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Start a new run in a background process (Ctrl+Return)")
         self.stop_button = QPushButton("Stop")
@@ -102,7 +110,7 @@ class TrainPage(QWidget):
         self.resume_button.clicked.connect(self.resume)
         self.progress = QProgressBar()
         self.progress.setFormat("%p%")
-        self.status = QLabel("Choose a folder and press Start.")
+        self.status = QLabel(CHOOSE_FOLDER)
         self.status.setWordWrap(True)
         self.log = RunLog()
         self.curves = TrainingCurves()
@@ -120,6 +128,7 @@ class TrainPage(QWidget):
         scroll.setWidgetResizable(True)
         left_layout.addWidget(scroll, 1)
         left_layout.addLayout(buttons)
+        left_layout.addWidget(self.estimate)
         right = QSplitter(Qt.Vertical)
         right.addWidget(self.curves)
         right.addWidget(self.log)
@@ -134,6 +143,7 @@ class TrainPage(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
 
+        self.plan.update()
         for source in (self.engine, self.follower):
             source.event.connect(self._on_event)
             source.log.connect(self.log.add)
@@ -162,6 +172,38 @@ class TrainPage(QWidget):
     def set_folder(self, folder: str | Path) -> None:
         self.folder.setText(str(folder))
 
+    def set_folder_counts(self, folder: str | Path, images: int, classes: int) -> None:
+        """What the scan of ``folder`` found, for the "Ready" line (and the estimate)."""
+        self.plan.set_counts(folder, images, classes)
+        self._say_ready()
+
+    def set_scanned(self, manifest) -> None:
+        """The Data page scanned a folder (an engine.data.scan.Manifest)."""
+        self.set_folder_counts(manifest.root, len(manifest.images), len(manifest.classes))
+
+    def folder_counts(self) -> tuple[int, int] | None:
+        """(images, classes) of the folder in the folder field, when it was scanned."""
+        return self.plan.counts()
+
+    def share_image_size(self, preview) -> None:
+        """One image size with the Augmentations page (TrainPlan.share_image_size)."""
+        self.plan.share_image_size(preview)
+
+    def _on_folder_edited(self) -> None:
+        self._update_buttons()
+        self._say_ready()
+        self.plan.update()
+
+    def _say_ready(self) -> None:
+        """The idle status line: what pressing Start would do (nothing runs or is followed,
+        and no stopped run waits for Resume)."""
+        if self.engine.is_running() or self.following is not None:
+            return
+        if self.history.status in ("stopped", "crashed", "interrupted", "failed") \
+                and self.resume_button.isEnabled():
+            return  # the line says how the run ended and that Resume goes on
+        self.status.setText(self.plan.ready_text())
+
     def _on_browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Image folder", self.folder.text())
         if folder:
@@ -178,6 +220,8 @@ class TrainPage(QWidget):
                 self.augment_overrides = dict(value)
             elif name in FORM_FIELDS:
                 self.form.set_value(name, value)
+                if name == "epochs":
+                    self.plan.epochs_chosen = True
 
     def start(self) -> None:
         if self.following is not None:
@@ -332,12 +376,16 @@ class TrainPage(QWidget):
             knn = (f", kNN accuracy {100 * self.history.knn[-1][1]:.1f}%"
                    if self.history.knn else "")
             total = f" of {self.history.total_steps}" if self.history.total_steps else ""
+            self.progressed.emit(self.run_dir, self.history)
             self._say(f"step {self.history.steps[-1]}{total}, loss "
                       f"{self.history.curves['loss'][-1]:.4f}{knn}"
-                      + (f", about {_duration(eta)} left" if eta is not None else "")
+                      + (f", about {duration(eta)} left" if eta is not None else "")
                       + warning)
         elif kind == "eval":
             self.curves.mark_dirty()
+            self.progressed.emit(self.run_dir, self.history)
+        elif kind == "checkpoint":
+            self.progressed.emit(self.run_dir, self.history)
 
     def _checkpoint_note(self) -> str:
         """Where the run can go on from after it failed or crashed."""
@@ -363,10 +411,19 @@ class TrainPage(QWidget):
                 self.own_runs[self.run_dir] = time.time()
         if self.history.status == "running":  # no run_end event reached the history
             self.history.status, self.history.reason = status, reason
+        reason = window_words(reason)
         self.curves.mark_dirty()
         self.log.stream_summary(self.history)
-        if status in ("finished", "stopped"):
-            self._say(f"Run {status}: {reason}")
+        position = self.history.position
+        if position is not None and self.history.total_steps:
+            self.progress.setValue(int(round(100 * (self.history.progress or 0))))
+        if status == "stopped":
+            at = (f" at step {position}" + (f" of {self.history.total_steps}"
+                                             if self.history.total_steps else "")
+                  if position is not None else "")
+            self._say(f"Run stopped{at}: {reason}")
+        elif status == "finished":
+            self._say(f"Run finished: {reason}")
         else:
             reason += self._checkpoint_note()
             self.log.add(f"[run {status}] {reason}")
@@ -377,6 +434,7 @@ class TrainPage(QWidget):
             box.open()  # not modal-blocking: the event loop keeps running
             self.failure_box = box
         self._update_buttons()
+        self.plan.update()  # the run measured this machine's speed
         self.run_changed.emit()
 
     def _update_buttons(self) -> None:
@@ -400,11 +458,3 @@ class TrainPage(QWidget):
                     f"process): {text}")
         self.status.setText(text)
 
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 5400:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"

@@ -4,13 +4,14 @@ delete). The sidebar only shows and asks: the window does the actions it signals
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import QPoint, Qt, QTimer, Signal
 from PySide6.QtWidgets import QLabel, QListWidget, QListWidgetItem, QMenu, QVBoxLayout, QWidget
 
 from app.model.run_actions import display_name
-from app.model.run_model import LIVE_EVENTS_S, RUNNING_ELSEWHERE, RunSummary
+from app.model.run_model import LIVE_EVENTS_S, RUNNING_ELSEWHERE, RunHistory, RunSummary
 from app.style import set_role
 
 #: How often the selected run's folder is checked to still exist, for file systems whose
@@ -20,13 +21,17 @@ SELECTED_RUN_CHECK_MS = 5000
 STATUS_ROLE = Qt.UserRole + 1
 HINT = ("Runs in the runs folder. Select one to explore it; double-click to show its curves; "
         "right-click to rename or delete it.")
+#: What the empty list says.
+EMPTY_HINT = "No runs yet: open a folder and press Start, or try the demo."
 
 
 def run_text(run: RunSummary) -> str:
     """A run's line: its name, then method, dataset, status and how far it got."""
     text = f"{display_name(run.path)}\n{run.method} · {run.dataset} · {run.status}"
-    if run.last_loss is not None:
-        text += f" · step {run.steps}, loss {run.last_loss:.3f}"
+    if run.last_loss is not None or run.steps:
+        total = f" of {run.total_steps}" if run.total_steps else ""
+        loss = f", loss {run.last_loss:.3f}" if run.last_loss is not None else ""
+        text += f" · step {run.steps}{total}{loss}"
     if run.best_knn is not None:
         text += f" · best kNN {100 * run.best_knn:.1f}%"
     if run.checkpoint and run.status not in ("finished", "running"):
@@ -84,6 +89,10 @@ class RunsSidebar(QWidget):
         self.runs.setWordWrap(True)
         self.runs.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.runs.setToolTip(HINT)
+        #: The summaries listed, by folder (a live run's line is made again from its own).
+        self._summaries: dict[Path, RunSummary] = {}
+        self.empty_hint = QLabel(EMPTY_HINT)
+        self.empty_hint.setWordWrap(True)
         self.runs.itemDoubleClicked.connect(
             lambda item: self.opened.emit(Path(item.data(Qt.UserRole)), item.data(STATUS_ROLE)))
         self.runs.currentItemChanged.connect(self._on_current_changed)
@@ -100,6 +109,7 @@ class RunsSidebar(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 0, 0)
         layout.addWidget(title)
+        layout.addWidget(self.empty_hint)
         layout.addWidget(self.runs, 1)
         self.setMinimumWidth(200)
 
@@ -122,6 +132,26 @@ class RunsSidebar(QWidget):
                 self.runs.setCurrentItem(item)
         self.runs.verticalScrollBar().setValue(scrolled)
         self.runs.blockSignals(False)
+        self._summaries = {run.path: run for run in runs}
+        self.empty_hint.setVisible(not runs)
+
+    def show_progress(self, run_dir: Path | None, history: RunHistory) -> None:
+        """Make the line of ``run_dir`` (trained or followed live) say where ``history``
+        is: its step, loss and best kNN, between two listings of the runs folder."""
+        run = self._summaries.get(Path(run_dir)) if run_dir is not None else None
+        if run is None or history.position is None:
+            return
+        loss = next((v for v in reversed(history.curves["loss"]) if v == v), None)  # not NaN
+        run = dataclasses.replace(
+            run, steps=history.position, total_steps=history.total_steps or run.total_steps,
+            last_loss=loss if loss is not None else run.last_loss,
+            best_knn=history.best_knn if history.best_knn is not None else run.best_knn)
+        self._summaries[run.path] = run
+        for row in range(self.runs.count()):
+            item = self.runs.item(row)
+            if Path(item.data(Qt.UserRole)) == run.path:
+                item.setText(run_text(run))
+                return
 
     def selected_run(self) -> Path | None:
         item = self.runs.currentItem()

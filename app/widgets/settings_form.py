@@ -73,7 +73,10 @@ class SettingsForm(QWidget):
             return box
         edit = QLineEdit("" if value is None else str(value))
         if meta["auto"]:
-            edit.setPlaceholderText(f"auto: {meta['auto']}")
+            # The explanation is in the tooltip ("or auto (8/7 of image_size, ...)"): a
+            # field is too narrow for it, and a cut-off placeholder reads as nonsense.
+            edit.setPlaceholderText("auto")
+            edit.setMinimumWidth(edit.fontMetrics().horizontalAdvance("auto") * 3)
         edit.textChanged.connect(lambda text, n=name: self._on_edited(n, text))
         return edit
 

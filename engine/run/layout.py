@@ -127,6 +127,46 @@ class RunDir:
         names = [p.stem for _, p in self.numbered_checkpoints()]
         return names + ([LAST] if self.last_checkpoint.is_file() else [])
 
+    def checkpoint_steps(self) -> dict[str, int]:
+        """The optimiser step saved in each checkpoint file that exists, by name, as the
+        checkpoint events of events.jsonl say (the last event per file wins): reading the
+        events is cheap, loading a checkpoint is not. Files without an event are left out."""
+        from engine.run.events import read_events
+
+        names = set(self.checkpoint_names())
+        steps: dict[str, int] = {}
+        if not names or not self.events.is_file():
+            return steps
+        try:
+            for event in read_events(self.events):
+                path, step = event.get("path"), event.get("step")
+                if event.get("type") != "checkpoint" or not isinstance(path, str):
+                    continue
+                name = Path(path).name.removesuffix(CHECKPOINT_SUFFIX)
+                if name in names and isinstance(step, int) and not isinstance(step, bool):
+                    steps[name] = step
+        except OSError:
+            return {}
+        return steps
+
+    def checkpoint_choices(self) -> list[tuple[str, str]]:
+        """The checkpoints to offer a person, newest first, as (name, label): "last" and
+        the newest epoch-NNNN.pt are one entry, "epoch 2 (last)" (named "last"), when they
+        hold the same step; otherwise each is its own entry ("last (step 57)")."""
+        numbered = self.numbered_checkpoints()
+        has_last = self.last_checkpoint.is_file()
+        steps = self.checkpoint_steps() if has_last and numbered else {}
+        choices = [(p.stem, f"epoch {epoch}") for epoch, p in numbered]
+        if has_last:
+            newest = numbered[-1][1].stem if numbered else None
+            if newest is not None and steps.get(LAST) is not None \
+                    and steps.get(LAST) == steps.get(newest):
+                choices[-1] = (LAST, f"epoch {numbered[-1][0]} (last)")
+            else:
+                step = steps.get(LAST)
+                choices.append((LAST, "last" + (f" (step {step})" if step is not None else "")))
+        return list(reversed(choices))
+
     # --- results -------------------------------------------------------------------------
     @property
     def embeddings(self) -> Path:

@@ -195,6 +195,9 @@ def test_a_run_trained_elsewhere_is_followed_live_to_its_end(qtbot, window_besid
         "eval", epoch=1, step=3, knn_top1=0.75, knn_k=20, images=6, seconds=0.5) + step(4))
     page.follower.poll()
     assert page.history.steps == [1, 2, 3, 4] and page.history.knn == [(3, 0.75)]
+    # The runs list's line follows the live step of the followed run.
+    assert "step 4 of 6" in win.sidebar.runs.item(0).text()
+    assert "best kNN 75.0%" in win.sidebar.runs.item(0).text()
     assert "[ignored a malformed event line]" in page.log.toPlainText()
     assert "kNN accuracy 75.0%" in page.log.toPlainText()
     assert page.following == run_dir
@@ -225,7 +228,7 @@ def test_a_run_trained_elsewhere_is_followed_live_to_its_end(qtbot, window_besid
         (run_dir / "checkpoints" / "last.pt").write_bytes(b"weights")
         page.follower.poll()
     assert page.following is None and page.history.status == "stopped"
-    assert page.status.text().startswith("Run stopped: stop requested")
+    assert page.status.text().startswith("Run stopped at step 5 of 6: stop requested")
     assert page.start_button.isEnabled() and win.actions["start"].isEnabled()
     assert page.resume_button.isEnabled()  # it ended: resuming it here is safe
     assert not win.actions["unfollow"].isEnabled()

@@ -28,7 +28,15 @@ def window(qtbot, tmp_path):
 
 def test_train_stop_and_see_the_run_listed(qtbot, window, tmp_path):
     page = window.train_page
+    assert window.tabs.currentWidget() is window.start_page  # nothing open yet
+    assert not window.sidebar.empty_hint.isHidden()  # "No runs yet: ..."
     window.open_folder(make_folder(tmp_path / "shapes"))
+    assert window.tabs.currentWidget() is window.data_page
+    # The status line follows the state: a folder chosen and scanned is "Ready".
+    qtbot.waitUntil(lambda: page.folder_counts() is not None, timeout=30_000)
+    images, classes = page.folder_counts()
+    assert page.status.text().startswith(f"Ready: {images:,} images in {classes} classes")
+    assert "Choose" not in page.status.text()
     for name, value in [("backbone", "resnet18"), ("image_size", "16"), ("batch_size", "8"),
                         ("epochs", "1000"), ("proj_hidden_dim", "32"), ("proj_out_dim", "16")]:
         page.form.set_value(name, value)
@@ -38,13 +46,28 @@ def test_train_stop_and_see_the_run_listed(qtbot, window, tmp_path):
     qtbot.waitUntil(lambda: len(page.curves.curves["loss"].getData()[0]) >= 2, timeout=5_000)
     assert page.progress.value() >= 0 and "step" in page.status.text()
     assert page.stop_button.isEnabled() and not page.start_button.isEnabled()
+    assert window.sidebar.empty_hint.isHidden()
+    # The runs list follows the live step without being listed again.
+    qtbot.waitUntil(lambda: f"step {page.history.steps[-1]} of {page.history.total_steps}"
+                    in window.sidebar.runs.item(0).text(), timeout=10_000)
     window.refresh_runs()
     assert "running" in window.sidebar.runs.item(0).text()
     with qtbot.waitSignal(page.engine.ended, timeout=60_000):
         qtbot.mouseClick(page.stop_button, Qt.LeftButton)
     assert page.history.status == "stopped" and page.resume_button.isEnabled()
     assert window.sidebar.runs.count() == 1
-    assert "stopped" in window.sidebar.runs.item(0).text()
+    text = window.sidebar.runs.item(0).text()
+    assert "stopped" in text
+    # One step number: where the run is, which is where its checkpoint is.
+    at, total = page.history.position, page.history.total_steps
+    assert at == page.history.checkpoint[1]
+    assert f"step {at} of {total}" in text and "checkpoint saved" in text
+    assert "checkpoint at step" not in text
+    assert page.progress.value() == round(100 * at / total)
+    # Window words, not the command line's.
+    status = page.status.text()
+    assert status.startswith(f"Run stopped at step {at} of {total}")
+    assert "press Resume to go on" in status and "--resume" not in status
     assert window.settings.value("last_folder") == str(tmp_path / "shapes")
     qtbot.waitUntil(lambda: window.data_page.report is not None, timeout=30_000)
     assert window.data_page.report.manifest.classes == ["circles", "squares"]
@@ -215,7 +238,8 @@ def test_asking_for_a_gpu_that_is_not_there_says_so(qtbot, window, tmp_path):
     with qtbot.waitSignal(page.engine.ended, timeout=60_000) as ended:
         page.start()
     assert ended.args[0] == "failed"
-    assert "no usable CUDA GPU" in page.status.text() and "--device cpu" in page.status.text()
+    status = page.status.text()  # the flag in window words: the form's "device" setting
+    assert "no usable CUDA GPU" in status and "use device cpu" in status and "--" not in status
     assert page.failure_box.isVisible()
     page.failure_box.close()
 
@@ -240,9 +264,44 @@ def test_actions_have_shortcuts_and_follow_the_engine(window):
     assert actions["open"].shortcut() == QKeySequence(QKeySequence.Open)
     assert actions["start"].shortcut().toString() == "Ctrl+Return"
     assert actions["start"].isEnabled() and not actions["stop"].isEnabled()
-    actions["page3"].trigger()
+    actions["page4"].trigger()  # page0 is the Start page
     assert window.tabs.currentWidget() is window.explore_page
     # No two actions (or buttons) share a shortcut: Qt would run neither.
     keys = [a.shortcut().toString() for a in actions.values() if not a.shortcut().isEmpty()]
     assert len(keys) == len(set(keys))
     assert window.train_page.start_button.shortcut().isEmpty()
+
+
+def test_the_start_page_opens_recent_runs_and_the_demo(qtbot, window, tmp_path, monkeypatch):
+    import engine.data.demo as demo
+
+    assert window.tabs.currentWidget() is window.start_page
+    assert window.tabs.tabText(0) == "Start"
+    run = tmp_path / "runs" / "20260101-000000-simclr-shapes"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"method": "simclr", "data": "/x/shapes"}')
+    window.refresh_runs()
+    window.start_page.refresh()
+    window.start_page.run_chosen.emit(run)
+    assert window.selected_run() == run and window.tabs.currentWidget() is window.explore_page
+    folder = make_folder(tmp_path / "digits")
+    monkeypatch.setattr(demo, "demo_dataset", lambda: folder)
+    window.tabs.setCurrentWidget(window.start_page)
+    window.start_page.demo_requested.emit()
+    assert window.tabs.currentWidget() is window.data_page
+    assert window.train_page.folder.text() == str(folder)
+    assert window.train_page.form.values().epochs == demo.DEMO_SETTINGS["epochs"]
+    assert window.start_page.recent_folders()[0] == str(folder)
+
+
+def test_the_preview_size_and_the_train_image_size_are_one_setting(window):
+    train, preview = window.train_page, window.augment_page
+    train.form.set_value("image_size", "24")
+    assert preview.image_size() == 24 and preview.size_box.suffix() == " px"
+    preview.size_box.setValue(48)  # as a person would
+    assert train.form.values().image_size == 48
+    assert train.form._editors["image_size"].text() == "48"
+    train.form.set_value("image_size", "")  # auto: the device's choice is shown
+    expected = train.estimate.resolved(train.form.values(), 1000)[0]["image_size"]
+    assert preview.image_size() == expected and preview.size_box.suffix() == " px (auto)"
+    assert train.form.values().image_size is None  # showing it changed nothing

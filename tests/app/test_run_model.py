@@ -69,3 +69,33 @@ def test_runs_list_reads_every_run_and_reports_damage(tmp_path):
     assert (runs[1].method, runs[1].dataset, runs[1].status, runs[1].steps) == (
         "simclr", "birds", "finished", 5)
     assert list_runs(tmp_path / "missing") == []
+
+
+def test_a_run_stopped_between_logged_steps_is_where_its_checkpoint_is(tmp_path):
+    from app.model.run_model import window_words
+
+    h = RunHistory()
+    h.add({"type": "run_start", "total_steps": 82, "config": {"batch_size": 8}})
+    h.add(step(50, 1.5))
+    assert h.position == 50
+    h.add({"type": "checkpoint", "path": "checkpoints/last.pt", "epoch": 1, "step": 57})
+    assert h.position == 57 and h.progress == pytest.approx(57 / 82)
+    reason = "stop requested; checkpoint saved, --resume to go on"
+    assert window_words(reason) == "stop requested; checkpoint saved, press Resume to go on"
+    assert window_words("lower --batch-size to at most 24") == "lower batch size to at most 24"
+    run = tmp_path / "20261124-100000-simclr-birds"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"x")
+    (run / "config.json").write_text(json.dumps({"method": "simclr", "data": "/x/birds"}))
+    events = [{"type": "run_start", "total_steps": 82}, step(50, 1.5),
+              {"type": "checkpoint", "path": str(run / "checkpoints" / "last.pt"), "epoch": 1,
+               "step": 57}, {"type": "run_end", "status": "stopped", "reason": reason}]
+    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (summary,) = list_runs(tmp_path)
+    assert (summary.steps, summary.total_steps, summary.checkpoint) == (57, 82,
+                                                                        "checkpoint saved")
+    # A crash after steps past the checkpoint: resuming goes back to it, so it is said.
+    events.insert(3, step(60, 1.4))
+    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (summary,) = list_runs(tmp_path)
+    assert (summary.steps, summary.checkpoint) == (60, "checkpoint at step 57")

@@ -100,3 +100,29 @@ def test_a_selected_run_whose_folder_goes_is_reported(qtbot, sidebar):
     with qtbot.waitSignal(side.selection_gone, timeout=1000):
         side._check_selected_run()
     assert side.runs.item(0).data(Qt.UserRole) == str(first)  # the list waits to be made again
+
+
+def test_the_empty_list_says_what_to_do_and_a_live_run_follows_its_step(qtbot, tmp_path):
+    from app.model.run_model import RunHistory
+    from app.widgets.runs_sidebar import EMPTY_HINT
+
+    side = RunsSidebar()
+    qtbot.addWidget(side)
+    side.show_runs([])
+    assert not side.empty_hint.isHidden() and side.empty_hint.text() == EMPTY_HINT
+    assert "open a folder and press Start, or try the demo" in EMPTY_HINT
+    run = tmp_path / "20260101-000000-simclr-shapes"
+    run.mkdir()
+    side.show_runs([summary(run, "running", total_steps=82)])
+    assert side.empty_hint.isHidden()
+    assert "step 6 of 82, loss 2.500" in side.runs.item(0).text()
+    history = RunHistory()
+    history.add({"type": "run_start", "total_steps": 82})
+    history.add({"type": "step", "step": 50, "loss": 1.25})
+    side.show_progress(run, history)
+    assert "step 50 of 82, loss 1.250" in side.runs.item(0).text()
+    history.add({"type": "checkpoint", "path": "last.pt", "epoch": 1, "step": 57})
+    side.show_progress(run, history)
+    assert "step 57 of 82" in side.runs.item(0).text()
+    side.show_progress(tmp_path / "other", history)  # not listed: nothing happens
+    side.stop_checking()

@@ -70,3 +70,22 @@ def test_train_page_shows_each_methods_own_settings_only_for_it(qtbot, tmp_path)
     page.form.set_value("queue_size", "512")
     page.form.set_value("method", "simclr")  # hidden, not forgotten
     assert page.form.values().queue_size == 512 and not page.form.is_shown("queue_size")
+
+
+def test_placeholders_fit_their_fields_and_the_auto_rule_is_in_the_tooltip(qtbot):
+    from PySide6.QtWidgets import QLineEdit
+
+    form = SettingsForm(TrainConfig())
+    qtbot.addWidget(form)
+    form.resize(form.sizeHint())
+    form.show()
+    qtbot.waitExposed(form)
+    edits = {n: e for n, e in form._editors.items() if isinstance(e, QLineEdit)}
+    shown = [e for e in edits.values() if e.placeholderText()]
+    assert shown
+    for edit in shown:
+        margins = edit.textMargins().left() + edit.textMargins().right() + 8
+        assert edit.fontMetrics().horizontalAdvance(edit.placeholderText()) + margins \
+            <= edit.width(), edit.placeholderText()
+    assert edits["cache_size"].placeholderText() == "auto"
+    assert "auto (8/7 of image_size" in edits["cache_size"].toolTip()
