@@ -40,6 +40,32 @@ class CheckpointBox(QComboBox):
         self.blockSignals(False)
         self.currentIndexChanged.emit(self.currentIndex())
 
+    def refresh(self) -> bool:
+        """List the same run's checkpoints again (one was written, the run ended, the runs
+        were refreshed). The choice stays while it exists; while the run had no checkpoint
+        (only the baseline listed) the newest one is chosen. Returns whether the choice
+        changed; ``currentIndexChanged`` is emitted only then."""
+        if self.run_dir is None:
+            return False
+        before = [self.itemData(i) for i in range(self.count())]
+        names = list(reversed(RunDir(self.run_dir).checkpoint_names())) + [RANDOM_INIT]
+        if names == before:
+            return False
+        current = self.checkpoint()
+        had_checkpoints = any(name != RANDOM_INIT for name in before)
+        keep = current if current in names and (had_checkpoints or current != RANDOM_INIT) \
+            else names[0]
+        self.blockSignals(True)
+        self.clear()
+        for name in names:
+            self.addItem(RANDOM_LABEL if name == RANDOM_INIT else name, name)
+        self.setCurrentIndex(self.findData(keep))
+        self.blockSignals(False)
+        if keep == current:
+            return False
+        self.currentIndexChanged.emit(self.currentIndex())
+        return True
+
     def checkpoint(self) -> str | None:
         data = self.currentData()
         return str(data) if data is not None else None
