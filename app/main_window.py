@@ -79,8 +79,7 @@ class MainWindow(QMainWindow):
         self.data_page.folder_scanned.connect(
             lambda manifest: self._remember_folder(Path(manifest.root)))
         self.augment_page = AugmentPreview()
-        self.data_page.folder_scanned.connect(
-            lambda manifest: self.augment_page.set_folder(manifest.root))
+        self.data_page.folder_scanned.connect(self.augment_page.set_manifest)
         self.augment_page.pairs_ready.connect(self._sync_augmentations)
         self.explore_page = ExplorePage(cache_dir)
         self.run_selected.connect(self.explore_page.set_run)

@@ -352,7 +352,8 @@ def scan_folder(root: str | Path, *, progress: Progress | None = None,
     rels, skipped = _walk(root)
     total = len(rels)
     if progress:
-        progress(0, total, f"found {total:,} image files; reading them")
+        progress(0, total, f"found {total:,} image files; "
+                 + ("reading and decoding them" if verify else "reading them"))
 
     # Labels come from the top-level sub-folders that hold image files.
     classes = sorted({rel.split("/", 1)[0] for rel in rels if "/" in rel})
@@ -374,6 +375,7 @@ def scan_folder(root: str | Path, *, progress: Progress | None = None,
                 label = class_index[rel.split("/", 1)[0]] if classes else None
                 images.append(ImageRecord(rel, label, result[0], result[1]))
             if progress and due:
-                progress(i, total, f"read {i:,} of {total:,} files")
+                progress(i, total, f"{'checked' if verify else 'read'} {i:,} of {total:,} "
+                         "files")
     skipped.sort(key=lambda s: s.path)
     return Manifest(root=str(root), classes=classes, images=images, skipped=skipped)
