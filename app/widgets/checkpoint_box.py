@@ -42,9 +42,9 @@ class CheckpointBox(QComboBox):
 
     def refresh(self) -> bool:
         """List the same run's checkpoints again (one was written, the run ended, the runs
-        were refreshed). The choice stays while it exists; while the run had no checkpoint
-        (only the baseline listed) the newest one is chosen. Returns whether the choice
-        changed; ``currentIndexChanged`` is emitted only then."""
+        were refreshed). A choice of the newest entry (the baseline alone, before the first
+        checkpoint) moves to the new newest one; another choice stays while it exists.
+        Returns whether the choice changed; ``currentIndexChanged`` is emitted only then."""
         if self.run_dir is None:
             return False
         before = [self.itemData(i) for i in range(self.count())]
@@ -52,9 +52,8 @@ class CheckpointBox(QComboBox):
         if names == before:
             return False
         current = self.checkpoint()
-        had_checkpoints = any(name != RANDOM_INIT for name in before)
-        keep = current if current in names and (had_checkpoints or current != RANDOM_INIT) \
-            else names[0]
+        newest = not before or current == before[0]
+        keep = current if current in names and not newest else names[0]
         self.blockSignals(True)
         self.clear()
         for name in names:

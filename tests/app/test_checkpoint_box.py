@@ -21,3 +21,28 @@ def test_lists_checkpoints_and_keeps_the_choice(qtbot, trained_run):
     assert box.count() == 2 and box.checkpoint() == "random"
     with pytest.raises(ValueError, match="no checkpoint 'epoch-0009'"):
         box.set_checkpoint("epoch-0009")
+
+
+def test_refresh_lists_new_checkpoints_and_picks_the_first_one(qtbot, tmp_path):
+    """Selected before its first checkpoint, a run's box offers only the baseline; once
+    checkpoints are written, refresh lists them and chooses the newest (then keeps the
+    person's choice), signalling only when the choice changes."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    box = CheckpointBox()
+    qtbot.addWidget(box)
+    box.set_run(run_dir)
+    assert [box.itemData(i) for i in range(box.count())] == ["random"]
+    changes = []
+    box.currentIndexChanged.connect(changes.append)
+    assert box.refresh() is False and changes == []  # nothing new
+    (run_dir / "checkpoints" / "epoch-0001.pt").write_bytes(b"x")
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"x")
+    assert box.refresh() is True and box.checkpoint() == "last" and len(changes) == 1
+    assert box.itemText(box.count() - 1) == RANDOM_LABEL
+    box.set_checkpoint("epoch-0001")
+    changes.clear()
+    (run_dir / "checkpoints" / "epoch-0002.pt").write_bytes(b"x")
+    assert box.refresh() is False and box.checkpoint() == "epoch-0001" and changes == []
+    assert [box.itemData(i) for i in range(box.count())] == [
+        "last", "epoch-0002", "epoch-0001", "random"]
