@@ -74,12 +74,13 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.train_page = TrainPage(self.runs_root, cache_dir)
         self.train_page.run_changed.connect(self.refresh_runs)
+        for source in (self.train_page.engine, self.train_page.follower):
+            source.event.connect(self._on_run_event)
         self.data_page = DataPage()
         self.data_page.folder_scanned.connect(
             lambda manifest: self._remember_folder(Path(manifest.root)))
         self.augment_page = AugmentPreview()
-        self.data_page.folder_scanned.connect(
-            lambda manifest: self.augment_page.set_folder(manifest.root))
+        self.data_page.folder_scanned.connect(self.augment_page.set_manifest)
         self.augment_page.pairs_ready.connect(self._sync_augmentations)
         self.train_page.share_image_size(self.augment_page)
         self.explore_page = ExplorePage(cache_dir)
@@ -105,6 +106,8 @@ class MainWindow(QMainWindow):
         self.sidebar = RunsSidebar()
         self.train_page.progressed.connect(self.sidebar.show_progress)
         self._connect_sidebar()
+        #: The export dialog last opened (it stays open; None once closed).
+        self.export_dialog: ExportDialog | None = None
         splitter = QSplitter()
         splitter.addWidget(self.sidebar)
         splitter.setCollapsible(0, False)
@@ -143,6 +146,8 @@ class MainWindow(QMainWindow):
         side.reveal_requested.connect(
             lambda path: QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))))
         side.selection_gone.connect(self.refresh_runs)
+        # Clicking the run already selected reads its folder again.
+        side.runs.itemClicked.connect(lambda _item: self.reread_selected_run())
 
     def _update_actions(self) -> None:
         page = self.train_page
@@ -161,9 +166,14 @@ class MainWindow(QMainWindow):
             return None
         dialog = ExportDialog(run_dir, self.cache_dir, self)
         dialog.setAttribute(Qt.WA_DeleteOnClose)
+        dialog.destroyed.connect(lambda _obj=None: self._forget_export_dialog(dialog))
         dialog.open()
         self.export_dialog = dialog
         return dialog
+
+    def _forget_export_dialog(self, dialog: ExportDialog) -> None:
+        if self.export_dialog is dialog:
+            self.export_dialog = None
 
     def choose_folder(self) -> None:
         """Ask for an image folder and open it."""
@@ -228,6 +238,27 @@ class MainWindow(QMainWindow):
                     f"The run {selected.name} is gone: its folder was deleted or moved "
                     "outside the app.", 15_000)
             self.run_selected.emit(self.selected_run())
+        else:
+            self.reread_selected_run()
+
+    def _on_run_event(self, event: dict) -> None:
+        """A checkpoint written or the end of the run shown on the Train page (trained here
+        or followed): list the runs again and re-read the selected run's checkpoints."""
+        if event.get("type") in ("checkpoint", "run_end"):
+            self.refresh_runs()
+
+    def reread_selected_run(self) -> None:
+        """Tell the pages that show the selected run to read its checkpoints again (they
+        learn of a run when it is selected, which may be before its first checkpoint)."""
+        run_dir = self.selected_run()
+        if run_dir is None:
+            return
+        for page in (self.explore_page, self.probe_page):
+            if page.run_dir == run_dir:
+                page.refresh_checkpoints()
+        dialog = self.export_dialog
+        if dialog is not None and dialog.run_dir == run_dir:
+            dialog.refresh_checkpoints()
 
     def _ended_here(self, run_dir: Path, events_mtime: float | None) -> bool:
         """Whether this window's engine child trained ``run_dir`` and nothing wrote its

@@ -162,6 +162,11 @@ class ExportDialog(QDialog):
         self.checkpoint_box.set_run(self.run_dir)
         self._on_choice_changed()
 
+    def refresh_checkpoints(self) -> None:
+        """Read the run's checkpoints again (the window calls this when the run wrote one,
+        ended, or the runs were refreshed); a new choice updates the output path."""
+        self.checkpoint_box.refresh()
+
     def format(self) -> str:
         return str(self.format_box.currentData())
 

@@ -37,7 +37,7 @@ from app.widgets.settings_form import SettingsForm
 from engine.config.train_config import AugmentConfig, TrainConfig, augment_preset
 from engine.data.augment import make_pairs, to_uint8_hwc
 from engine.data.cache import BadImage, decode_image
-from engine.data.scan import scan_folder
+from engine.data.scan import Manifest, scan_folder
 from engine.methods import DEFAULT_METHOD, METHODS
 
 #: Preset names shown, and the method whose augmentation preset each one is.
@@ -71,13 +71,24 @@ def spread(paths_by_class: Sequence[Sequence[str]], n: int) -> list[str]:
     return picked
 
 
-def pick_images(folder: str | Path, n: int) -> list[str]:
-    """Up to ``n`` image paths of ``folder``, spread over its classes."""
-    manifest = scan_folder(folder)
+def pick_images(folder: str | Path | Manifest, n: int) -> list[str]:
+    """Up to ``n`` image paths of ``folder`` (scanned here), or of a scan's manifest, spread
+    over its classes."""
+    manifest = folder if isinstance(folder, Manifest) else scan_folder(folder)
     by_class: dict[int | None, list[str]] = {}
     for record in manifest.images:
         by_class.setdefault(record.label, []).append(str(Path(manifest.root) / record.path))
     return spread(list(by_class.values()), n)
+
+
+def folder_count(manifest: Manifest) -> str:
+    """"2,624 images in the folder (3 files skipped: see the Data page)": the scan's count,
+    worded the same on every page."""
+    n, skipped = len(manifest.images), len(manifest.skipped)
+    text = f"{n:,} {'image' if n == 1 else 'images'} in the folder"
+    if skipped:
+        text += f" ({skipped:,} {'file' if skipped == 1 else 'files'} skipped: see the Data page)"
+    return text
 
 
 def decode_images(paths: Sequence[str], size: int, max_pixels: int
@@ -132,6 +143,8 @@ class AugmentPreview(QWidget):
         self._max_pixels = TrainConfig().max_image_pixels
         self._paths: list[str] = []
         self._folder: str | None = None  # the folder the images come from, if one
+        #: The scan of that folder (the Data page's): its count and skipped files are shown.
+        self.manifest: Manifest | None = None
         #: cache size, paths kept, their decoded images, the files skipped and why
         self._decoded: tuple[int, list[str], np.ndarray, list[str]] | None = None
         self._pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -210,14 +223,24 @@ class AugmentPreview(QWidget):
         folder is scanned in a worker thread)."""
         self._folder_generation += 1
         self._folder = str(folder)
+        self.manifest = None
         self._say(f"Reading {folder}…")
         self._pool.start(Task(lambda: pick_images(folder, self.num_images),
                                self._folder_generation, self._listed))
+
+    def set_manifest(self, manifest: Manifest) -> None:
+        """Preview images of a scanned folder (the Data page's scan: the same images and
+        skipped files, no second scan); the status line gives its count."""
+        self._folder_generation += 1
+        self._folder = str(manifest.root)
+        self.manifest = manifest
+        self._on_listed(self._folder_generation, pick_images(manifest, self.num_images))
 
     def set_images(self, paths: Sequence[str | Path]) -> None:
         """Preview these image files (the first ``num_images``)."""
         self._folder_generation += 1  # a folder still being read must not replace them
         self._folder = None
+        self.manifest = None
         self._paths = [str(p) for p in paths][:self.num_images]
         self._decoded = None
         self.refresh()
@@ -355,8 +378,10 @@ class AugmentPreview(QWidget):
         self._pairs = pairs
         self._shown_paths = list(decoded[1])
         self.grid.show_pairs(pairs)
-        text = (f"{len(pairs[0])} images, views of {pairs[1].shape[1]} px cut from "
-                f"{pairs[0].shape[1]} px, seed {self.seed}")
+        shown = (f"{len(pairs[0])} of {folder_count(self.manifest)};"
+                 if self.manifest is not None else f"{len(pairs[0])} images,")
+        text = (f"{shown} views of {pairs[1].shape[1]} px cut from {pairs[0].shape[1]} px, "
+                f"seed {self.seed}")
         if decoded[3]:
             text += f"; skipped {len(decoded[3])}: " + "; ".join(decoded[3])
         self._say(text)

@@ -14,7 +14,7 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from PySide6.QtCore import QModelIndex, QObject, QRunnable, Qt, QThreadPool, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -33,9 +33,9 @@ from PySide6.QtWidgets import (
 
 from app.style import set_role
 from app.widgets.folder_thumbnails import THUMBNAIL_SIZE, FolderThumbnails, ThumbnailModel
-from engine.data.scan import DataError, Manifest, SkippedFile, scan_folder
+from engine.data.scan import DataError, Manifest, scan_folder
 
-#: How many images' headers are read for the pixel-size summary (and checked to be images).
+#: How many images' headers are read for the pixel-size summary.
 SIZE_SAMPLE = 200
 
 # --- the folder report (no Qt) ----------------------------------------------------------
@@ -56,32 +56,23 @@ class FolderReport:
 
 def describe_folder(root: str | Path, *, sample: int = SIZE_SAMPLE,
                     progress: Callable[[int, int, str], None] | None = None) -> FolderReport:
-    """Scan ``root`` and read the headers of up to ``sample`` images, evenly spread over
-    the sorted paths. Sampled files that are not images move to ``manifest.skipped`` (the
-    rest are only checked when the cache is built). Raises DataError like scan_folder."""
+    """Scan ``root`` (the engine's scan: every image decoded once, the bad ones skipped with
+    their reasons) and read the pixel sizes of up to ``sample`` of its images, evenly spread
+    over the sorted paths. Raises DataError like scan_folder."""
     manifest = scan_folder(root, progress=progress)
     n = len(manifest.images)
     picks = range(n) if n <= sample else np.linspace(0, n - 1, sample).round().astype(int)
     short: list[int] = []
     long: list[int] = []
-    bad: list[SkippedFile] = []
     for i in dict.fromkeys(int(i) for i in picks):
-        record = manifest.images[i]
         try:
-            with Image.open(Path(manifest.root) / record.path) as im:
+            with Image.open(Path(manifest.root) / manifest.images[i].path) as im:
                 w, h = im.size
-        except UnidentifiedImageError:
-            bad.append(SkippedFile(record.path, "not an image (cannot identify format)"))
-            continue
         except Exception:
-            bad.append(SkippedFile(record.path, "truncated or corrupt image data"))
-            continue
+            continue  # (changed since the scan: the cache will say so)
         short.append(min(w, h))
         long.append(max(w, h))
-    if bad:
-        manifest = manifest.with_skipped(bad)
-        manifest.skipped.sort(key=lambda s: s.path)
-    return FolderReport(manifest, sum(r.size for r in manifest.images), len(short) + len(bad),
+    return FolderReport(manifest, sum(r.size for r in manifest.images), len(short),
                         n <= sample, short, long)
 
 

@@ -186,6 +186,21 @@ class ExplorePage(QWidget):
             self._loading_run = False
         self._on_embeddings_changed()
 
+    def refresh_checkpoints(self) -> None:
+        """Read the run's checkpoints again (the window calls this when the run wrote one,
+        ended, or the runs were refreshed): a run's first checkpoint makes it explorable;
+        the map and neighbours shown stay while their checkpoint does."""
+        if self.run_dir is None:
+            return
+        self._loading_run = True
+        try:
+            changed = self.checkpoint_box.refresh()
+        finally:
+            self._loading_run = False
+        if changed:
+            self._on_embeddings_changed()
+        self._update_controls()
+
     def has_checkpoints(self) -> bool:
         return self.run_dir is not None and bool(RunDir(self.run_dir).checkpoint_names())
 

@@ -199,6 +199,17 @@ class ProbePage(QWidget):
         else:
             self.details.show_record(None)
 
+    def refresh_checkpoints(self) -> None:
+        """Read the run's checkpoints again (the window calls this when the run wrote one,
+        ended, or the runs were refreshed)."""
+        if self.run_dir is None:
+            return
+        had = self.checkpoint_box.count() > 1
+        self.checkpoint_box.refresh()
+        if not had and self.has_checkpoints() and not self.jobs.is_busy():
+            self._say("")  # (it said that the run had no checkpoint yet)
+        self._update_controls()
+
     def has_checkpoints(self) -> bool:
         return self.run_dir is not None and bool(RunDir(self.run_dir).checkpoint_names())
 

@@ -31,27 +31,57 @@ class CheckpointBox(QComboBox):
         self.setToolTip("Which checkpoint's encoder to use. 'random init' is the same network "
                         "before training: compare with it to see what training bought.")
 
+    def _entries(self) -> list[tuple[str, str]]:
+        """(name, label) of each entry for the run, newest first, the baseline last; and
+        the names shown under another entry (``self._aliases``: "epoch-0002" under "last"
+        when they hold the same step)."""
+        if self.run_dir is None:
+            self._aliases = {}
+            return []
+        run = RunDir(self.run_dir)
+        choices = run.checkpoint_choices()
+        names = {name for name, _ in choices}
+        self._aliases = {name: LAST for name in run.checkpoint_names() if name not in names}
+        return [*choices, (RANDOM_INIT, RANDOM_LABEL)]
+
+    def _fill(self, entries: list[tuple[str, str]], keep: str | None) -> None:
+        """Show ``entries`` and choose ``keep`` (a name or an alias; else the first)."""
+        self.blockSignals(True)
+        self.clear()
+        for name, label in entries:
+            self.addItem(label, name)
+        index = self.findData(self._aliases.get(keep, keep)) if keep else -1
+        self.setCurrentIndex(index if index >= 0 else 0)
+        self._alias = keep if index >= 0 and keep in self._aliases else None
+        self.blockSignals(False)
+
     def set_run(self, run_dir: Path | None) -> None:
         """List ``run_dir``'s checkpoints, keeping the current choice when it still exists."""
         current = self.checkpoint()
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.blockSignals(True)
-        self.clear()
-        choices = RunDir(self.run_dir).checkpoint_choices() if self.run_dir else []
-        self._aliases = {}
-        names = {name for name, _ in choices}
-        for name, label in choices:
-            self.addItem(label, name)
-        for epoch_name in RunDir(self.run_dir).checkpoint_names() if self.run_dir else []:
-            if epoch_name not in names:
-                self._aliases[epoch_name] = LAST
-        if self.run_dir is not None:
-            self.addItem(RANDOM_LABEL, RANDOM_INIT)
-        index = self.findData(self._aliases.get(current, current)) if current else -1
-        self.setCurrentIndex(index if index >= 0 else 0)
-        self._alias = current if index >= 0 and current in self._aliases else None
-        self.blockSignals(False)
+        self._fill(self._entries(), current)
         self.currentIndexChanged.emit(self.currentIndex())
+
+    def refresh(self) -> bool:
+        """List the same run's checkpoints again (one was written, the run ended, the runs
+        were refreshed). A choice of the newest entry (the baseline alone, before the first
+        checkpoint) moves to the new newest one; another choice stays while it exists.
+        Returns whether the choice changed; ``currentIndexChanged`` is emitted only then."""
+        if self.run_dir is None:
+            return False
+        before = [(self.itemData(i), self.itemText(i)) for i in range(self.count())]
+        entries = self._entries()
+        if entries == before:
+            return False
+        current = self.checkpoint()
+        names = [name for name, _ in entries]
+        newest = not before or self.currentIndex() == 0
+        still_there = current in names or current in self._aliases
+        self._fill(entries, current if still_there and not newest else names[0])
+        if self.checkpoint() == current:
+            return False
+        self.currentIndexChanged.emit(self.currentIndex())
+        return True
 
     def checkpoint(self) -> str | None:
         """The current entry's checkpoint name (the alias asked for, when one was)."""

@@ -62,6 +62,21 @@ def decode_image(data: bytes | str | os.PathLike, size: int, *, max_pixels: int)
     return decode_with_pixels(data, size, max_pixels)[0]
 
 
+#: The side a scan decodes at to check a file (JPEGs decode at 1/8 scale where they can).
+CHECK_SIZE = 8
+
+
+def check_image(data: bytes | str | os.PathLike, max_pixels: int) -> str | None:
+    """None when the file decodes as the cache would decode it, else the reason it does
+    not (the cache's reason). Every pixel is decoded, at a reduced scale where the format
+    allows it (JPEG), so truncated and corrupt files are found."""
+    try:
+        decode_with_pixels(data, CHECK_SIZE, max_pixels)
+    except BadImage as exc:
+        return str(exc)
+    return None
+
+
 def decode_with_pixels(data: bytes | str | os.PathLike, size: int,
                        max_pixels: int) -> tuple[np.ndarray, int]:
     """:func:`decode_image`, also returning the image's pixel count."""

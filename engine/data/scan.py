@@ -13,9 +13,13 @@ Rules (see :func:`scan_folder`):
   them into the label statistics. A folder whose images all sit in the root is unlabelled.
 - Every image is hashed (BLAKE2b, 16 bytes) while scanning, so :meth:`Manifest.key`
   identifies the folder by its content rather than by modification times.
-- Files that cannot be used (empty, unreadable, broken links) are listed in
-  ``Manifest.skipped`` with a reason instead of raising: one bad file should not stop a
-  run. Only a root folder that cannot be read at all raises :class:`DataError`.
+- Every image is also decoded once, at a reduced size (:func:`engine.data.decode.check_image`:
+  the decoder the cache uses, so its verdict is the cache's), unless ``verify=False``.
+- Files that cannot be used (empty, unreadable, broken links, and with ``verify`` also
+  corrupt, truncated, not-an-image and too-large files) are listed in ``Manifest.skipped``
+  with a reason instead of raising: one bad file should not stop a run. This one list is
+  what the engine, the Data page and the Augmentations page show. Only a root folder that
+  cannot be read at all raises :class:`DataError`.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", 
 MANIFEST_VERSION = 1
 
 Progress = Callable[[int, int, str], None]
+
+#: The pixel limit a scan verifies against unless told (TrainConfig.max_image_pixels's default).
+DEFAULT_MAX_PIXELS = 178_956_970
 
 # Reasons a file is skipped at scan time. The cache adds its own (see engine.data.cache).
 EMPTY_FILE = "empty file (0 bytes)"
@@ -315,9 +322,24 @@ def _ticks(total: int, every_s: float = 0.2) -> Iterator[bool]:
             yield False
 
 
+def _hash_and_check(path: str, max_pixels: int | None) -> tuple[int, str] | str:
+    """:func:`_hash_file`, then (when ``max_pixels`` is given) the reason the file does not
+    decode, if it does not."""
+    result = _hash_file(path)
+    if isinstance(result, str) or max_pixels is None:
+        return result
+    from engine.data.decode import check_image  # (decode imports this module)
+
+    return check_image(path, max_pixels) or result
+
+
 def scan_folder(root: str | Path, *, progress: Progress | None = None,
-                num_workers: int | None = None) -> Manifest:
+                num_workers: int | None = None, verify: bool = True,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> Manifest:
     """Find the images under ``root``, their labels and content hashes.
+
+    With ``verify`` every image is decoded (at a reduced size) and one that does not decode,
+    or has more than ``max_pixels`` pixels, is skipped with the cache's reason.
 
     ``progress(done, total, message)`` is called when the listing is complete
     (done = 0) and then at most five times a second while hashing, and once at the end.
@@ -330,16 +352,20 @@ def scan_folder(root: str | Path, *, progress: Progress | None = None,
     rels, skipped = _walk(root)
     total = len(rels)
     if progress:
-        progress(0, total, f"found {total:,} image files; reading them")
+        progress(0, total, f"found {total:,} image files; "
+                 + ("reading and decoding them" if verify else "reading them"))
 
     # Labels come from the top-level sub-folders that hold image files.
     classes = sorted({rel.split("/", 1)[0] for rel in rels if "/" in rel})
     class_index = {name: i for i, name in enumerate(classes)}
 
     images: list[ImageRecord] = []
-    workers = num_workers or min(8, 2 * (os.cpu_count() or 1))  # I/O-bound: hashlib drops the GIL
+    # I/O-bound: hashlib and Pillow's decoders drop the GIL
+    workers = num_workers or min(8, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
-        results = pool.map(_hash_file, (os.path.join(root, *rel.split("/")) for rel in rels))
+        limit = max_pixels if verify else None
+        results = pool.map(lambda path: _hash_and_check(path, limit),
+                           (os.path.join(root, *rel.split("/")) for rel in rels))
         for i, (rel, result, due) in enumerate(zip(rels, results, _ticks(total), strict=True), 1):
             if isinstance(result, str):
                 skipped.append(SkippedFile(rel, result))
@@ -349,6 +375,7 @@ def scan_folder(root: str | Path, *, progress: Progress | None = None,
                 label = class_index[rel.split("/", 1)[0]] if classes else None
                 images.append(ImageRecord(rel, label, result[0], result[1]))
             if progress and due:
-                progress(i, total, f"read {i:,} of {total:,} files")
+                progress(i, total, f"{'checked' if verify else 'read'} {i:,} of {total:,} "
+                         "files")
     skipped.sort(key=lambda s: s.path)
     return Manifest(root=str(root), classes=classes, images=images, skipped=skipped)

@@ -212,7 +212,7 @@ def embed_run(run_dir: Path, checkpoint: str = LAST, *, data: Path | None = None
     cfg = load_run_config(run_dir)
     name = checkpoint_name(run_dir, checkpoint)
     source = Path(data) if data is not None else Path(cfg.data)
-    manifest = scan_folder(source)
+    manifest = scan_folder(source, max_pixels=cfg.max_image_pixels)
     if not manifest.images:
         raise DataError(f"no usable images in {source}")
     ckpt = checkpoint_path(run_dir, checkpoint)

@@ -68,7 +68,8 @@ def _set_up(cfg: TrainConfig, *, runs_root: Path | None, run_dir: Path | None,
         torch.set_num_threads(cfg.num_threads)
     device, device_info = resolve_device(local_device(cfg.device, ctx))
 
-    manifest = scanned = scan_folder(cfg.data, progress=progress_events(events, "scan"))
+    manifest = scanned = scan_folder(cfg.data, progress=progress_events(events, "scan"),
+                                     max_pixels=cfg.max_image_pixels)
     if not manifest.images:
         found = f" ({len(manifest.skipped)} unusable file(s) skipped)" if manifest.skipped else ""
         raise DataError(

@@ -164,3 +164,23 @@ def test_only_the_newest_request_is_shown(qtbot, page):
     qtbot.wait(300)
     assert all(shown) and page.seed == 14
     assert np.array_equal(page.current_pairs()[1], expected_view1())
+
+
+def test_a_scanned_folder_shows_the_scans_count_and_no_file_it_skipped(qtbot, tmp_path):
+    """Given the Data page's scan, the preview shows that scan's count and skipped-file
+    total, and previews none of the files it skipped (a truncated PNG included)."""
+    from engine.data.scan import scan_folder
+    from tests.helpers.folders import make_bad_files
+
+    root = make_folder(tmp_path / "shapes", per_class=4)
+    bad = make_bad_files(root / "squares")
+    manifest = scan_folder(root)
+    page = AugmentPreview(num_images=20, image_size=SIZE, cell_px=CELL)
+    qtbot.addWidget(page)
+    with qtbot.waitSignal(page.pairs_ready, timeout=WAIT_MS):
+        page.set_manifest(manifest)
+    text = page.status.text()
+    assert text.startswith(f"8 of 8 images in the folder ({len(bad)} files skipped: see the "
+                           "Data page);"), text
+    assert "skipped 1" not in text and not set(page._shown_paths) & {
+        str(root / "squares" / name) for name in bad}

@@ -46,3 +46,28 @@ def test_last_newer_than_the_newest_epoch_is_its_own_entry(qtbot, trained_run):
     box.set_run(run_dir)
     assert [box.itemData(i) for i in range(box.count())] == ["last", "epoch-0002", "random"]
     assert box.itemText(0) == f"last (step {10**6})" and box.itemText(1) == "epoch 2"
+
+
+def test_refresh_lists_new_checkpoints_and_picks_the_first_one(qtbot, tmp_path):
+    """Selected before its first checkpoint, a run's box offers only the baseline; once
+    checkpoints are written, refresh lists them and chooses the newest (then keeps the
+    person's choice), signalling only when the choice changes."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    box = CheckpointBox()
+    qtbot.addWidget(box)
+    box.set_run(run_dir)
+    assert [box.itemData(i) for i in range(box.count())] == ["random"]
+    changes = []
+    box.currentIndexChanged.connect(changes.append)
+    assert box.refresh() is False and changes == []  # nothing new
+    (run_dir / "checkpoints" / "epoch-0001.pt").write_bytes(b"x")
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"x")
+    assert box.refresh() is True and box.checkpoint() == "last" and len(changes) == 1
+    assert box.itemText(box.count() - 1) == RANDOM_LABEL
+    box.set_checkpoint("epoch-0001")
+    changes.clear()
+    (run_dir / "checkpoints" / "epoch-0002.pt").write_bytes(b"x")
+    assert box.refresh() is False and box.checkpoint() == "epoch-0001" and changes == []
+    assert [box.itemData(i) for i in range(box.count())] == [
+        "last", "epoch-0002", "epoch-0001", "random"]

@@ -11,7 +11,8 @@ from PySide6.QtGui import QPixmap
 
 from app.pages.data_page import DataPage, describe_folder
 from app.widgets.folder_thumbnails import THUMBNAIL_SIZE
-from tests.helpers.folders import make_folder
+from engine.data.scan import scan_folder
+from tests.helpers.folders import make_bad_files, make_folder
 
 
 @pytest.fixture
@@ -52,7 +53,30 @@ def test_a_labelled_folder_shows_counts_sizes_and_skipped_files(qtbot, page, fol
     assert skipped == {"circles/empty.jpg": "empty file (0 bytes)",
                        "squares/notes.png": "not an image (cannot identify format)"}
     assert "min 28 / median 28 / max 28 px" in page.sizes.text()
-    assert "all 25 read" in page.sizes.text()
+    assert "all 24 read" in page.sizes.text()  # the usable images (the scan decoded each)
+
+
+def test_every_bad_file_is_listed_with_the_engines_reason(qtbot, page, tmp_path):
+    """The page shows the engine's scan: truncated and corrupt files that only decoding
+    finds are skipped here too, with the reasons the trainer gives, and the scan reports
+    its progress as a count."""
+    root = make_folder(tmp_path / "shapes", per_class=4)
+    expected = make_bad_files(root / "squares")
+    messages = []
+    page._signals.progress.connect(lambda _generation, message: messages.append(message))
+    manifest = open_and_wait(qtbot, page, root)
+    assert page.counts.text() == "8 images in 2 classes"
+    skipped = {page.skipped_table.item(r, 0).text(): page.skipped_table.item(r, 1).text()
+               for r in range(page.skipped_table.rowCount())}
+    assert set(skipped) == {f"squares/{name}" for name in expected}
+    for name, start in expected.items():
+        assert skipped[f"squares/{name}"].startswith(start)
+    engine = scan_folder(root)
+    assert [r.path for r in manifest.images] == [r.path for r in engine.images]
+    assert [(s.path, s.reason) for s in manifest.skipped] == [
+        (s.path, s.reason) for s in engine.skipped]
+    assert page.status.text() == engine.summary()
+    assert any("checked" in m and "of 14 files" in m for m in messages), messages
 
 
 def test_thumbnails_are_decoded_lazily_into_real_pixmaps(qtbot, page, folder):

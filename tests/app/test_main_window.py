@@ -307,3 +307,36 @@ def test_the_preview_size_and_the_train_image_size_are_one_setting(window):
     expected = train.estimate.resolved(train.form.values(), 1000)[0]["image_size"]
     assert preview.image_size() == expected and preview.size_box.suffix() == " px (auto)"
     assert train.form.values().image_size is None  # showing it changed nothing
+
+
+def test_refresh_and_clicking_the_run_again_read_its_new_checkpoints(qtbot, tmp_path,
+                                                                     trained_run):
+    """A run selected before it had a checkpoint (trained elsewhere, say) becomes
+    explorable on Refresh runs (F5) or a click on it, not only after a restart."""
+    import shutil
+
+    run_dir, cache = trained_run
+    saved = tmp_path / "saved-checkpoints"
+    shutil.move(run_dir / "checkpoints", saved)
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    win = MainWindow(run_dir.parent, cache_dir=cache, settings=settings)
+    qtbot.addWidget(win)
+    win.select_run(run_dir)
+    assert not win.explore_page.has_checkpoints()
+    assert win.probe_page.checkpoint_box.checkpoint() == "random"
+    shutil.move(saved, run_dir / "checkpoints")
+    win.actions["refresh"].trigger()
+    assert win.explore_page.checkpoint_box.checkpoint() == "last"
+    assert win.probe_page.checkpoint_box.checkpoint() == "last"
+    assert win.probe_page.run_button.isEnabled()
+    assert "no checkpoint" not in win.explore_page.status.text()
+    # Gone again (say, deleted by hand) and back: a click on the selected run reads it.
+    dialog = win.open_export_dialog()
+    (run_dir / "checkpoints" / "epoch-0002.pt").unlink()
+    item = win.sidebar.runs.currentItem()
+    win.sidebar.runs.itemClicked.emit(item)
+    assert "epoch-0002" not in [dialog.checkpoint_box.itemData(i)
+                                for i in range(dialog.checkpoint_box.count())]
+    dialog.close()
+    win.data_page.shutdown()
+    win.augment_page.close()

@@ -199,13 +199,35 @@ def test_scan_skips_unusable_files_with_reasons(tmp_path: Path) -> None:
     assert [r.path for r in m.images if r.path.startswith("good/")] == [
         "good/000.png", "good/001.png", "good/link.png"]
     assert m.images[-1].sha == scan_mod.hash_bytes(target.read_bytes())
+    # Every bad file is found by the scan itself (it decodes each image once), with the
+    # reason the cache gives: one list of skipped files for the engine and every page.
     reasons = {s.path: s.reason for s in m.skipped}
-    assert reasons == {"bad/empty.png": "empty file (0 bytes)",
-                       "bad/broken-link.png": scan_mod.BROKEN_LINK}
-    # The rest are only found out when decoding: the scan reads no pixels.
-    assert {r.path for r in m.images if r.path.startswith("bad/")} == {
-        f"bad/{name}" for name in expected if name not in ("empty.png", "broken-link.png")}
-    assert m.summary().endswith("; 2 files skipped (1 broken link, 1 empty)")
+    assert set(reasons) == {f"bad/{name}" for name in expected}
+    for name, start in expected.items():
+        assert reasons[f"bad/{name}"].startswith(start), (name, reasons[f"bad/{name}"])
+    assert not [r for r in m.images if r.path.startswith("bad/")]
+    assert m.summary().endswith("; 6 files skipped (2 corrupt, 1 broken link, 1 empty, "
+                                "1 not an image, 1 too large)")
+    # verify=False reads no pixels: only what the file system shows is skipped.
+    quick = scan_folder(root, verify=False)
+    assert {s.path: s.reason for s in quick.skipped} == {
+        "bad/empty.png": "empty file (0 bytes)", "bad/broken-link.png": scan_mod.BROKEN_LINK}
+
+
+def test_scan_skips_what_the_cache_skips(tmp_path: Path) -> None:
+    """The scan's verdict on each file is the cache's: building the cache of a scanned
+    folder skips nothing more, and a lower pixel limit is applied by the scan."""
+    root = tmp_path / "d"
+    imagegen.make_bad_files(root / "a")
+    imagegen.make_class_folder(root, {"b": 3})
+    m = scan_folder(root)
+    cache = build_cache(m, 8, tmp_path / "cache", max_image_pixels=BIG, num_workers=1)
+    assert [s.path for s in cache.manifest.skipped] == [s.path for s in m.skipped]
+    assert len(cache) == len(m.images) == 3
+    small = scan_folder(root, max_pixels=10)
+    assert all(s.reason.startswith("too large") for s in small.skipped
+               if s.path.startswith("b/"))
+    assert not small.images
 
 
 def test_scan_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -495,7 +517,7 @@ def _folder_with_bad_files(tmp_path: Path) -> Path:
 
 def test_cache_arrays_align_with_manifest_and_match_decode(tmp_path: Path) -> None:
     root = _folder_with_bad_files(tmp_path)
-    manifest = scan_folder(root)
+    manifest = scan_folder(root, verify=False)  # the cache finds the bad files on its own
     calls: list[tuple[int, int]] = []
     cache = build_cache(manifest, 12, tmp_path / "cache", max_image_pixels=BIG, num_workers=2,
                         progress=lambda d, t, m: calls.append((d, t)))
