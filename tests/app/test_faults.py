@@ -6,7 +6,6 @@ also checks that the fault was handled, not merely survived.
 """
 
 import json
-import math
 import os
 import shutil
 import signal
@@ -22,156 +21,12 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QPushButton
 
 from app.child import engine_process
-from app.child.engine_process import EngineProcess
 from app.main_window import MainWindow
-from app.model.run_model import RunHistory, event_problems
-from app.pages.train_page import TrainPage
 from engine.run.checkpoint import load_checkpoint
 from tests.helpers.folders import make_folder
-
-ENGINE_MS = 120_000  # a real engine child: start, scan, decode, first steps (2 busy cores)
-
-
-def fake(code: str):
-    """An engine command that runs ``code`` instead of the engine."""
-    return lambda: (sys.executable, ["-c", code])
-
-
-def event_line(**fields) -> str:
-    return json.dumps({"v": 1, **fields})
-
-
-# --- 1. the event stream ------------------------------------------------------------------
-
-def test_event_problems_name_the_field_and_what_is_wrong():
-    assert event_problems({"type": "step", "step": 3, "loss": 1.5, "lr": None}) == []
-    assert event_problems({"type": "step", "step": 3}) == ["step event: loss is missing"]
-    assert event_problems({"type": "step", "step": "3", "loss": "low", "lr": True}) == [
-        "step event: step is text, not an integer", "step event: loss is text, not a number",
-        "step event: lr is true/false, not a number"]
-    assert event_problems({"type": "run_start", "run_dir": 5, "config": []}) == [
-        "run_start event: run_dir is an integer, not text",
-        "run_start event: config is a list, not an object"]
-    assert event_problems({"type": "from_the_future", "x": "anything"}) == []
-
-
-def test_a_history_keeps_what_is_usable_of_bad_events():
-    history = RunHistory()
-    for event in [
-            {"type": "run_start", "run_dir": "r", "total_steps": "ten", "config": "no",
-             "dataset": {"classes": 3}},
-            {"type": "step", "step": 1, "loss": 2.0, "lr": 0.1},
-            {"type": "step", "step": 2, "lr": 0.2},  # no loss
-            {"type": "step", "step": "3", "loss": 1.0},  # no usable step number
-            {"type": "step", "step": 4, "loss": "1.5", "lr": "fast"},
-            {"type": "step", "step": 5, "loss": 1.0, "lr": 0.1},
-            {"type": "epoch_end", "epoch": 0, "loss": "x"},
-            {"type": "eval", "step": 5, "knn_top1": "high"},
-            {"type": "run_end", "status": 7}]:
-        history.add(event)
-    assert history.steps == [1, 2, 4, 5]
-    loss = history.curves["loss"]
-    assert loss[0] == 2.0 and math.isnan(loss[1]) and math.isnan(loss[2]) and loss[3] == 1.0
-    assert all(math.isfinite(v) for v in history.smoothed_loss)  # no gap in the smoothed
-    assert math.isnan(history.curves["lr"][2])
-    assert history.total_steps is None and history.config == {} and not history.has_labels
-    assert history.progress is None and history.eta_seconds() is None
-    assert history.epoch_losses[0][0] == 0 and math.isnan(history.epoch_losses[0][1])
-    assert history.knn == [] and history.status == "failed"
-    assert history.bad_events == 7 and history.unknown_events == 0
-
-
-SILENT_TRAINER = r"""
-import json, sys
-def say(**e):
-    print(json.dumps({"v": 1, **e}), flush=True)
-say(type="run_start", run_dir="nowhere", total_steps=10)
-say(type="step", step=1, loss=2.0)
-sys.stderr.write("step 1/10 loss 2.0\n")
-sys.exit(CODE)
-"""
-
-
-@pytest.mark.parametrize("code", [0, 5])
-def test_a_trainer_that_ends_without_run_end_crashed(qtbot, monkeypatch, code):
-    monkeypatch.setattr(engine_process, "engine_command",
-                        fake(SILENT_TRAINER.replace("CODE", str(code))))
-    child = EngineProcess()
-    with qtbot.waitSignal(child.ended, timeout=30_000) as ended:
-        child.start(["train", "--data", "x"])
-    status, exit_code, reason = ended.args
-    assert (status, exit_code) == ("crashed", code)
-    assert ("without reporting how the run ended" if code == 0
-            else "exited with code 5 without finishing") in reason
-    assert "last message: step 1/10 loss 2.0" in reason
-
-
-GARBLED_TRAINER = r"""
-import json, sys
-def say(**e):
-    print(json.dumps({"v": 1, **e}), flush=True)
-say(type="run_start", run_dir=sys.argv[sys.argv.index("--runs-root") + 1] + "/garbled",
-    total_steps=10, steps_per_epoch=5,
-    config={"batch_size": 8}, dataset={"summary": "24 images"}, device={"name": "cpu"})
-for i in range(3):  # a newer engine's event type, several times
-    print(json.dumps({"v": 2, "type": "gradient_histogram", "bins": [1, 2]}), flush=True)
-say(type="step", step=1, loss=2.0, lr=0.1, pairs_per_s=40.0, embedding_std=0.5)
-say(type="step", step=2, lr=0.1)
-say(type="step", step=3, loss="abc", lr="fast")
-say(type="step", step="four", loss=1.0)
-say(type="step", step=5, loss=1.5, lr=0.1, pairs_per_s=40.0, embedding_std=0.5)
-say(type="step", step=6, lr=0.1)
-say(type="eval", epoch=1, step=5)
-say(type="eval", epoch=1, step=5, knn_top1="high", seconds="slow")
-say(type="epoch_end", epoch=0, step=5, loss="x")
-say(type="progress", phase=3, done="a")
-say(type="warning", message=5)
-sys.stderr.write("Traceback (most recent call last):\nRuntimeError: boom\n")
-sys.exit(0)
-"""
-
-
-def test_the_train_page_survives_a_garbled_event_stream(qtbot, monkeypatch, tmp_path):
-    monkeypatch.setattr(engine_process, "engine_command", fake(GARBLED_TRAINER))
-    page = TrainPage(tmp_path / "runs")
-    qtbot.addWidget(page)
-    page.set_folder(tmp_path)
-    with qtbot.waitSignal(page.engine.ended, timeout=30_000) as ended:
-        page.start()
-    assert ended.args[0] == "crashed"
-    log = page.log.toPlainText()
-    assert log.count("'gradient_histogram' are unknown to this version") == 1
-    assert log.count("schema version 2") == 1
-    assert log.count("step event: loss is missing") == 1  # steps 2 and 6: said once
-    assert "step event: loss is text, not a number" in log
-    assert "step event: step is text, not an integer" in log
-    assert "eval event: knn_top1 is missing" in log
-    assert "epoch_end event: loss is text" in log
-    assert "RuntimeError: boom" in log
-    history = page.history
-    assert history.steps == [1, 2, 3, 5, 6] and history.unknown_events == 3
-    page.curves.redraw_all()
-    x, y = page.curves.curves["loss"].getData()
-    assert list(x) == [1, 2, 3, 5, 6] and y[0] == 2.0 and y[3] == 1.5
-    _, smoothed = page.curves.curves["smoothed"].getData()
-    assert all(math.isfinite(v) for v in smoothed)
-    assert history.status == "crashed"
-    assert "Run crashed" in page.status.text()
-    assert "without reporting how the run ended" in page.status.text()
-    assert "RuntimeError: boom" in page.failure_box.detailedText()
-    assert page.start_button.isEnabled() and not page.stop_button.isEnabled()
-    page.failure_box.close()
-
+from tests.helpers.windows import ENGINE_MS, close_without_asking, fake
 
 # --- 2. crashes and kills of a run started from the window -------------------------------
-
-def close_without_asking(win):
-    """pytest-qt closes the window at teardown: a run still going is killed first."""
-    engine = win.train_page.engine
-    if engine.is_running():
-        engine.kill()
-        engine.wait(10_000)
-
 
 @pytest.fixture
 def window(qtbot, tmp_path):
@@ -271,84 +126,6 @@ def test_an_engine_crash_mid_run_is_shown_with_the_log_and_listed(
     assert window.sidebar.runs.count() == 1
     text = window.sidebar.runs.item(0).text()
     assert "interrupted" in text and "checkpoint at step 3" in text and "step 4" in text
-
-
-# --- 3. a run folder deleted while it is open ---------------------------------------------
-
-@pytest.fixture
-def window_on_run(qtbot, tmp_path, trained_run):
-    """A window showing a finished run on its Explore and Probe pages."""
-    run_dir, cache = trained_run
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
-    win = MainWindow(run_dir.parent, cache_dir=cache, settings=settings)
-    qtbot.addWidget(win, before_close_func=close_without_asking)
-    win.show()
-    win.select_run(run_dir)
-    assert win.explore_page.run_dir == run_dir and win.probe_page.run_dir == run_dir
-    assert win.explore_page.compute_button.isEnabled()
-    yield win, run_dir
-    win.explore_page.cancel(quiet=True)
-    win.probe_page.cancel(quiet=True)
-    win.data_page.shutdown()
-    win.augment_page.close()
-
-
-def test_a_run_deleted_from_outside_leaves_the_runs_list(qtbot, window_on_run):
-    win, run_dir = window_on_run
-    shutil.rmtree(run_dir)
-    # No refresh asked for: the window notices the runs folder changed.
-    qtbot.waitUntil(lambda: win.sidebar.runs.count() == 0, timeout=5000)
-    assert win.selected_run() is None
-    assert win.explore_page.run_dir is None and win.probe_page.run_dir is None
-    assert f"The run {run_dir.name} is gone" in win.statusBar().currentMessage()
-
-
-def _gone(text: str, run_dir: Path) -> bool:
-    return f"The run folder {run_dir} is gone" in text and "deleted or moved" in text
-
-
-@pytest.mark.parametrize("action", ["export", "rename", "delete", "show curves"])
-def test_a_window_action_on_a_deleted_run_says_it_is_gone(qtbot, window_on_run, action):
-    win, run_dir = window_on_run
-    shutil.rmtree(run_dir)  # and act before the window notices
-    if action == "export":
-        assert win.open_export_dialog() is None
-    elif action == "rename":
-        win.rename_selected_run("new name")
-    elif action == "delete":
-        assert not win.delete_selected_run(confirm=False)
-    else:
-        win.sidebar.runs.itemDoubleClicked.emit(win.sidebar.runs.item(0))
-    assert win.message_box is not None and win.message_box.isVisible()
-    assert _gone(win.message_box.text(), run_dir)
-    assert win.sidebar.runs.count() == 0 and win.selected_run() is None  # and the list is right
-    win.message_box.close()
-
-
-@pytest.mark.parametrize("action", ["compute map", "neighbours", "probe", "export dialog"])
-def test_a_page_action_on_a_deleted_run_says_it_is_gone(qtbot, window_on_run, action):
-    win, run_dir = window_on_run
-    dialog = win.open_export_dialog() if action == "export dialog" else None
-    shutil.rmtree(run_dir)
-    if action == "compute map":
-        with qtbot.waitSignal(win.explore_page.failed, timeout=1000) as failed:
-            win.explore_page.compute_map()
-        assert _gone(failed.args[0], run_dir) and _gone(win.explore_page.status.text(), run_dir)
-        assert not win.explore_page.is_busy()
-    elif action == "neighbours":
-        with qtbot.waitSignal(win.explore_page.failed, timeout=1000) as failed:
-            win.show_neighbours_of_image(str(run_dir / "some.png"))
-        assert _gone(failed.args[0], run_dir) and not win.explore_page.is_busy()
-    elif action == "probe":
-        with qtbot.waitSignal(win.probe_page.failed, timeout=1000) as failed:
-            win.probe_page.run_probes()
-        assert _gone(failed.args[0], run_dir) and _gone(win.probe_page.status.text(), run_dir)
-        assert not win.probe_page.is_busy()
-    else:
-        dialog.export()
-        assert not dialog.engine.is_running()
-        assert f"the run folder {run_dir} is gone" in dialog.status.text()
-        dialog.close()
 
 
 # --- 4. an image folder unplugged ---------------------------------------------------------
