@@ -28,6 +28,7 @@ from app.child.run_follower import RunFollower
 from app.model.estimate import duration
 from app.model.run_actions import display_name, mark_running_in_background
 from app.model.run_model import RunHistory, window_words
+from app.pages.train_following import FollowingRuns
 from app.pages.train_plan import CHOOSE_FOLDER, TrainPlan
 from app.widgets.curves import TrainingCurves
 from app.widgets.run_log import RunLog
@@ -51,7 +52,7 @@ STOP_ELSEWHERE_TIP = (
     "saves a checkpoint, and its end shows here.")
 
 
-class TrainPage(QWidget):
+class TrainPage(FollowingRuns, QWidget):
     """Settings form, run controls, progress and live curves of the current run.
 
     The current run is either one this page trains (:attr:`engine`, an engine child) or one
@@ -161,11 +162,6 @@ class TrainPage(QWidget):
             for name in spec.settings:
                 if name not in COMMON_FIELDS:
                     self.form.set_shown(name, name in own)
-
-    @property
-    def following(self) -> Path | None:
-        """The run folder followed live (trained by another process), or None."""
-        return self.follower.run_dir
 
     # --- actions -------------------------------------------------------------------------
 
@@ -288,52 +284,10 @@ class TrainPage(QWidget):
         return (not self.engine.is_running() and self.following is None
                 and not self.resume_button.isEnabled())
 
-    def follow(self, run_dir: Path) -> bool:
-        """Show ``run_dir``, trained by another process, as if it were this page's run:
-        its events.jsonl is read from the start, then every second for what was appended.
-        Refused (False, with the reason on the page) while this page trains a run."""
-        run_dir = Path(run_dir)
-        if self.engine.is_running():
-            self._say(f"Cannot follow {display_name(run_dir)}: a run is training in this "
-                      "window. Stop it first, or double-click the other run to compare its "
-                      "curves.")
-            return False
-        self.stop_following(quiet=True)
-        self.run_dir = run_dir
-        self._forget_shown()
-        self.log.start_run(clear=True)
-        self.progress.setValue(0)
-        self.follower.follow(run_dir)
-        self._update_buttons()
-        self.follower.poll()
-        return True
-
-    def stop_following(self, quiet: bool = False) -> None:
-        """Stop reading the followed run (it goes on where it runs); its curves stay shown."""
-        if self.following is None:
-            return
-        name = display_name(self.following)
-        self.follower.stop()
-        self._after_following()
-        if not quiet:
-            self._say(f"Stopped following {name}; it goes on training where it runs.")
-        self._update_buttons()
-
-    def _after_following(self) -> None:
-        if self.history.status == "running":
-            self.run_dir = None  # not resumable from here while it may still be going
-
     def _forget_shown(self) -> None:
         """A new history: the curves shown so far are dropped."""
         self.history = RunHistory()
         self.curves.show_history(self.history)
-
-    def _on_followed_gone(self, run_dir: Path) -> None:
-        self._after_following()
-        self._update_buttons()
-        self._say(f"Stopped following {display_name(run_dir)}: its folder is gone "
-                  "(deleted or moved).")
-        self.run_changed.emit()
 
     def _launch(self, args: list[str], *, fresh: bool) -> None:
         self.stop_following(quiet=True)
