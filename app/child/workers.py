@@ -47,3 +47,14 @@ class Task(QRunnable):
             signal.emit(self._generation, value)
         except RuntimeError:  # the page was deleted while this ran
             pass
+
+
+class Call(QRunnable):
+    """``fn()`` in a pool thread, for work that reports through signals of its own."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        super().__init__()
+        self._fn = fn
+
+    def run(self) -> None:
+        self._fn()

@@ -15,7 +15,7 @@ from statistics import median
 
 import numpy as np
 from PIL import Image
-from PySide6.QtCore import QModelIndex, QObject, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtCore import QModelIndex, QObject, Qt, QThreadPool, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.child.workers import Call
 from app.style import set_role
 from app.widgets.folder_thumbnails import THUMBNAIL_SIZE, FolderThumbnails, ThumbnailModel
 from engine.data.scan import DataError, Manifest, scan_folder
@@ -85,15 +86,6 @@ def _bytes(n: int) -> str:
 
 
 # --- workers ------------------------------------------------------------------------------
-
-
-class _Task(QRunnable):
-    def __init__(self, fn: Callable[[], None]) -> None:
-        super().__init__()
-        self._fn = fn
-
-    def run(self) -> None:
-        self._fn()
 
 
 class _ScanSignals(QObject):
@@ -212,7 +204,7 @@ class DataPage(QWidget):
                 result = f"could not scan {path}: {exc}"
             signals.done.emit(generation, result)
 
-        self._pool.start(_Task(work))
+        self._pool.start(Call(work))
 
     def rescan(self) -> None:
         """Scan the folder shown again."""

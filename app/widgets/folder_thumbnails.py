@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ from PySide6.QtCore import (
     QModelIndex,
     QObject,
     QPersistentModelIndex,
-    QRunnable,
     QSize,
     Qt,
     QThreadPool,
@@ -27,6 +25,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor, QImage, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QListView, QWidget
 
+from app.child.workers import Call
 from engine.data.cache import BadImage, decode_image
 from engine.data.scan import Manifest
 
@@ -37,15 +36,6 @@ THUMBNAIL_CACHE = 2000
 MAX_PENDING = 512
 #: The same guard as training (engine.config.train_config.TrainConfig.max_image_pixels).
 MAX_PIXELS = 178_956_970
-
-
-class _Task(QRunnable):
-    def __init__(self, fn: Callable[[], None]) -> None:
-        super().__init__()
-        self._fn = fn
-
-    def run(self) -> None:
-        self._fn()
 
 
 class ThumbnailLoader(QObject):
@@ -86,7 +76,7 @@ class ThumbnailLoader(QObject):
             if self._running:
                 return
             self._running = True
-        self._pool.start(_Task(self._work))
+        self._pool.start(Call(self._work))
 
     def wait(self, msecs: int = 10_000) -> bool:
         with self._lock:
