@@ -156,12 +156,16 @@ class TrainPage(FollowingRuns, QWidget):
         self._update_buttons()
 
     def _show_method_settings(self) -> None:
-        """Show the settings of the chosen method only (e.g. MoCo's queue for MoCo)."""
-        own = set(METHODS[self.form.values().method].settings)
+        """Show the settings of the chosen method only (e.g. MoCo's queue for MoCo), and
+        hide the common ones it does not read (e.g. the temperature for BYOL)."""
+        chosen = METHODS[self.form.values().method]
         for spec in METHODS.values():
             for name in spec.settings:
                 if name not in COMMON_FIELDS:
-                    self.form.set_shown(name, name in own)
+                    self.form.set_shown(name, name in chosen.settings)
+        for name in {n for spec in METHODS.values() for n in spec.ignores}:
+            if name in FORM_FIELDS:
+                self.form.set_shown(name, name not in chosen.ignores)
 
     # --- actions -------------------------------------------------------------------------
 

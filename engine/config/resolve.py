@@ -131,16 +131,28 @@ def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | 
     if c.optimizer is None:
         c.optimizer = paper["optimizer"]
         why["optimizer"] = f"{c.optimizer}: the {c.method} paper default"
+    # A method's paper may fix the learning rate, its scaling and the weight decay for its
+    # optimiser (BYOL: LARS at 0.2 x batch / 256); they apply while that optimiser is used.
+    own = paper if c.optimizer == paper["optimizer"] else {}
     if c.lr_scaling is None:
-        # SimCLR (appendix B.1): with LARS, lr = 0.075 x sqrt(batch) beats linear scaling
-        # for small batches and short runs; the two agree at batch 4096.
-        c.lr_scaling = "sqrt" if c.optimizer == "lars" else "linear"
-        why["lr_scaling"] = f"{c.lr_scaling}: the {c.optimizer} default"
+        if "lr_scaling" in own:
+            c.lr_scaling = own["lr_scaling"]
+            why["lr_scaling"] = f"{c.lr_scaling}: the {c.method} paper's rule"
+        else:
+            # SimCLR (appendix B.1): with LARS, lr = 0.075 x sqrt(batch) beats linear
+            # scaling for small batches and short runs; the two agree at batch 4096.
+            c.lr_scaling = "sqrt" if c.optimizer == "lars" else "linear"
+            why["lr_scaling"] = f"{c.lr_scaling}: the {c.optimizer} default"
     if c.lr is None:
-        c.lr = {"lars": 1.2, "sgd": 0.03, "adamw": 0.001}[c.optimizer]
-        why["lr"] = f"{c.lr} per 256 images, the {c.optimizer} default"
+        if "lr" in own:
+            c.lr = own["lr"]
+            why["lr"] = f"{c.lr} per 256 images, the {c.method} paper default"
+        else:
+            c.lr = {"lars": 1.2, "sgd": 0.03, "adamw": 0.001}[c.optimizer]
+            why["lr"] = f"{c.lr} per 256 images, the {c.optimizer} default"
     if c.weight_decay is None:
-        c.weight_decay = {"lars": 1e-6, "sgd": 1e-4, "adamw": 1e-4}[c.optimizer]
+        c.weight_decay = own.get("weight_decay",
+                                 {"lars": 1e-6, "sgd": 1e-4, "adamw": 1e-4}[c.optimizer])
     if c.warmup_epochs is None:
         c.warmup_epochs = min(10.0, c.epochs / 10)
         why["warmup_epochs"] = f"{c.warmup_epochs:g}: 10 epochs or a tenth of the run"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.methods.base import MethodSpec, StepOutput, embedding_spread
+from engine.methods.base import BatchInfo, MethodSpec, StepOutput, embedding_spread
 from engine.methods.specs import ALL, SIMCLR
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from engine.methods.moco import MoCo, key_encoder_momentum
     from engine.methods.simclr import SimCLR
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "MethodSpec", "MoCo", "SimCLR", "StepOutput",
+__all__ = ["DEFAULT_METHOD", "BatchInfo", "METHODS", "MethodSpec", "MoCo", "SimCLR", "StepOutput",
            "build_model", "embedding_spread", "key_encoder_momentum", "method_spec"]
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in ALL}

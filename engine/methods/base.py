@@ -36,6 +36,19 @@ class StepOutput:
     embedding_std: torch.Tensor  # see embedding_spread()
 
 
+@dataclass
+class BatchInfo:
+    """What a method may need to know about the images of a step besides their views:
+    device tensors aligned with the rows of x1 and x2 (this process's share of the batch).
+
+    SimCLR and MoCo read neither; a memory bank (InstDisc) is indexed by ``indices`` and
+    supervised contrastive learning takes its extra positives from ``labels``.
+    """
+
+    indices: torch.Tensor  # int64 (N,): each image's row in the run's image cache
+    labels: torch.Tensor  # int64 (N,): each image's class, -1 where it has none
+
+
 def embedding_spread(z: torch.Tensor) -> torch.Tensor:
     """Per-dimension std of the L2-normalised projections across the batch, times sqrt(D).
 
@@ -53,7 +66,8 @@ def embedding_spread(z: torch.Tensor) -> torch.Tensor:
 class ContrastiveModel(Protocol):
     """What the trainer and the evaluation need of a method's module."""
 
-    def __call__(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput: ...
+    def __call__(self, x1: torch.Tensor, x2: torch.Tensor,
+                 batch: BatchInfo | None = None) -> StepOutput: ...
 
     @property
     def online_encoder(self) -> Encoder:
@@ -80,6 +94,12 @@ class MethodSpec:
     settings: tuple[str, ...] = ()
     #: Fields this method adds to every "step" event (see :meth:`step_fields`).
     logged: tuple[str, ...] = ()
+    #: Settings common to most methods that this one does not read (e.g. the temperature
+    #: of a method without a softmax): a form hides them while the method is chosen.
+    ignores: tuple[str, ...] = ()
+    #: Whether training reads the folder's labels (a probe of such a run is not a
+    #: self-supervised result, and the app says so).
+    uses_labels: bool = False
 
     def build(self, encoder: Encoder, cfg: TrainConfig | RunSettings) -> nn.Module:
         """The method's module around ``encoder``, from the settings it reads (only

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.methods.base import StepOutput, embedding_spread
+from engine.methods.base import BatchInfo, StepOutput, embedding_spread
 from engine.models.encoder import Encoder
 from engine.models.losses import info_nce
 from engine.training.collectives import gather
@@ -77,7 +77,8 @@ class MoCo(nn.Module):
         self.queue.index_copy_(0, idx, keys)
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % k)
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor,
+                batch: BatchInfo | None = None) -> StepOutput:
         _, q = self.encoder_q(x1)  # (N, D)
         with torch.no_grad():
             # The query parameters are the same on every process (DDP averages their

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.methods.base import StepOutput, embedding_spread
+from engine.methods.base import BatchInfo, StepOutput, embedding_spread
 from engine.models.encoder import Encoder
 from engine.models.losses import nt_xent
 from engine.training.collectives import gather_with_grad, rank, world_size
@@ -34,7 +34,8 @@ class SimCLR(nn.Module):
     def online_encoder(self) -> Encoder:
         return self.encoder
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor,
+                batch: BatchInfo | None = None) -> StepOutput:
         n = x1.shape[0]
         # One pass over both views: batch norm sees all 2N views, as in SimCLR.
         _, z = self.encoder(torch.cat([x1, x2]))  # z: (2N, D)

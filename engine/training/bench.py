@@ -25,11 +25,14 @@ import torch
 from engine.config.resolve import RunSettings, resolve_config, resolve_device
 from engine.config.train_config import TrainConfig
 from engine.data.augment import make_pairs
-from engine.methods import DEFAULT_METHOD, build_model
+from engine.methods import DEFAULT_METHOD, BatchInfo, build_model
 from engine.training.optim import build_optimizer
 from engine.training.step import autocast, grad_scaler, train_step
 
 #: (backbone, image size, batch) tried on each kind of device, cheapest first.
+#: The folder size the timed steps pretend to train on (a memory bank's size, MoCo's queue).
+BENCH_IMAGES = 100_000
+
 CANDIDATES = {
     "cpu": [("resnet18", 32, 64), ("resnet18", 64, 32), ("resnet50", 64, 8)],
     "cuda": [("resnet18", 96, 256), ("resnet50", 96, 256), ("resnet50", 224, 128)],
@@ -78,9 +81,10 @@ def bench_one(backbone: str, image_size: int, batch: int, device_name: str,
     asked = TrainConfig.from_dict({"data": ".", "backbone": backbone, "image_size": image_size,
                                    "batch_size": batch, "device": device_name, "epochs": 1,
                                    "method": method, **(settings or {})})
-    # Many images: MoCo's queue keeps its configured size.
+    # A folder of 100,000 images: MoCo's queue keeps its configured size and a memory
+    # bank has the size it would have on such a folder.
     cfg = RunSettings.of(resolve_config(asked, info, typical_side=image_size,
-                                        num_images=10**7)[0])
+                                        num_images=BENCH_IMAGES)[0])
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     model = build_model(cfg).to(device)
@@ -91,6 +95,8 @@ def bench_one(backbone: str, image_size: int, batch: int, device_name: str,
     scaler = grad_scaler(device, cfg.precision)
     images = torch.randint(0, 256, (batch, 3, cfg.cache_size, cfg.cache_size),
                            dtype=torch.uint8, generator=generator).to(device)
+    rows = torch.randperm(BENCH_IMAGES, generator=generator)[:batch]
+    batch_info = BatchInfo(indices=rows.to(device), labels=(rows % 10).to(device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -98,7 +104,7 @@ def bench_one(backbone: str, image_size: int, batch: int, device_name: str,
         started = time.perf_counter()
         x1, x2 = make_pairs(images, cfg.augment, image_size, generator)
         train_step(train_model, optimizer, scaler, x1, x2, device=device,
-                   precision=cfg.precision, channels_last=cfg.channels_last)
+                   precision=cfg.precision, channels_last=cfg.channels_last, batch=batch_info)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - started

@@ -23,7 +23,7 @@ from engine.data.cache import ImageCache, build_cache
 from engine.data.loader import BatchLoader, typical_side
 from engine.data.scan import DataError, scan_folder
 from engine.evaluate.monitor import KnnMonitor
-from engine.methods import build_model, method_spec
+from engine.methods import BatchInfo, build_model, method_spec
 from engine.run.checkpoint import CheckpointError, TrainingState
 from engine.run.events import EventWriter
 from engine.run.layout import RunDir
@@ -180,6 +180,7 @@ def train(
     # takes this process's rows), so its state is one and resumes with any world size.
     loader = BatchLoader(cache, run.batch_size, seed=run.seed, device=device, rank=ctx.rank,
                          world_size=ctx.world_size)
+    labels = torch.from_numpy(cache.labels)  # -1 where an image has no class
     knn_monitor = KnnMonitor.for_run(cache, run.config, device) if ctx.is_main else None
     if knn_monitor is not None and knn_monitor.sampled:
         log(f"kNN accuracy per epoch on a fixed sample of {len(knn_monitor.indices)} images",
@@ -241,10 +242,13 @@ def train(
 
             # the step
             images = loader.batch(epoch, batch_index)  # uint8 (N, 3, S, S) on device
+            rows = torch.from_numpy(loader.indices(epoch, batch_index))
             x1, x2 = make_pairs(images, run.augment, run.image_size, aug_gen,
                                 global_batch=run.batch_size, offset=loader.offset)
+            batch = BatchInfo(indices=rows.to(device), labels=labels[rows].to(device))
             out = train_step(train_model, optimizer, scaler, x1, x2, device=device,
-                             precision=run.precision, channels_last=run.channels_last)
+                             precision=run.precision, channels_last=run.channels_last,
+                             batch=batch)
             step += 1
             meter.add(out)
 

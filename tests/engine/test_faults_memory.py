@@ -23,11 +23,11 @@ def poison_forward(monkeypatch, at_call: int, error: BaseException) -> None:
         model = real_build(cfg)
         forward, count = model.forward, [0]
 
-        def failing(x1, x2):
+        def failing(x1, x2, batch=None):
             count[0] += 1
             if count[0] >= at_call:
                 raise error
-            return forward(x1, x2)
+            return forward(x1, x2, batch)
         model.forward = failing
         return model
 

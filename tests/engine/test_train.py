@@ -165,8 +165,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(folder, tmp_p
         forward = model.forward
         count = [0]
 
-        def poisoned(x1, x2):
-            out = forward(x1, x2)
+        def poisoned(x1, x2, batch=None):
+            out = forward(x1, x2, batch)
             count[0] += 1
             if count[0] >= 5:  # during the second epoch
                 out.loss = out.loss * float("nan")
