@@ -131,6 +131,17 @@ def _per_method(name: str, word: Callable[[Any], str] = str) -> str:
                      for spec in METHOD_SPECS.values() if name not in spec.ignores)
 
 
+def _paper_own(name: str) -> str:
+    """The methods whose paper sets ``name`` for its optimiser: "; BYOL: 0.2 with LARS"."""
+    def text(value: Any) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    own = [f"{spec.title}: {text(spec.defaults[name])} with "
+           f"{spec.defaults['optimizer'].upper()}"
+           for spec in METHOD_SPECS.values() if name in spec.defaults]
+    return "; " + ", ".join(own) if own else ""
+
+
 #: The projection head's output width of a method whose paper does not give its own.
 PROJ_OUT_DIM = 128
 
@@ -206,14 +217,17 @@ class TrainConfig:
     lr: float | None = setting(
         None, "Base learning rate for a batch of 256; the rate used is scaled by "
         "lr_scaling.", min=0.0, max=100.0, min_exclusive=True,
-        auto="1.2 for LARS (SimCLR's 0.075 x sqrt(batch)), 0.03 for SGD, 0.001 for AdamW")
+        auto="1.2 for LARS (SimCLR's 0.075 x sqrt(batch)), 0.03 for SGD, 0.001 for AdamW"
+        + _paper_own("lr"))
     lr_scaling: str | None = setting(
         None, "How the rate grows with batch size: linear (lr x batch/256), sqrt "
         "(lr x sqrt(batch/256)) or none.", choices=("linear", "sqrt", "none"),
-        auto="sqrt for LARS, as SimCLR recommends below batch 4096; linear otherwise")
+        auto="sqrt for LARS, as SimCLR recommends below batch 4096; linear otherwise"
+        + _paper_own("lr_scaling"))
     weight_decay: float | None = setting(
         None, "Weight decay (not applied to biases and batch-norm parameters).",
-        min=0.0, max=1.0, auto="1e-6 for LARS, 1e-4 for SGD, 1e-4 for AdamW")
+        min=0.0, max=1.0, auto="1e-6 for LARS, 1e-4 for SGD, 1e-4 for AdamW"
+        + _paper_own("weight_decay"))
     sgd_momentum: float = setting(0.9, "Momentum of SGD and LARS.", min=0.0, max=1.0)
     warmup_epochs: float | None = setting(
         None, "Linear learning-rate warm-up, in epochs, before the cosine decay.",
