@@ -1,4 +1,5 @@
-"""What train() reports: the run_start event, and the figures of each step and epoch.
+"""What train() reports: the run_start event, the figures of each step and epoch, and the
+one warning of a collapse (:class:`CollapseWatch`).
 
 Reading a figure off the device is a sync, so on a GPU the step's tensors are read only at
 the logging interval and at the end of an epoch; on the CPU it costs nothing, and every step
