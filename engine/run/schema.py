@@ -95,7 +95,8 @@ _TYPES = (
         _f("positive_pair_similarity", "number", "mean cosine of the two views' projections"),
         _f("embedding_std", "number", "per-dimension std of the normalised projections times "
            "sqrt(dim): about 1 when spread out, near 0 when collapsed"),
-        _f("momentum", "number", "the key encoder's momentum (MoCo only)"),
+        _f("momentum", "number", "the momentum of the moving-average network: MoCo's key "
+           "encoder, BYOL's target (MoCo and BYOL only)"),
     )),
     EventType("epoch_end", "an epoch ended", (
         _f("epoch", "integer", "the epoch that ended (from 0)", True),
