@@ -220,6 +220,7 @@ class RunSettings:
     queue_size: int
     moco_momentum: float
     momentum_ramp: bool
+    supcon_unlabelled: float
     optimizer: str
     lr: float
     lr_scaling: str

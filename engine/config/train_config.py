@@ -1,7 +1,8 @@
 """Configuration of augmentations and training runs, with each method's preset.
 
-Defaults follow the papers: SimCLR (Chen et al., 2020, appendix A and B.9) and
-MoCo v2 (Chen et al., 2020, "Improved Baselines with Momentum Contrastive Learning"); the
+Defaults follow the papers: SimCLR (Chen et al., 2020, appendix A and B.9),
+MoCo v2 (Chen et al., 2020, "Improved Baselines with Momentum Contrastive Learning") and
+SupCon (Khosla et al., 2020, "Supervised Contrastive Learning"); the
 methods and their presets are those of engine.methods.METHODS.
 ``None`` means "auto": see :func:`engine.config.resolve.resolve_config` for what it becomes.
 """
@@ -175,6 +176,10 @@ class TrainConfig:
         min=0.0, max=1.0)
     momentum_ramp: bool = setting(
         False, "MoCo: raise the key-encoder momentum towards 1 on a cosine schedule.")
+    supcon_unlabelled: float = setting(
+        0.0, "SupCon: fraction of each class's images trained without their label (as in "
+        "SimCLR, an image's only positive is then its other view), chosen from the seed: a "
+        "semi-supervised run. 0 uses every label.", min=0.0, max=1.0)
     optimizer: str | None = setting(
         None, "Optimiser.", choices=("lars", "sgd", "adamw"),
         auto=_per_method("optimizer", str.upper))

@@ -8,7 +8,7 @@ engine.methods.specs. :func:`build_model` is the one place that reads the config
 construct a method's module.
 
 Importing this package imports no torch (the settings and the CLI's checks read the
-registry before anything heavy loads); the modules (``SimCLR``, ``MoCo``) and
+registry before anything heavy loads); the modules (``SimCLR``, ``MoCo``, ``SupCon``) and
 :func:`build_model` import it when used.
 """
 
@@ -26,16 +26,17 @@ if TYPE_CHECKING:
     from engine.config.train_config import TrainConfig
     from engine.methods.moco import MoCo, key_encoder_momentum
     from engine.methods.simclr import SimCLR
+    from engine.methods.supcon import SupCon
 
 __all__ = ["DEFAULT_METHOD", "BatchInfo", "METHODS", "MethodSpec", "MoCo", "SimCLR", "StepOutput",
-           "build_model", "embedding_spread", "key_encoder_momentum", "method_spec"]
+           "SupCon", "build_model", "embedding_spread", "key_encoder_momentum", "method_spec"]
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in ALL}
 DEFAULT_METHOD = SIMCLR.name
 
 #: Names this package gives from its method modules, imported (with torch) on first use.
 _LAZY = {"SimCLR": "engine.methods.simclr", "MoCo": "engine.methods.moco",
-         "key_encoder_momentum": "engine.methods.moco"}
+         "key_encoder_momentum": "engine.methods.moco", "SupCon": "engine.methods.supcon"}
 
 
 def __getattr__(name: str) -> Any:

@@ -166,7 +166,7 @@ def test_to_arguments_gives_the_command_line_of_any_settings(tmp_path):
 def test_every_method_in_the_registry_is_a_choice_with_its_preset_and_defaults():
     from engine.methods import METHODS, build_model
 
-    assert tuple(METHODS) == ("simclr", "moco")
+    assert tuple(METHODS) == ("simclr", "moco", "supcon")
     for name in METHODS:  # the CLI's choices
         assert build_parser().parse_args(["demo", "--method", name]).method == name
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -186,7 +186,8 @@ def test_every_method_in_the_registry_is_a_choice_with_its_preset_and_defaults()
     help_of = {f.name: f.metadata for f in dataclasses.fields(TrainConfig)}
     assert "0.1 for SimCLR, 0.2 for MoCo v2" in str(help_of["temperature"])
     assert "LARS for SimCLR, SGD for MoCo v2" in str(help_of["optimizer"])
-    assert "on for SimCLR, off for MoCo v2 as in the papers" in str(help_of["head_batch_norm"])
+    assert "on for SimCLR, off for MoCo v2, on for SupCon as in the papers" in str(
+        help_of["head_batch_norm"])
 
 
 def test_run_settings_are_the_resolved_config_without_auto_values():
