@@ -256,7 +256,7 @@ def test_two_processes_compute_the_single_process_loss_and_gradients(tmp_path):
     def forward(x1, x2):
         loss = model(x1, x2, batch).loss
         loss.backward()
-        return float(loss)
+        return float(loss.detach())
 
     alone = _one_step(model, forward)
     # a check of the check: the labels shared across the processes matter (with the second
