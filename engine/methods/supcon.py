@@ -14,8 +14,8 @@ with z L2-normalised. An image without a label (-1: an image of a sub-folder nam
 other view as positive, so its anchors' terms are exactly NT-Xent's (SimCLR): a batch with no
 labels at all is SimCLR's loss, and a partly labelled folder trains semi-supervised.
 
-Preset: SimCLR's augmentations (the paper uses them), temperature 0.1, LARS and batch norm
-in the projection head (the paper's ResNet-50 settings). Its own setting: supcon_unlabelled,
+Preset: SimCLR's augmentations (the paper's "SimAugment"), temperature 0.1 and LARS (the
+paper's), batch norm in the projection head as SimCLR's. Its own setting: supcon_unlabelled,
 the share of each class's images whose labels training does not see, chosen from the seed
 (:func:`hide_labels`). With several processes every view and label of every process is
 gathered, and each process scores its own anchors against all 2N views, so the mean over
