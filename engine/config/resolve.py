@@ -226,6 +226,7 @@ class RunSettings:
     moco_momentum: float
     momentum_ramp: bool
     target_momentum: float
+    supcon_unlabelled: float
     optimizer: str
     lr: float
     lr_scaling: str

@@ -2,7 +2,8 @@
 
 Defaults follow the papers: SimCLR (Chen et al., 2020, appendix A and B.9),
 MoCo v2 (Chen et al., 2020, "Improved Baselines with Momentum Contrastive Learning") and
-BYOL (Grill et al., 2020, "Bootstrap Your Own Latent"); the
+BYOL (Grill et al., 2020, "Bootstrap Your Own Latent") and
+SupCon (Khosla et al., 2020, "Supervised Contrastive Learning"); the
 methods and their presets are those of engine.methods.METHODS.
 ``None`` means "auto": see :func:`engine.config.resolve.resolve_config` for what it becomes.
 """
@@ -211,6 +212,10 @@ class TrainConfig:
         0.996, "BYOL: base rate tau of the target network's moving average (target = "
         "tau*target + (1-tau)*online), raised to 1 on a cosine schedule over the run.",
         min=0.0, max=1.0)
+    supcon_unlabelled: float = setting(
+        0.0, "SupCon: fraction of each class's images trained without their label (as in "
+        "SimCLR, an image's only positive is then its other view), chosen from the seed: a "
+        "semi-supervised run. 0 uses every label.", min=0.0, max=1.0)
     optimizer: str | None = setting(
         None, "Optimiser.", choices=("lars", "sgd", "adamw"),
         auto=_per_method("optimizer", str.upper))

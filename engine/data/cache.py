@@ -48,7 +48,7 @@ class ImageCache:
     """Decoded images of a folder, memory-mapped and read-only.
 
     ``images[i]`` is ``manifest.images[i]`` decoded and ``labels[i]`` its label (-1 when the
-    folder has no labels); images that failed are in ``manifest.skipped``, not here.
+    image has none); images that failed are in ``manifest.skipped``, not here.
     """
 
     images: np.ndarray  # np.memmap (N, size, size, 3) uint8, read-only

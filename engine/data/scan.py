@@ -11,6 +11,13 @@ Rules (see :func:`scan_folder`):
   does). Images directly in the root of such a folder belong to no class, so they are
   skipped ("not in a class sub-folder"): training on them unlabelled would silently mix
   them into the label statistics. A folder whose images all sit in the root is unlabelled.
+- A top-level sub-folder named ``unlabelled`` or ``unlabeled`` (:data:`UNLABELLED_FOLDERS`,
+  any case) is not a class: its images are used, without a label (-1), beside the classes.
+  That is how a partly labelled folder is given: every method trains on all its images,
+  SupCon takes positives from the labelled ones only, and kNN accuracy and the probe leave
+  the unlabelled ones out.
+- Images of two sources of the same classes (synthetic and real photos, say) share their
+  class sub-folders: ``cat/real/001.jpg`` and ``cat/synthetic/001.png`` are both "cat".
 - Every image is hashed (BLAKE2b, 16 bytes) while scanning, so :meth:`Manifest.key`
   identifies the folder by its content rather than by modification times.
 - Every image is also decoded once, at a reduced size (:func:`engine.data.decode.check_image`:
@@ -55,7 +62,10 @@ EMPTY_FILE = "empty file (0 bytes)"
 BROKEN_LINK = "broken symbolic link (its target does not exist)"
 LINK_LOOP = "symbolic link loop"
 NOT_A_FILE = "not a regular file"
-NOT_IN_CLASS = "not in a class sub-folder (this folder has class sub-folders)"
+NOT_IN_CLASS = ("not in a class sub-folder (this folder has class sub-folders; move images "
+                "without a class into a sub-folder named 'unlabelled' to use them)")
+#: Top-level sub-folders (compared in lower case) whose images have no label.
+UNLABELLED_FOLDERS = frozenset({"unlabelled", "unlabeled"})
 FOLDER_UNREADABLE = "folder cannot be read"
 
 # How reasons are grouped in Manifest.summary(): the first prefix that matches wins.
@@ -182,6 +192,9 @@ class Manifest:
             if k > max_classes:
                 pairs.append(f"... {k - max_classes:,} more")
             text += f" in {k:,} {_plural(k, 'class', 'classes')} ({', '.join(pairs)})"
+            unlabelled = n - sum(self.class_counts())
+            if unlabelled:
+                text += f" and {unlabelled:,} unlabelled"
         elif n:
             text += " (unlabelled: no class sub-folders)"
         if self.skipped:
@@ -355,8 +368,9 @@ def scan_folder(root: str | Path, *, progress: Progress | None = None,
         progress(0, total, f"found {total:,} image files; "
                  + ("reading and decoding them" if verify else "reading them"))
 
-    # Labels come from the top-level sub-folders that hold image files.
-    classes = sorted({rel.split("/", 1)[0] for rel in rels if "/" in rel})
+    # Labels come from the top-level sub-folders that hold image files, except "unlabelled".
+    tops = {rel.split("/", 1)[0] for rel in rels if "/" in rel}
+    classes = sorted(top for top in tops if top.lower() not in UNLABELLED_FOLDERS)
     class_index = {name: i for i, name in enumerate(classes)}
 
     images: list[ImageRecord] = []
@@ -372,7 +386,7 @@ def scan_folder(root: str | Path, *, progress: Progress | None = None,
             elif "/" not in rel and classes:
                 skipped.append(SkippedFile(rel, NOT_IN_CLASS))
             else:
-                label = class_index[rel.split("/", 1)[0]] if classes else None
+                label = class_index.get(rel.split("/", 1)[0])  # None: unlabelled
                 images.append(ImageRecord(rel, label, result[0], result[1]))
             if progress and due:
                 progress(i, total, f"{'checked' if verify else 'read'} {i:,} of {total:,} "

@@ -8,7 +8,8 @@ engine.methods.specs. :func:`build_model` is the one place that reads the config
 construct a method's module.
 
 Importing this package imports no torch (the settings and the CLI's checks read the
-registry before anything heavy loads); the modules (``SimCLR``, ``MoCo``, ``BYOL``) and
+registry before anything heavy loads); the modules (``SimCLR``, ``MoCo``, ``BYOL``,
+``SupCon``) and
 :func:`build_model` import it when used.
 """
 
@@ -27,16 +28,18 @@ if TYPE_CHECKING:
     from engine.methods.byol import BYOL
     from engine.methods.moco import MoCo, key_encoder_momentum
     from engine.methods.simclr import SimCLR
+    from engine.methods.supcon import SupCon
 
 __all__ = ["BYOL", "DEFAULT_METHOD", "BatchInfo", "METHODS", "MethodSpec", "MoCo", "SimCLR",
-           "StepOutput", "build_model", "embedding_spread", "key_encoder_momentum", "method_spec"]
+           "StepOutput", "SupCon", "build_model", "embedding_spread", "key_encoder_momentum",
+           "method_spec"]
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in ALL}
 DEFAULT_METHOD = SIMCLR.name
 
 #: Names this package gives from its method modules, imported (with torch) on first use.
 _LAZY = {"SimCLR": "engine.methods.simclr", "MoCo": "engine.methods.moco",
-         "BYOL": "engine.methods.byol",
+         "BYOL": "engine.methods.byol", "SupCon": "engine.methods.supcon",
          "key_encoder_momentum": "engine.methods.moco"}
 
 

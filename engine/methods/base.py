@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # the configuration imports the registry: this module imports no torch
+    import numpy as np
     import torch
     from torch import nn
 
@@ -121,6 +122,14 @@ class MethodSpec:
     def step_fields(self, model: nn.Module) -> dict[str, float]:
         """Extra fields of the "step" event: the names in :attr:`logged`."""
         return {}
+
+    def training_labels(self, cfg: RunSettings, labels: np.ndarray) -> np.ndarray:
+        """The labels the steps' BatchInfo carries, aligned with the cache's rows: the
+        cache's own ``labels`` (-1 where an image has none), or a copy with more -1 where
+        the method hides some labels from training (SupCon's supcon_unlabelled). It must
+        depend only on the settings and ``labels``, so that a resumed run and every process
+        see the same."""
+        return labels
 
     def fit_to_data(self, cfg: TrainConfig, num_images: int
                     ) -> tuple[dict[str, Any], dict[str, str]]:

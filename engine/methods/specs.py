@@ -3,7 +3,7 @@ settings and hooks, as data that imports no torch.
 
 The settings (engine.config.train_config), the CLI's parser and its checks read these
 without torch, so that bad settings are refused at once; a spec imports its method's
-module (engine.methods.simclr, engine.methods.moco, engine.methods.byol: torch) only to
+module (engine.methods.simclr, moco, byol, supcon...: torch) only to
 build or step a model.
 """
 
@@ -15,6 +15,7 @@ from engine.config.settings import ConfigError
 from engine.methods.base import MethodSpec
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
 
     from engine.config.resolve import RunSettings
@@ -126,5 +127,28 @@ BYOL = BYOLSpec(
     ignores=("temperature",),
 )
 
+
+class SupConSpec(MethodSpec):
+    def build(self, encoder: Encoder, cfg: TrainConfig | RunSettings) -> nn.Module:
+        from engine.methods.supcon import SupCon
+
+        assert cfg.temperature is not None
+        return SupCon(encoder, temperature=cfg.temperature)
+
+    def training_labels(self, cfg: RunSettings, labels: np.ndarray) -> np.ndarray:
+        from engine.methods.supcon import hide_labels
+
+        return hide_labels(labels, cfg.supcon_unlabelled, cfg.seed)
+
+
+SUPCON = SupConSpec(
+    name="supcon", title="SupCon",
+    paper="Khosla et al. 2020, Supervised Contrastive Learning",
+    augment={},  # SimCLR's augmentations, as in the paper
+    defaults={"temperature": 0.1, "optimizer": "lars", "head_batch_norm": True},
+    settings=("supcon_unlabelled",),
+    uses_labels=True,
+)
+
 #: Every method, in the order the CLI and the app list them.
-ALL = (SIMCLR, MOCO, BYOL)
+ALL = (SIMCLR, MOCO, BYOL, SUPCON)

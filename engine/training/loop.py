@@ -75,6 +75,13 @@ def _set_up(cfg: TrainConfig, *, runs_root: Path | None, run_dir: Path | None,
         raise DataError(
             f"no usable images in {cfg.data}{found}. Point --data at a folder of JPEG, PNG, "
             "BMP, WebP, TIFF or GIF images (class sub-folders give labels)")
+    spec = method_spec(cfg.method)
+    if spec.uses_labels and not manifest.has_labels:
+        raise DataError(
+            f"{spec.title} learns from labels, and {cfg.data} has none: labels come from class "
+            "sub-folders. Put each class's images in a sub-folder named after the class (and "
+            "any images without a class in one named 'unlabelled'), or use --method simclr, "
+            "which needs no labels")
     cfg, why = resolve_config(cfg, device_info, typical_side=typical_side(manifest),
                               num_images=None, world_size=ctx.world_size)
     assert cfg.cache_size is not None
@@ -180,7 +187,12 @@ def train(
     # takes this process's rows), so its state is one and resumes with any world size.
     loader = BatchLoader(cache, run.batch_size, seed=run.seed, device=device, rank=ctx.rank,
                          world_size=ctx.world_size)
-    labels = torch.from_numpy(cache.labels)  # -1 where an image has no class
+    # -1 where an image has no class, or where the method hides its label from training
+    labels = torch.from_numpy(spec.training_labels(run, cache.labels))
+    if spec.uses_labels:
+        seen = int((labels >= 0).sum())
+        log(f"{spec.title}: {seen} images train with their labels, {len(labels) - seen} "
+            "without", notice=True)
     knn_monitor = KnnMonitor.for_run(cache, run.config, device) if ctx.is_main else None
     if knn_monitor is not None and knn_monitor.sampled:
         log(f"kNN accuracy per epoch on a fixed sample of {len(knn_monitor.indices)} images",

@@ -166,7 +166,7 @@ def test_to_arguments_gives_the_command_line_of_any_settings(tmp_path):
 def test_every_method_in_the_registry_is_a_choice_with_its_preset_and_defaults():
     from engine.methods import METHODS, build_model
 
-    assert tuple(METHODS) == ("simclr", "moco", "byol")
+    assert tuple(METHODS) == ("simclr", "moco", "byol", "supcon")
     for name in METHODS:  # the CLI's choices
         assert build_parser().parse_args(["demo", "--method", name]).method == name
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -187,13 +187,18 @@ def test_every_method_in_the_registry_is_a_choice_with_its_preset_and_defaults()
     assert METHODS["simclr"].settings == ()
     assert METHODS["byol"].settings == ("target_momentum",)
     help_of = {f.name: f.metadata for f in dataclasses.fields(TrainConfig)}
-    # BYOL ignores the temperature: its "auto" text leaves BYOL out
-    assert "0.1 for SimCLR, 0.2 for MoCo v2)" in describe_allowed(
-        help_of["temperature"], float)
+    # Each "auto" text names every method's paper value, except for a method that does not
+    # read the setting (BYOL has no temperature).
+    temperature = describe_allowed(help_of["temperature"], float)
+    optimizer, head_bn = str(help_of["optimizer"]), str(help_of["head_batch_norm"])
+    for spec in METHODS.values():
+        said = f"{spec.defaults['temperature']} for {spec.title}"
+        assert (said in temperature) == ("temperature" not in spec.ignores), spec.name
+        assert f"{spec.defaults['optimizer'].upper()} for {spec.title}" in optimizer
+        assert f"{'on' if spec.defaults['head_batch_norm'] else 'off'} for {spec.title}" in head_bn
+    assert "0.1 for SimCLR, 0.2 for MoCo v2" in temperature and "BYOL" not in temperature
     assert "256 for BYOL, 128 for the others" in str(help_of["proj_out_dim"])
-    assert "LARS for SimCLR, SGD for MoCo v2, LARS for BYOL" in str(help_of["optimizer"])
-    assert "on for SimCLR, off for MoCo v2, on for BYOL as in the papers" in str(
-        help_of["head_batch_norm"])
+    assert head_bn.endswith("as in the papers") or "as in the papers" in head_bn
 
 
 def test_run_settings_are_the_resolved_config_without_auto_values():
