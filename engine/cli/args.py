@@ -23,7 +23,7 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, title: str) -> None
             continue
         tp = types[f.name]
         default = f.default if f.default is not dataclasses.MISSING else None
-        shown = "auto" if default is None else default
+        shown = "auto" if default is None else '"" (empty)' if default == "" else default
         help_text = f"{meta['help']} Allowed: {describe_allowed(meta, tp)}. Default: {shown}."
         help_text = help_text.replace("%", "%%")  # argparse formats help with %
         if tp is bool and meta["auto"] is None:
