@@ -252,3 +252,13 @@ def test_a_run_from_a_file_records_it_resumes_and_exports_without_it(tmp_path):
         assert (weights.arch, weights.small_stem) == ("resnet18", True)
         assert weights.state.keys() == build_backbone("resnet18", small_stem=True
                                                       ).state_dict().keys()
+
+
+def test_train_help_shows_init():
+    from engine.cli.main import build_parser
+
+    train = next(a for a in build_parser()._subparsers._group_actions[0].choices.items()
+                 if a[0] == "train")[1]
+    text = " ".join(train.format_help().split())
+    assert "--init INIT" in text and "imagenet (torchvision's published ImageNet" in text
+    assert 'Default: "" (empty)' in text
