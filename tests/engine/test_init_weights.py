@@ -262,3 +262,23 @@ def test_train_help_shows_init():
     text = " ".join(train.format_help().split())
     assert "--init INIT" in text and "imagenet (torchvision's published ImageNet" in text
     assert 'Default: "" (empty)' in text
+
+
+def test_the_terminal_report_names_the_init_weights():
+    import io
+
+    from engine.cli.terminal import TerminalReport
+
+    def start(**fields):
+        screen = io.StringIO()
+        report = TerminalReport(screen, width=100, tick=None)
+        report({"v": 1, "type": "run_start", "time": 1.0, "run_dir": "/runs/r",
+                "resumed": False, "config": {"method": "simclr", "epochs": 1},
+                "dataset": {"images": 4}, "steps_per_epoch": 1, "total_steps": 1,
+                "start_step": 0, **fields})
+        report.close()
+        return screen.getvalue()
+
+    assert "  init    imagenet (sha256 0123456789ab)" in start(init="imagenet",
+                                                             init_sha256="0123456789abcdef")
+    assert "init " not in start(init="")
