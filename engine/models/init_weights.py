@@ -323,8 +323,7 @@ def check_fits(weights: InitWeights, backbone: str, small_stem: bool) -> None:
     found = {k: tuple(v.shape) for k, v in weights.state.items()}
     wrong = [k for k in expected if k in found and found[k] != expected[k]]
     if "conv1.weight" in wrong:
-        fix = ("--small-stem false (or images above 64 px)" if small_stem else
-               "--small-stem true")
+        fix = "--small-stem false" if small_stem else "--small-stem true"
         why = " (ImageNet weights need the standard stem)" if name == IMAGENET else ""
         raise ConfigError(
             f"--init {name}: conv1.weight: {run} expects {expected['conv1.weight']}, the "
