@@ -12,8 +12,8 @@ from torchvision import models as tvm
 from engine.config.resolve import DeviceInfo, RunSettings, resolve_config
 from engine.config.settings import ConfigError
 from engine.config.train_config import TrainConfig
-from engine.methods import build_model
-from engine.models.encoder import build_backbone
+from engine.methods import METHODS, build_model
+from engine.models.encoder import Encoder, build_backbone
 from engine.models.init_weights import (
     check_fits,
     imagenet_cache_path,
@@ -205,16 +205,23 @@ def test_imagenet_from_the_hub_cache_without_a_download(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ build_model and runs
 
 
-def test_build_model_copies_the_weights_into_the_online_and_the_key_encoder(tmp_path):
+@pytest.mark.parametrize("method", list(METHODS))
+def test_build_model_copies_the_weights_into_every_encoder_of_the_method(tmp_path, method):
+    """The online encoder and any copy of it the method keeps (MoCo's key encoder, a
+    target network) start from the file's weights."""
     sd = resnet18_state(small_stem=True, seed=3)
     torch.save(sd, tmp_path / "w.pt")
     weights = read_init(str(tmp_path / "w.pt"))
-    cfg, _ = resolve_config(TrainConfig.from_dict({**TINY, "method": "moco", "queue_size": 16}),
-                            CPU, typical_side=None, num_images=None)
+    cfg, _ = resolve_config(TrainConfig.from_dict({**TINY, "method": method}), CPU,
+                            typical_side=None, num_images=None)
     settings = RunSettings.of(cfg)
-    moco = build_model(settings, init=weights)
-    assert same_weights(moco.online_encoder.backbone.state_dict(), sd)
-    assert same_weights(moco.encoder_k.backbone.state_dict(), sd)
+    model = build_model(settings, init=weights)
+    encoders = [m for m in model.modules() if isinstance(m, Encoder)]
+    assert model.online_encoder in encoders
+    for encoder in encoders:
+        assert same_weights(encoder.backbone.state_dict(), sd)
+    if method == "moco":
+        assert len(encoders) == 2 and model.encoder_k in encoders
     plain = build_model(settings)  # without init: random, unlike the file
     assert not torch.equal(plain.online_encoder.backbone.conv1.weight, sd["conv1.weight"])
 
