@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     import torch
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench-methods-"))
+    work = (args.work or Path(tempfile.mkdtemp(prefix="bench-methods-"))).resolve()
     overrides: dict[str, Any] = {}
     for item in args.set:
         name, _, value = item.partition("=")
