@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from app.model.probe_verdict import TrainingKnn, training_knn
+from app.model.run_model import read_run_config
+from engine.methods import METHODS
 from engine.run.events import read_events
 from engine.run.layout import RANDOM_INIT, RunDir
 
@@ -131,3 +133,45 @@ def _mtime_ns(path: Path) -> int:
         return path.stat().st_mtime_ns
     except OSError:  # deleted since it was listed: its reading fails and says so
         return 0
+
+
+@dataclass(frozen=True)
+class RunOrigin:
+    """Where a run's encoder came from, as its config.json says: the weights it started
+    from (``init``) and whether its method read the labels while it trained."""
+
+    init: str  # "random", "imagenet" or the weights file's name
+    method: str  # the method's title ("SimCLR"), or its name when this app does not know it
+    uses_labels: bool
+
+    def init_text(self) -> str:
+        return f"init: {self.init}"
+
+    def describe(self) -> str:
+        """The init in a sentence, for beside the results."""
+        if self.init == "random":
+            return ("init: random (training started from random weights, like the "
+                    "random-init baseline)")
+        return (f"init: {self.init} (training started from these weights; the random-init "
+                "baseline is the same network with random weights, not the starting point)")
+
+    def labels_warning(self) -> str:
+        """Why this run's accuracy is not a self-supervised result ("" when it is one)."""
+        if not self.uses_labels:
+            return ""
+        return (f"This run's method ({self.method}) saw the folder's labels during training: "
+                "its kNN and probe accuracy measure supervised learning, not a "
+                "self-supervised result.")
+
+
+def run_origin(run_dir: Path) -> RunOrigin | None:
+    """The origin of the run in ``run_dir``; None when its config.json cannot be read."""
+    config = read_run_config(run_dir)
+    if config is None:
+        return None
+    init = str(config.get("init") or "")
+    shown = "random" if not init else "imagenet" if init == "imagenet" else Path(init).name
+    name = str(config.get("method", "?"))
+    spec = METHODS.get(name)
+    return RunOrigin(shown, spec.title if spec else name,
+                     bool(spec.uses_labels) if spec else False)

@@ -340,6 +340,15 @@ def _replay_for_list(events: Path, stat: os.stat_result) -> _Replayed:
     return replayed
 
 
+def read_run_config(path: Path) -> dict[str, Any] | None:
+    """The settings in a run folder's config.json, None when it cannot be read."""
+    try:
+        config = json.loads(RunDir(path).config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def summarise_run(path: Path) -> RunSummary:
     """A run folder's summary; a damaged folder gives a summary that says what is wrong."""
     name, run = path.name, RunDir(path)

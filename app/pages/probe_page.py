@@ -32,16 +32,18 @@ from PySide6.QtWidgets import (
 from app.child.engine_jobs import EngineJob, EngineQueue
 from app.model.probe_records import (
     ProbeRecord,
+    RunOrigin,
     comparison,
     load_records,
     percent,
+    run_origin,
     training_records,
 )
 from app.model.probe_verdict import TrainingKnn, interpret
 from app.style import set_role
 from app.widgets.checkpoint_box import CheckpointBox
 from app.widgets.job_status import JobStatus
-from app.widgets.probe_results import ProbeDetails, ProbeTable
+from app.widgets.probe_results import ProbeDetails, ProbeTable, RunOriginNote
 from app.widgets.space_chooser import SpaceChooser
 from engine.evaluate.probe import ProbeParams
 from engine.run.layout import LAST, RANDOM_INIT, RunDir
@@ -71,6 +73,7 @@ class ProbePage(QWidget):
         self.records: list[ProbeRecord] = []
         self.damaged: list[str] = []
         self.training: TrainingKnn | None = None  # the kNN evaluations during training
+        self.origin: RunOrigin | None = None  # the run's init and whether it saw labels
         self.latest: dict[tuple[str, str], dict] = {}  # (kind, checkpoint) of the last run
         self.status = JobStatus(vertical=True, bar_width=220)
         self.jobs = EngineQueue(cache_dir, self)
@@ -114,6 +117,7 @@ class ProbePage(QWidget):
         self.summary = QLabel("Select a trained run.")
         set_role(self.summary, "metric")
         self.summary.setWordWrap(True)
+        self.origin_note = RunOriginNote()
         self.verdict = QLabel()
         self.verdict.setWordWrap(True)
         self.verdict.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -147,6 +151,7 @@ class ProbePage(QWidget):
         top_layout = QVBoxLayout(top)
         top_layout.setContentsMargins(0, 0, 0, 0)
         top_layout.addWidget(self.summary)
+        top_layout.addWidget(self.origin_note)
         top_layout.addWidget(self.verdict)
         top_layout.addWidget(self.table, 1)
         top_layout.addWidget(self.damaged_label)
@@ -184,6 +189,8 @@ class ProbePage(QWidget):
     def reload(self) -> None:
         """Read the run's probes/ folder again."""
         self.records, self.damaged = load_records(self.run_dir) if self.run_dir else ([], [])
+        self.origin = run_origin(self.run_dir) if self.run_dir else None
+        self.origin_note.show_origin(self.origin)
         during, self.training = (training_records(self.run_dir) if self.run_dir
                                  else ([], None))
         self.table.show_records(self.records + during)
@@ -287,6 +294,8 @@ class ProbePage(QWidget):
             trained, random = found[key], found[f"{key}_random"]
             if trained is not None:
                 text = f"{name}: {trained.get('checkpoint')} {percent(trained['top1'])}"
+                if self.origin is not None:
+                    text += f" ({self.origin.init_text()})"
                 if random is not None:
                     text += f"  vs  random init {percent(random['top1'])}"
                 lines.append(text)

@@ -40,9 +40,9 @@ from engine.run.layout import RunDir
 
 #: Settings shown on the page for every method, in this order, then each method's own
 #: settings (shown only while that method is chosen); the rest keep their preset values.
-COMMON_FIELDS = ["method", "backbone", "image_size", "batch_size", "epochs", "max_steps", "lr",
-                 "optimizer", "temperature", "proj_hidden_dim", "proj_out_dim", "precision",
-                 "device", "seed"]
+COMMON_FIELDS = ["method", "backbone", "init", "image_size", "batch_size", "epochs",
+                 "max_steps", "lr", "optimizer", "temperature", "proj_hidden_dim",
+                 "proj_out_dim", "precision", "device", "seed"]
 FORM_FIELDS = COMMON_FIELDS + [name for spec in METHODS.values() for name in spec.settings
                                if name not in COMMON_FIELDS]
 STOP_TIP = "Save a checkpoint and stop the run"
@@ -98,6 +98,8 @@ class TrainPage(FollowingRuns, QWidget):
         self.form.validity_changed.connect(lambda ok: self._on_folder_edited())
         self.form.changed.connect(self._show_method_settings)
         self._show_method_settings()
+        self.form.add_button("init", "…", "Choose a weights file to start from (.pt, .pth, "
+                             ".safetensors)").clicked.connect(self._on_choose_init)
         self.plan = TrainPlan(self.folder, self.form, self.runs_root, cache_dir, self)
         self.estimate = self.plan.estimate
         self.start_button = QPushButton("Start")
@@ -208,6 +210,13 @@ class TrainPage(FollowingRuns, QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Image folder", self.folder.text())
         if folder:
             self.set_folder(folder)
+
+    def _on_choose_init(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Weights to start from", self.form.values().init,
+            "Weights (*.pt *.pth *.safetensors);;All files (*)")
+        if path:
+            self.form.set_value("init", path)
 
     def _settings_arguments(self, cfg: TrainConfig) -> list[str]:
         return (to_arguments(TrainConfig, {name: getattr(cfg, name) for name in FORM_FIELDS})

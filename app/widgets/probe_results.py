@@ -17,7 +17,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.model.probe_records import ProbeRecord, percent
+from app.model.probe_records import ProbeRecord, RunOrigin, percent
+from app.style import set_role
 
 COLUMNS = ("evaluation", "checkpoint", "space", "labels", "top-1", "top-5", "majority",
            "train / test", "saved")
@@ -25,6 +26,31 @@ COLUMNS = ("evaluation", "checkpoint", "space", "labels", "top-1", "top-5", "maj
 BAR_COLOUR = (70, 130, 200)
 #: Above this many classes the confusion matrix is drawn without a count in each cell.
 MAX_ANNOTATED_CLASSES = 20
+
+
+class RunOriginNote(QWidget):
+    """Beside the results: the weights the run started from ("init: imagenet"), and, when
+    its method read the labels while training, that its accuracy is not self-supervised."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.init_label = QLabel()
+        self.init_label.setWordWrap(True)
+        self.labels_label = QLabel()
+        self.labels_label.setWordWrap(True)
+        set_role(self.labels_label, "error")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.init_label)
+        layout.addWidget(self.labels_label)
+        self.show_origin(None)
+
+    def show_origin(self, origin: RunOrigin | None) -> None:
+        self.init_label.setText(origin.describe() if origin is not None else "")
+        self.init_label.setVisible(origin is not None)
+        warning = origin.labels_warning() if origin is not None else ""
+        self.labels_label.setText(warning)
+        self.labels_label.setVisible(bool(warning))
 
 
 class ProbeTable(QTableWidget):

@@ -11,7 +11,16 @@ import dataclasses
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QWidget,
+)
 
 from app.style import set_invalid
 from engine.config.settings import ConfigError, coerce, describe_allowed, field_types
@@ -36,6 +45,7 @@ class SettingsForm(QWidget):
         self._meta = {f.name: f.metadata for f in dataclasses.fields(values) if f.metadata}
         names = fields or [n for n, m in self._meta.items() if m["cli"]]
         self._editors: dict[str, QWidget] = {}
+        self._rows: dict[str, QWidget] = {}  # each row's field widget (the editor, or its box)
         self._values: dict[str, Any] = {n: getattr(values, n) for n in names}
         self._errors: dict[str, str] = {}
         layout = self._layout = QFormLayout(self)
@@ -47,7 +57,7 @@ class SettingsForm(QWidget):
             label = QLabel(name.replace("_", " "))
             label.setToolTip(tip)
             layout.addRow(label, editor)
-            self._editors[name] = editor
+            self._editors[name] = self._rows[name] = editor
 
     # --- editors -----------------------------------------------------------------------------
 
@@ -129,10 +139,26 @@ class SettingsForm(QWidget):
 
     def set_shown(self, name: str, shown: bool) -> None:
         """Show or hide the row of ``name`` (a hidden field keeps its value)."""
-        self._layout.setRowVisible(self._editors[name], shown)
+        self._layout.setRowVisible(self._rows[name], shown)
 
     def is_shown(self, name: str) -> bool:
-        return not self._editors[name].isHidden()
+        return not self._rows[name].isHidden()
+
+    def add_button(self, name: str, text: str, tooltip: str) -> QPushButton:
+        """A button at the right of the field ``name`` (e.g. "…" to choose a file)."""
+        editor = self._editors[name]
+        row, _ = self._layout.getWidgetPosition(editor)
+        self._layout.removeWidget(editor)
+        box = QWidget()
+        line = QHBoxLayout(box)
+        line.setContentsMargins(0, 0, 0, 0)
+        line.addWidget(editor, 1)
+        button = QPushButton(text)
+        button.setToolTip(tooltip)
+        line.addWidget(button)
+        self._layout.setWidget(row, QFormLayout.FieldRole, box)
+        self._rows[name] = box
+        return button
 
     def set_value(self, name: str, value: Any) -> None:
         """Set a field programmatically (as if typed)."""

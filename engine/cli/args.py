@@ -23,7 +23,7 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, title: str) -> None
             continue
         tp = types[f.name]
         default = f.default if f.default is not dataclasses.MISSING else None
-        shown = "auto" if default is None else default
+        shown = "auto" if default is None else '"" (empty)' if default == "" else default
         help_text = f"{meta['help']} Allowed: {describe_allowed(meta, tp)}. Default: {shown}."
         help_text = help_text.replace("%", "%%")  # argparse formats help with %
         if tp is bool and meta["auto"] is None:
@@ -42,16 +42,23 @@ def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
 
 
+def _default(cls: type, name: str) -> Any:
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default if f.default is not dataclasses.MISSING else None
+
+
 def to_arguments(cls: type, values: dict[str, Any]) -> list[str]:
     """The flags that give ``values`` (settings of ``cls``; None means auto and is left out)
     on the command line that :func:`add_settings` builds: the inverse of :func:`given`.
-    An on/off setting with no auto is a bare ``--name`` or ``--no-name``."""
+    An on/off setting with no auto is a bare ``--name`` or ``--no-name``; an empty text
+    setting at its default "" (no --init) is left out."""
     types = field_types(cls)
     meta = {f.name: f.metadata for f in dataclasses.fields(cls) if f.metadata}
     arguments: list[str] = []
     for name, value in values.items():
-        if value is None:
-            continue
+        if value is None or (value == "" and meta[name].get("auto") is None
+                             and _default(cls, name) == ""):
+            continue  # an empty text setting left at its default ("" init)
         if types[name] is bool and meta[name]["auto"] is None:
             arguments.append(flag(name) if value else "--no-" + name.replace("_", "-"))
         else:

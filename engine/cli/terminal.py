@@ -196,6 +196,10 @@ class TerminalReport:
         if start:
             plan += f", from step {start:,}"
         self._print(f"  device  {device}, batch {cfg.get('batch_size')}: {plan}")
+        if e.get("init") and not start:  # (a resumed run goes on from its checkpoint)
+            digest = e.get("init_sha256")
+            self._print(f"  init    {e['init']}" + (f" (sha256 {digest[:12]})"
+                                                    if isinstance(digest, str) else ""))
         self._print(f"  run     {e.get('run_dir')}")
         self._train_start = (when, start)
         self._last_step = {"step": start, "epoch": start // per_epoch, "time": when}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -11,6 +12,9 @@ from engine.config.settings import ConfigError
 from engine.config.train_config import PROJ_OUT_DIM, AugmentConfig, TrainConfig
 from engine.methods import method_spec
 from engine.models.encoder import feature_dim
+
+if TYPE_CHECKING:
+    from engine.models.init_weights import InitWeights
 
 
 @dataclass
@@ -65,24 +69,34 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
+def default_backbone(device: DeviceInfo) -> tuple[str, str]:
+    """The automatic backbone on ``device``, and why."""
+    if device.type in ("cuda", "mps"):
+        return "resnet50", "ResNet-50, the papers' encoder, on a GPU"
+    return "resnet18", "ResNet-18 on the CPU: ResNet-50 trains there at about 1 pair/s"
+
+
 def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | None,
-                   num_images: int | None, world_size: int = 1
-                   ) -> tuple[TrainConfig, dict[str, str]]:
+                   num_images: int | None, world_size: int = 1,
+                   init: InitWeights | None = None) -> tuple[TrainConfig, dict[str, str]]:
     """A copy of ``cfg`` with every automatic value chosen, and the reason for each choice.
 
     ``typical_side``: the median shorter side of the folder's images (None if unknown).
     ``num_images``: usable images, to check the batch and queue sizes (None: not yet known).
     ``world_size``: processes training together (torchrun); batch_size is their global
     batch and must divide evenly among them.
+    ``init``: the weights the backbone starts from (``cfg.init``, already read): the
+    automatic backbone and stem follow them.
     """
     gpu = device.type in ("cuda", "mps")
     why: dict[str, str] = {}
     c = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment))
 
-    if c.backbone is None:
-        c.backbone = "resnet50" if gpu else "resnet18"
-        why["backbone"] = ("ResNet-50, the papers' encoder, on a GPU" if gpu else
-                           "ResNet-18 on the CPU: ResNet-50 trains there at about 1 pair/s")
+    if c.backbone is None and init is not None:
+        c.backbone = init.arch
+        why["backbone"] = f"{init.arch}: the architecture of the --init weights"
+    elif c.backbone is None:
+        c.backbone, why["backbone"] = default_backbone(device)
     if c.image_size is None:
         target = 224 if gpu else 32
         size = target
@@ -98,7 +112,11 @@ def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | 
     elif c.cache_size < c.image_size:
         raise ConfigError(f"cache_size ({c.cache_size}) must be at least image_size "
                           f"({c.image_size})")
-    if c.small_stem is None:
+    if c.small_stem is None and init is not None:
+        c.small_stem = init.small_stem
+        why["small_stem"] = (f"{'3x3' if init.small_stem else 'standard 7x7'} stem: the "
+                             "--init weights' conv1, whatever the image size")
+    elif c.small_stem is None:
         c.small_stem = c.image_size <= 64
         why["small_stem"] = ("3x3 stem without max-pool at 64 px and below" if c.small_stem
                              else "standard ResNet stem above 64 px")
@@ -211,6 +229,7 @@ class RunSettings:
     data: str
     method: str
     backbone: str
+    init: str
     small_stem: bool
     image_size: int
     cache_size: int

@@ -164,6 +164,13 @@ class TrainConfig:
     backbone: str | None = setting(
         None, "Encoder architecture (torchvision ResNet, trained from scratch).",
         choices=BACKBONES, auto="resnet50 on a GPU, resnet18 on the CPU")
+    init: str = setting(
+        "", "Weights to start the encoder's backbone from instead of random ones: "
+        "imagenet (torchvision's published ImageNet weights for the backbone, from torch's "
+        "hub cache or downloaded there), or the path of a torchvision ResNet state_dict "
+        "(.pt/.pth), a .safetensors file, an export of this program (torchvision or "
+        "safetensors format) or a run's checkpoint. Empty: random init. With a file, the "
+        "automatic backbone and stem follow it.")
     small_stem: bool | None = setting(
         None, "Use a small-image stem (3x3 convolution, no max-pool) instead of ResNet's "
         "7x7/2 + max-pool.", auto="on at 64 px and below")

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from engine.methods.moco import MoCo, key_encoder_momentum
     from engine.methods.simclr import SimCLR
     from engine.methods.supcon import SupCon
+    from engine.models.init_weights import InitWeights
 
 __all__ = ["BYOL", "DEFAULT_METHOD", "BatchInfo", "METHODS", "MethodSpec", "MoCo", "SimCLR",
            "StepOutput", "SupCon", "build_model", "embedding_spread", "key_encoder_momentum",
@@ -59,13 +60,24 @@ def method_spec(name: str) -> MethodSpec:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {name!r}") from None
 
 
-def build_model(cfg: TrainConfig | RunSettings) -> nn.Module:
+def build_model(cfg: TrainConfig | RunSettings, *, init: InitWeights | None = None
+                ) -> nn.Module:
     """The one place that reads the configuration to construct a method module: the
-    encoder (backbone + projection head), then the method's module around it."""
+    encoder (backbone + projection head), then the method's module around it.
+
+    ``init``: weights for the backbone (engine.models.init_weights, the run's ``init``
+    setting), copied in before the method's module is built, so that a method's copies
+    of the encoder (MoCo's key encoder) start from them too. Only the training loop passes
+    them: embedding and export load a checkpoint over the model and never need the file.
+    """
     from engine.models.encoder import Encoder, ProjectionHead, build_backbone, feature_dim
 
     assert cfg.backbone is not None and cfg.proj_hidden_dim is not None
     backbone = build_backbone(cfg.backbone, small_stem=bool(cfg.small_stem))
+    if init is not None:
+        from engine.models.init_weights import apply_init
+
+        apply_init(backbone, init)
     head = ProjectionHead(feature_dim(cfg.backbone), cfg.proj_hidden_dim, cfg.proj_out_dim,
                           batch_norm=bool(cfg.head_batch_norm))
     return method_spec(cfg.method).build(Encoder(backbone, head), cfg)

@@ -71,6 +71,11 @@ _TYPES = (
         _f("run_dir", "text", "the run folder", True),
         _f("resumed", "bool", "whether it goes on from a checkpoint"),
         _f("config", "object", "the resolved settings (as in config.json)"),
+        _f("init", "text", "what the backbone started from: \"\" random init, \"imagenet\" "
+           "or the weights file's path (config.init; on a resume the checkpoint's weights "
+           "count)"),
+        _f("init_sha256", "text", "sha256 of the weights file read for init (absent for a "
+           "random init and on a resume from a checkpoint)"),
         _f("auto", "object", "why each automatic value was chosen, by setting"),
         _f("dataset", "object", "the images: root, images, classes, class_counts, skipped, "
            "summary"),

@@ -40,6 +40,7 @@ from engine.training.setup import (  # noqa: F401 - RESUMABLE_OVERRIDES: part of
     log,
     out_of_memory,
     progress_events,
+    read_init_weights,
     resume_settings,
 )
 from engine.training.step import grad_scaler, train_step
@@ -67,6 +68,9 @@ def _set_up(cfg: TrainConfig, *, runs_root: Path | None, run_dir: Path | None,
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device, device_info = resolve_device(local_device(cfg.device, ctx))
+    init = None
+    if state is None:  # a resumed run's checkpoint holds its weights: the file is not read
+        cfg, init = read_init_weights(cfg, device_info)
 
     manifest = scanned = scan_folder(cfg.data, progress=progress_events(events, "scan"),
                                      max_pixels=cfg.max_image_pixels)
@@ -83,7 +87,7 @@ def _set_up(cfg: TrainConfig, *, runs_root: Path | None, run_dir: Path | None,
             "any images without a class in one named 'unlabelled'), or use --method simclr, "
             "which needs no labels")
     cfg, why = resolve_config(cfg, device_info, typical_side=typical_side(manifest),
-                              num_images=None, world_size=ctx.world_size)
+                              num_images=None, world_size=ctx.world_size, init=init)
     assert cfg.cache_size is not None
     cache = build_cache(manifest, cfg.cache_size, cache_dir,
                         max_image_pixels=cfg.max_image_pixels,
@@ -100,7 +104,8 @@ def _set_up(cfg: TrainConfig, *, runs_root: Path | None, run_dir: Path | None,
     for name in method_spec(settings.method).settings:
         if name in why:  # a method's own setting changed to fit the data
             events.emit("warning", message=f"{name} {why[name]}")
-    return SetUp(settings, why, state, state_path, folder, scanned, cache, device, device_info)
+    return SetUp(settings, why, state, state_path, folder, scanned, cache, device, device_info,
+                 init)
 
 
 def _open_cache(setup: SetUp, cache_dir: Path, ctx: DistContext) -> ImageCache:
@@ -173,7 +178,7 @@ def train(
 
     # --- the model, optimiser, data and schedule: the same in every process
     torch.manual_seed(run.seed)
-    model = build_model(run).to(device)
+    model = build_model(run, init=setup.init).to(device)
     if ctx.enabled and run.sync_batch_norm:
         model = distributed.convert_sync_batchnorm(model, device)
     if run.channels_last:
@@ -232,7 +237,7 @@ def train(
         train_model = torch.compile(train_model)
     announce(events, folder, run, resumed=resume is not None, why=setup.why,
              device_info=device_info, ctx=ctx, loader=loader, cache=cache,
-             total_steps=total_steps, start_step=step, peak_lr=peak_lr)
+             total_steps=total_steps, start_step=step, peak_lr=peak_lr, init=setup.init)
 
     # --- the loop: step, log, evaluate and checkpoint at the end of each epoch
     model.train()

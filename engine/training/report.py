@@ -18,6 +18,7 @@ from engine.config.resolve import DeviceInfo, RunSettings
 from engine.data.cache import ImageCache
 from engine.data.loader import BatchLoader
 from engine.methods.base import COLLAPSE_SPREAD, StepOutput
+from engine.models.init_weights import InitWeights
 from engine.run.events import EventWriter
 from engine.run.layout import RunDir
 from engine.training.distributed import DistContext
@@ -27,11 +28,13 @@ from engine.training.setup import log
 def announce(events: EventWriter, folder: RunDir, settings: RunSettings, *, resumed: bool,
              why: dict[str, str], device_info: DeviceInfo, ctx: DistContext,
              loader: BatchLoader, cache: ImageCache, total_steps: int, start_step: int,
-             peak_lr: float) -> None:
-    """The run_start event, and its line on stderr."""
+             peak_lr: float, init: InitWeights | None = None) -> None:
+    """The run_start event, and its line on stderr. ``init``: the weights the backbone
+    started from (None: random, or the checkpoint's on a resume)."""
     manifest = cache.manifest
     events.emit(
         "run_start", run_dir=str(folder), resumed=resumed, config=settings.to_dict(),
+        init=settings.init, init_sha256=init.sha256 if init is not None else None,
         auto=why, device=device_info.to_dict(), steps_per_epoch=loader.steps_per_epoch,
         total_steps=total_steps, start_step=start_step, peak_lr=peak_lr,
         world_size=ctx.world_size, per_process_batch=loader.local_batch_size,
@@ -45,6 +48,13 @@ def announce(events: EventWriter, folder: RunDir, settings: RunSettings, *, resu
                  f"{loader.local_batch_size} each)" if ctx.enabled else "")
     log(f"run {folder}: {settings.method} {settings.backbone} {settings.image_size}px batch "
         f"{settings.batch_size}{processes} on {device_info.name}; {manifest.summary()}")
+    if start_step > 0:
+        weights = f"from the checkpoint at step {start_step}"
+    elif init is not None:
+        weights = f"{init.description}, sha256 {init.sha256[:12]}"
+    else:
+        weights = "random init"
+    log(f"weights: {weights}")
 
 
 #: Steps after the (re)start that are logged whatever log_every says, so the curves have

@@ -17,11 +17,12 @@ from typing import Any
 import torch
 
 from engine.config.locations import default_runs_root
-from engine.config.resolve import DeviceInfo, RunSettings
+from engine.config.resolve import DeviceInfo, RunSettings, default_backbone
 from engine.config.settings import ConfigError
 from engine.config.train_config import TrainConfig, load_config_file
 from engine.data.cache import ImageCache
 from engine.data.scan import Manifest
+from engine.models.init_weights import InitWeights, check_fits, read_init
 from engine.run.checkpoint import (
     CheckpointError,
     find_resume_point,
@@ -189,10 +190,31 @@ class SetUp:
     cache: ImageCache | None
     device: torch.device | None
     device_info: DeviceInfo | None
+    #: The --init weights read for a run that starts from step 0 (None: random init, or
+    #: the checkpoint's weights on a resume).
+    init: InitWeights | None = None
 
     def shared(self) -> SetUp:
-        """The part sent to the other processes (the cache and device are their own)."""
-        return dataclasses.replace(self, cache=None, device=None, device_info=None)
+        """The part sent to the other processes (the cache and device are their own; the
+        init weights reach them from rank 0 when DistributedDataParallel wraps the model,
+        which copies rank 0's parameters and buffers to every process)."""
+        return dataclasses.replace(self, cache=None, device=None, device_info=None,
+                                   init=None)
+
+
+def read_init_weights(cfg: TrainConfig, device_info: DeviceInfo
+                      ) -> tuple[TrainConfig, InitWeights | None]:
+    """The weights ``cfg.init`` names, checked against the run's backbone and stem (those
+    set, or those the file implies when auto), with ``init`` made an absolute path; before
+    anything is scanned, decoded or written, so a missing file or an offline "imagenet"
+    stops the run at once."""
+    if not cfg.init:
+        return cfg, None
+    backbone = cfg.backbone or default_backbone(device_info)[0]
+    weights = read_init(cfg.init, backbone=backbone)
+    check_fits(weights, cfg.backbone or weights.arch,
+               weights.small_stem if cfg.small_stem is None else cfg.small_stem)
+    return dataclasses.replace(cfg, init=weights.source), weights
 
 
 def out_of_memory(settings: RunSettings, what: str, folder: RunDir) -> str:

@@ -142,3 +142,51 @@ def test_random_init_is_evaluated_before_the_first_checkpoint(qtbot, page, train
     assert sorted((page.table.item(r, 0).text(), page.table.item(r, 1).text())
                   for r in saved_rows(page)) == [("kNN", "random"),
                                                              ("linear probe", "random")]
+
+
+def _with_config(run_dir, **values):
+    path = run_dir / "config.json"
+    config = json.loads(path.read_text())
+    config.update(values)
+    path.write_text(json.dumps(config))
+
+
+def _saved_probe(run_dir, checkpoint, top1):
+    probes = run_dir / "probes"
+    probes.mkdir(exist_ok=True)
+    result = {"kind": "linear-probe", "checkpoint": checkpoint, "space": "h", "top1": top1,
+              "label_fraction": 1.0, "test_fraction": 0.2, "seed": 0, "train": 18, "test": 6,
+              "per_class": {"circles": 1.0, "squares": 0.5}, "confusion": [[3, 0], [1, 2]]}
+    (probes / f"probe-{checkpoint}-h-labels1.json").write_text(json.dumps(result))
+
+
+@pytest.mark.parametrize("init, shown", [("", "init: random"), ("imagenet", "init: imagenet"),
+                                         ("/somewhere/else/start.pth", "init: start.pth")])
+def test_each_result_says_what_the_run_started_from(qtbot, page, trained_run, init, shown):
+    run_dir, _ = trained_run
+    _with_config(run_dir, init=init)
+    _saved_probe(run_dir, "last", 0.9)
+    _saved_probe(run_dir, "random", 0.5)
+    page.set_run(run_dir)
+    assert f"last 90.0% ({shown})  vs  random init 50.0%" in page.summary.text()
+    note = page.origin_note
+    assert note.init_label.isVisibleTo(page) and note.init_label.text().startswith(shown)
+    assert ("not the starting point" in note.init_label.text()) == bool(init)
+    assert not note.labels_label.isVisibleTo(page)  # SimCLR reads no labels
+
+
+def test_a_method_that_saw_the_labels_is_flagged(qtbot, page, trained_run, monkeypatch):
+    from engine.methods import METHODS, MethodSpec
+
+    monkeypatch.setitem(METHODS, "labelled", MethodSpec(
+        name="labelled", title="Labelled Method", paper="a test", uses_labels=True))
+    run_dir, _ = trained_run
+    _with_config(run_dir, method="labelled")
+    _saved_probe(run_dir, "last", 0.9)
+    page.set_run(run_dir)
+    note = page.origin_note.labels_label
+    assert note.isVisibleTo(page) and note.property("role") == "error"
+    assert "Labelled Method" in note.text() and "saw the folder's labels" in note.text()
+    assert "not a self-supervised result" in note.text()
+    page.set_run(None)
+    assert not note.isVisibleTo(page) and not page.origin_note.init_label.isVisibleTo(page)

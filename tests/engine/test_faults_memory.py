@@ -19,8 +19,8 @@ folder = faults.folder
 def poison_forward(monkeypatch, at_call: int, error: BaseException) -> None:
     real_build = train_mod.build_model
 
-    def build(cfg):
-        model = real_build(cfg)
+    def build(cfg, **kwargs):
+        model = real_build(cfg, **kwargs)
         forward, count = model.forward, [0]
 
         def failing(x1, x2, batch=None):

@@ -160,8 +160,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(folder, tmp_p
 
     real_build = train_module.build_model
 
-    def build_poisoned(cfg):
-        model = real_build(cfg)
+    def build_poisoned(cfg, **kwargs):
+        model = real_build(cfg, **kwargs)
         forward = model.forward
         count = [0]
 
