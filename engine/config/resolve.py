@@ -79,6 +79,11 @@ def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | 
     why: dict[str, str] = {}
     c = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment))
 
+    spec = method_spec(c.method)
+    paper = spec.defaults
+    if c.backbone is None and "backbone" in paper:  # a method whose paper names its encoder
+        c.backbone = paper["backbone"]
+        why["backbone"] = f"{c.backbone}: the {c.method} paper's encoder"
     if c.backbone is None:
         c.backbone = "resnet50" if gpu else "resnet18"
         why["backbone"] = ("ResNet-50, the papers' encoder, on a GPU" if gpu else
@@ -119,10 +124,10 @@ def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | 
         why["sync_batch_norm"] = ("on: with several processes every batch norm sees the "
                                   "global batch" + (" (one process here: no effect)"
                                                     if world_size == 1 else ""))
-    paper = method_spec(c.method).defaults
     if c.temperature is None:
         c.temperature = paper["temperature"]
-        why["temperature"] = f"{c.temperature}: the {c.method} paper default"
+        if "temperature" not in spec.ignores:
+            why["temperature"] = f"{c.temperature}: the {c.method} paper default"
     if c.proj_hidden_dim is None:
         c.proj_hidden_dim = feature_dim(c.backbone)
         why["proj_hidden_dim"] = f"{c.proj_hidden_dim}: the encoder's feature width"
@@ -220,6 +225,10 @@ class RunSettings:
     queue_size: int
     moco_momentum: float
     momentum_ramp: bool
+    bank_size: int | None  # InstDisc's; None only before the folder is counted
+    bank_momentum: float
+    instdisc_loss: str | None  # InstDisc's; None only before the folder is counted
+    nce_negatives: int
     optimizer: str
     lr: float
     lr_scaling: str

@@ -24,18 +24,22 @@ if TYPE_CHECKING:
 
     from engine.config.resolve import RunSettings
     from engine.config.train_config import TrainConfig
+    from engine.methods.instdisc import InstDisc
     from engine.methods.moco import MoCo, key_encoder_momentum
+    from engine.methods.rotation import RotationPrediction
     from engine.methods.simclr import SimCLR
 
-__all__ = ["DEFAULT_METHOD", "BatchInfo", "METHODS", "MethodSpec", "MoCo", "SimCLR", "StepOutput",
-           "build_model", "embedding_spread", "key_encoder_momentum", "method_spec"]
+__all__ = ["DEFAULT_METHOD", "BatchInfo", "InstDisc", "METHODS", "MethodSpec", "MoCo",
+           "RotationPrediction", "SimCLR", "StepOutput", "build_model", "embedding_spread",
+           "key_encoder_momentum", "method_spec"]
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in ALL}
 DEFAULT_METHOD = SIMCLR.name
 
 #: Names this package gives from its method modules, imported (with torch) on first use.
 _LAZY = {"SimCLR": "engine.methods.simclr", "MoCo": "engine.methods.moco",
-         "key_encoder_momentum": "engine.methods.moco"}
+         "key_encoder_momentum": "engine.methods.moco", "InstDisc": "engine.methods.instdisc",
+         "RotationPrediction": "engine.methods.rotation"}
 
 
 def __getattr__(name: str) -> Any:

@@ -58,13 +58,15 @@ class BenchResult:
         return images / self.pairs_per_s / 60
 
 
-def _flops_per_pair(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> float:
-    """FLOPs of one forward and backward pass of the training model, per image pair."""
+def _flops_per_pair(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor,
+                    batch: BatchInfo) -> float:
+    """FLOPs of one forward and backward pass of the training model, per image pair
+    (``batch`` describes the images of x1 and x2, for the methods that read it)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
-        model(x1[:2], x2[:2]).loss.backward()
+        model(x1[:2], x2[:2], BatchInfo(batch.indices[:2], batch.labels[:2])).loss.backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / 2
 
@@ -116,7 +118,7 @@ def bench_one(backbone: str, image_size: int, batch: int, device_name: str,
         times.append(step())
     x1, x2 = make_pairs(images[:2], cfg.augment, image_size, generator)
     with autocast(device, cfg.precision):
-        flops = _flops_per_pair(model, x1, x2)
+        flops = _flops_per_pair(model, x1, x2, batch_info)
     median = statistics.median(times)
     memory = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
               else None)
