@@ -79,7 +79,7 @@ def softmax_loss(v: torch.Tensor, bank: torch.Tensor, indices: torch.Tensor,
     """The full non-parametric softmax (eq. 2): mean over the batch of -log P(i|v_i) with
     P(i|v) = exp(bank[i].v / t) / sum_j exp(bank[j].v / t). ``v`` (N, D) and ``bank``
     (n, D) are L2-normalised; ``indices`` (N,) are the images' rows."""
-    return F.cross_entropy(v @ bank.T / temperature, indices)
+    return F.cross_entropy(v @ bank.to(v.dtype).T / temperature, indices)
 
 
 def nce_loss(v: torch.Tensor, bank: torch.Tensor, indices: torch.Tensor,
@@ -90,7 +90,7 @@ def nce_loss(v: torch.Tensor, bank: torch.Tensor, indices: torch.Tensor,
     h(j, v) = P(j|v) / (P(j|v) + m P_n)."""
     n, m = bank.shape[0], noise.shape[1]
     rows = torch.cat([indices.unsqueeze(1), noise], dim=1)  # (N, 1 + m): own row first
-    w = bank[rows]  # (N, 1 + m, D)
+    w = bank[rows].to(v.dtype)  # (N, 1 + m, D)
     log_p = torch.bmm(w, v.unsqueeze(2)).squeeze(2) / temperature - torch.log(z)  # (N, 1+m)
     log_mpn = math.log(m / n)  # log(m P_n)
     log_h_data = log_p[:, 0] - torch.logaddexp(log_p[:, 0], log_p.new_tensor(log_mpn))
@@ -154,7 +154,7 @@ class InstDisc(nn.Module):
     def _estimate_z(self, v: torch.Tensor, rows: torch.Tensor) -> None:
         """Z = n x mean(exp(w.v / t)) over this batch's own and noise rows w, in every
         process the mean of the global batch (equal shares: the mean of the shares')."""
-        w = self.bank[rows]  # (N, 1 + m, D)
+        w = self.bank[rows].to(v.dtype)  # (N, 1 + m, D)
         share = torch.exp(torch.bmm(w, v.unsqueeze(2)) / self.temperature).double().mean()
         self.nce_z.copy_(gather(share.view(1)).mean() * self.bank.shape[0])
 
@@ -180,7 +180,8 @@ class InstDisc(nn.Module):
             v = F.normalize(z.float(), dim=1)  # (N, D)
             if self.loss == "softmax":
                 # a copy: the bank changes below, before the backward pass reads it
-                loss = softmax_loss(v, self.bank.clone(), indices, self.temperature)
+                bank = self.bank.to(torch.float32, copy=True)
+                loss = softmax_loss(v, bank, indices, self.temperature)
             else:
                 n = indices.shape[0]
                 noise = self.noise_rows(n * world_size())[rank() * n:(rank() + 1) * n]
