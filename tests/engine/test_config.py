@@ -166,14 +166,18 @@ def test_to_arguments_gives_the_command_line_of_any_settings(tmp_path):
 def test_every_method_in_the_registry_is_a_choice_with_its_preset_and_defaults():
     from engine.methods import METHODS, build_model
 
-    assert tuple(METHODS) == ("simclr", "moco")
+    assert tuple(METHODS)[:2] == ("simclr", "moco")
+    assert {"instdisc", "rotation"} <= set(METHODS)
     for name in METHODS:  # the CLI's choices
         assert build_parser().parse_args(["demo", "--method", name]).method == name
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     for name, spec in METHODS.items():
         assert spec.name == name and spec.title and spec.paper
         assert set(spec.settings) <= names  # its own settings are TrainConfig's
-        assert set(spec.defaults) == {"temperature", "optimizer", "head_batch_norm"}
+        # the three every method has; a paper may also fix its rate, decay and backbone
+        assert {"temperature", "optimizer", "head_batch_norm"} <= set(spec.defaults) <= {
+            "temperature", "optimizer", "head_batch_norm", "lr", "lr_scaling",
+            "weight_decay", "backbone"}
         assert augment_preset(name) == AugmentConfig(**spec.augment)
         cfg, _ = resolve_config(preset(name), CPU, typical_side=None, num_images=1000)
         assert (cfg.temperature, cfg.optimizer, cfg.head_batch_norm) == (

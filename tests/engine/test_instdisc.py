@@ -1,7 +1,6 @@
 """InstDisc (Wu et al. 2018): its two losses against per-sample loops of the paper's
 equations, the memory bank's update and NCE's normalising constant, its automatic
-settings, two processes against one, and a run end to end (resumed exactly, then embedded,
-mapped, probed and exported)."""
+settings, two processes against one, and an NCE run end to end, resumed exactly."""
 
 from __future__ import annotations
 
@@ -21,10 +20,7 @@ import torch.nn.functional as F
 from engine.config.resolve import DeviceInfo, resolve_config
 from engine.config.settings import ConfigError
 from engine.config.train_config import TrainConfig, preset
-from engine.evaluate import explore
-from engine.evaluate.maps import MapParams
-from engine.evaluate.probe import ProbeParams
-from engine.export import ExportError
+from engine.export import ExportError, export_encoder
 from engine.methods import METHODS, BatchInfo, build_model
 from engine.methods.instdisc import InstDisc, nce_loss, softmax_loss
 from engine.run.checkpoint import load_checkpoint
@@ -337,6 +333,9 @@ def test_two_processes_compute_the_single_process_loss_gradients_and_bank(tmp_pa
 
 
 # --- end to end --------------------------------------------------------------------------------
+# tests/engine/test_methods.py trains every registered method end to end, resumes it and runs
+# every exploring and export verb on its run; at its 24 images InstDisc takes the full
+# softmax, so the run here takes NCE, whose noise draws and Z must resume exactly too.
 
 SETTINGS = {"method": "instdisc", "instdisc_loss": "nce", "nce_negatives": 4, "epochs": 2,
             "seed": 2, "batch_size": 4}
@@ -388,22 +387,8 @@ def test_stop_and_resume_gives_the_weights_and_bank_of_an_uninterrupted_run(trai
         assert torch.equal(a[key], b[key]), key
 
 
-def test_the_exploring_verbs_work_on_the_run(trained, tmp_path):
-    run_dir, tmp, _ = trained
-    cache = tmp / "cache"
-    emb = explore.embeddings(run_dir, "last", cache_dir=cache, device="cpu")
-    assert emb.features.shape == (8, 512) and emb.projections.shape == (8, 16)
-    for space in ("h", "z"):
-        coords = explore.make_map(run_dir, "last", space=space, params=MapParams(method="pca"),
-                                  cache_dir=cache, device="cpu")["coords"]
-        assert coords.shape == (8, 2) and np.isfinite(coords).all()
-    hits = explore.neighbours(run_dir, 3, 3, space="z", cache_dir=cache, device="cpu")
-    assert len(hits["neighbours"]) == 3
-    probe = explore.probe(run_dir, "last", params=ProbeParams(epochs=5), cache_dir=cache,
-                          device="cpu")
-    assert set(probe["per_class"]) == {"circles", "squares"}
-    export = explore.export_encoder_of_run(run_dir, "torchvision", tmp_path / "enc.pt")
-    assert export["verified"]
+def test_the_linear_head_is_not_exported_as_a_projection_head(tmp_path):
+    cfg = dataclasses.replace(tiny_config("nce"), cache_size=16)
     with pytest.raises(ExportError, match="cannot export a head of type Linear"):
-        explore.export_encoder_of_run(run_dir, "torchvision", tmp_path / "head.pt",
-                                      include_head=True)
+        export_encoder(tiny_model("nce").float().online_encoder, cfg, "torchvision",
+                       tmp_path / "enc.pt", include_head=True)

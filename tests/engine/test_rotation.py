@@ -1,12 +1,10 @@
 """Rotation prediction (Gidaris et al. 2018): the four rotations pixel by pixel, the loss
-against a per-image cross-entropy loop, its settings, two processes against one, and a run
-end to end (resumed exactly, then embedded, mapped, probed and exported)."""
+against a per-image cross-entropy loop, its settings, two processes against one and its
+export (the end-to-end run is tests/engine/test_methods.py's, as for every method)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 import socket
 from pathlib import Path
@@ -18,16 +16,10 @@ import torch.multiprocessing as mp
 
 from engine.config.resolve import DeviceInfo, resolve_config
 from engine.config.train_config import TrainConfig, preset
-from engine.evaluate import explore
-from engine.evaluate.maps import MapParams
-from engine.evaluate.probe import ProbeParams
-from engine.export import ExportError
+from engine.export import ExportError, export_encoder
 from engine.methods import METHODS, build_model
 from engine.methods.rotation import RotationPrediction, rotate_batch
-from engine.run.checkpoint import load_checkpoint
 from engine.training import distributed
-from tests.helpers.folders import make_folder
-from tests.helpers.training import events_of, run
 
 CPU = DeviceInfo("cpu", "test", None, False)
 
@@ -203,72 +195,14 @@ def test_two_processes_with_synchronised_batch_norm_compute_the_single_process_s
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-# --- end to end ------------------------------------------------------------------------------
+# --- end to end --------------------------------------------------------------------------------
+# tests/engine/test_methods.py trains every registered method (this one too), resumes it bit
+# for bit and runs every exploring and export verb on its run, z = the 4 logits included.
 
-SETTINGS = {"method": "rotation", "epochs": 2, "seed": 2, "batch_size": 4}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Two epochs of rotation prediction on 8 labelled images, batch 4: 2 steps an epoch."""
-    tmp = tmp_path_factory.mktemp("rotation")
-    folder = make_folder(tmp / "shapes", per_class=4)
-    result = run({"data": str(folder), **SETTINGS}, tmp)
-    assert result.status == "finished", result.reason
-    return result.run_dir, tmp, folder
-
-
-def test_a_run_trains_logs_its_rotation_accuracy_and_checks_its_knn_accuracy(trained):
-    run_dir, _, _ = trained
-    events = events_of(run_dir)
-    steps = [e for e in events if e["type"] == "step"]
-    assert [e["step"] for e in steps] == [1, 2, 3, 4]
-    for e in steps:
-        assert math.isfinite(e["loss"]) and 0 <= e["rotation_accuracy"] <= 1
-        assert e["rotation_accuracy"] * 16 == round(e["rotation_accuracy"] * 16)  # k / 4N
-    assert [e["epoch"] for e in events if e["type"] == "eval"] == [1, 2]
-    config = json.loads((run_dir / "config.json").read_text())
-    assert config["method"] == "rotation"
-
-
-def test_stop_and_resume_gives_the_weights_of_an_uninterrupted_run(trained):
-    run_dir, tmp, folder = trained
-    calls = []
-
-    def stop_after_one_epoch():
-        calls.append(1)
-        return len(calls) > 2
-
-    part = run({"data": str(folder), **SETTINGS}, tmp / "part",
-               should_stop=stop_after_one_epoch)
-    assert part.status == "stopped" and part.step == 2
-    resumed = run({}, tmp / "part", resume=part.run_dir)
-    assert resumed.status == "finished" and resumed.step == 4
-    a = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(part.run_dir / "checkpoints" / "last.pt")["model"]
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
-def test_the_exploring_verbs_work_with_the_four_logits_as_z(trained, tmp_path):
-    run_dir, tmp, _ = trained
-    cache = tmp / "cache"
-    emb = explore.embeddings(run_dir, "last", cache_dir=cache, device="cpu")
-    assert emb.features.shape == (8, 512) and emb.projections.shape == (8, 4)
-    for space in ("h", "z"):
-        coords = explore.make_map(run_dir, "last", space=space, params=MapParams(method="pca"),
-                                  cache_dir=cache, device="cpu")["coords"]
-        assert coords.shape == (8, 2) and np.isfinite(coords).all()
-    hits = explore.neighbours(run_dir, 3, 3, space="z", cache_dir=cache, device="cpu")
-    assert len(hits["neighbours"]) == 3
-    knn = explore.knn(run_dir, "last", space="z", k=3, cache_dir=cache, device="cpu")
-    assert 0 <= knn["top1"] <= 1
-    probe = explore.probe(run_dir, "last", params=ProbeParams(epochs=5), cache_dir=cache,
-                          device="cpu")
-    assert set(probe["per_class"]) == {"circles", "squares"}
-    export = explore.export_encoder_of_run(run_dir, "torchvision", tmp_path / "enc.pt")
-    assert export["verified"]
+def test_the_classifier_head_is_not_exported_as_a_projection_head(tmp_path):
+    cfg = dataclasses.replace(tiny_config(), cache_size=16)
     with pytest.raises(ExportError, match="cannot export a head of type Linear"):
-        explore.export_encoder_of_run(run_dir, "torchvision", tmp_path / "head.pt",
-                                      include_head=True)
+        export_encoder(tiny_model().float().online_encoder, cfg, "torchvision",
+                       tmp_path / "enc.pt", include_head=True)
+    assert export_encoder(tiny_model().float().online_encoder, cfg, "torchvision",
+                          tmp_path / "enc.pt").verified  # the backbone alone exports
