@@ -392,3 +392,13 @@ def test_the_linear_head_is_not_exported_as_a_projection_head(tmp_path):
     with pytest.raises(ExportError, match="cannot export a head of type Linear"):
         export_encoder(tiny_model("nce").float().online_encoder, cfg, "torchvision",
                        tmp_path / "enc.pt", include_head=True)
+
+
+def test_bench_times_nce_steps_with_a_bank_of_a_large_folder():
+    from engine.cli.main import build_parser
+    from engine.training.bench import BENCH_IMAGES, bench_one
+
+    assert build_parser().parse_args(["bench", "--method", "instdisc"]).method == "instdisc"
+    result = bench_one("resnet18", 16, 4, "cpu", seconds=0.2, method="instdisc",
+                       settings={"precision": "fp32", "nce_negatives": 64})
+    assert result.method == "instdisc" and result.pairs_per_s > 0 and BENCH_IMAGES == 100_000

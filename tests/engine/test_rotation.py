@@ -206,3 +206,16 @@ def test_the_classifier_head_is_not_exported_as_a_projection_head(tmp_path):
                        tmp_path / "enc.pt", include_head=True)
     assert export_encoder(tiny_model().float().online_encoder, cfg, "torchvision",
                           tmp_path / "enc.pt").verified  # the backbone alone exports
+
+
+def test_bench_times_rotation_steps():
+    from engine.cli.main import build_parser
+    from engine.training.bench import bench_one
+
+    assert build_parser().parse_args(["bench", "--method", "rotation"]).method == "rotation"
+    result = bench_one("resnet18", 16, 2, "cpu", seconds=0.1, method="rotation",
+                       settings={"precision": "fp32", "channels_last": False})
+    assert result.method == "rotation" and result.pairs_per_s > 0
+    # four rotated images per image through the encoder, forward and backward: twice the
+    # FLOPs of SimCLR's two views (about 1.67 GFLOP a pair for ResNet-18 at 16 px)
+    assert 3.0 < result.gflops_per_pair < 3.7
