@@ -2,11 +2,12 @@
 Non-Parametric Instance Discrimination"): every image is its own class. A memory bank holds
 one L2-normalised 128-d vector per image; the loss is the non-parametric softmax
 P(i|v) = exp(v_i.v / t) / Z over the bank (eq. 2), with v the image's embedding and v_i its
-row of the bank, trained either in full or through its NCE estimate (eq. 5-7).
+row of the bank, trained either in full or through its NCE estimate (section 3.2).
 
-The encoder is the backbone followed by the paper's *linear* 128-d embedding (section 3.1:
-"a linear layer ... maps to a 128-dimensional feature", here ``nn.Linear(feature_dim, 128)``
-as the Encoder's head, in place of the engine's MLP ProjectionHead), v = normalise(head(h)).
+The encoder is the backbone followed by the paper's *linear* 128-d embedding (its features
+are mapped to 128 dimensions by one linear layer, then L2-normalised): here
+``nn.Linear(feature_dim, 128)`` as the Encoder's head, in place of the engine's MLP
+ProjectionHead, and v = normalise(head(h)).
 Paper defaults: t = 0.07, m = 4096 noise samples, bank momentum 0.5, SGD lr 0.03 momentum
 0.9 weight decay 5e-4 at batch 256, ResNet-18 (the preset is in engine.methods.specs).
 
@@ -22,17 +23,18 @@ The two losses (TrainConfig.instdisc_loss):
   image drawn uniformly (P_n = 1/n, with replacement, the image's own row not excluded) from
   the bank, as in the reference code's NCEAverage and NCECriterion (lemniscate.pytorch):
   P(i|v) = exp(v_i.v / t) / Z, h(i, v) = P(i|v) / (P(i|v) + m/n), and the loss per image
-  -log h(i, v) - sum_j log(1 - h(j, v)) over its m noise rows j (eq. 6-7), averaged over
+  -log h(i, v) - sum_j log(1 - h(j, v)) over its m noise rows j (section 3.2), averaged over
   the batch. Z is estimated once, at the first step, by Monte Carlo as the reference code
-  does (eq. 8, section 3.2): Z = n x the mean of exp(w.v / t) over that batch's bank rows
+  does (section 3.2): Z = n x the mean of exp(w.v / t) over that batch's bank rows
   w (its own and its noise rows), then kept fixed (a buffer, so it is in the checkpoint).
-  The logarithms are computed in log space (logaddexp), the same values without
-  exp(1/t) = 1.6e6 overflowing anything.
+  The logarithms are computed in log space (logaddexp): the same values, computed stably.
 
 The bank is a registered buffer initialised uniformly on the unit sphere; after each loss,
 without gradient, every image of the batch updates its row:
-bank[i] = normalise(m * bank[i] + (1 - m) * v_i) (section 3.3, m = 0.5). It is in the
-checkpoint, so a resumed run goes on exactly.
+bank[i] = normalise(m * bank[i] + (1 - m) * v_i), with the reference code's momentum
+m = 0.5 (m = 0 is the paper's text, which writes the new vector into the bank). It is in
+the checkpoint, so a resumed run goes on exactly. The paper's proximal regularisation
+(section 3.4) is not implemented.
 
 Several processes (torchrun): every process keeps the whole bank (replicated, not sharded).
 Each step gathers every process's (v, indices) and applies the same update, so the banks
@@ -84,7 +86,7 @@ def softmax_loss(v: torch.Tensor, bank: torch.Tensor, indices: torch.Tensor,
 
 def nce_loss(v: torch.Tensor, bank: torch.Tensor, indices: torch.Tensor,
              noise: torch.Tensor, temperature: float, z: torch.Tensor) -> torch.Tensor:
-    """NCE (eq. 5-7): ``noise`` (N, m) are each image's noise rows of the bank, ``z`` the
+    """NCE (section 3.2): ``noise`` (N, m) are each image's noise rows of the bank, ``z`` the
     normalising constant Z. With P(j|v) = exp(bank[j].v / t) / Z and P_n = 1/n:
     mean over the batch of -log h(i, v) - sum_j log(1 - h(j, v)),
     h(j, v) = P(j|v) / (P(j|v) + m P_n)."""

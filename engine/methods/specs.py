@@ -134,8 +134,12 @@ INSTDISC = InstDiscSpec(
     name="instdisc", title="InstDisc",
     paper="Wu et al. 2018, Unsupervised Feature Learning via Non-Parametric Instance "
           "Discrimination",
-    # crop scale 0.2-1, colour jitter 0.4/0.4/0.4/0.1 (s=0.5), grayscale 0.2, flip, no blur
-    augment={"crop_scale_min": 0.2, "jitter_strength": 0.5, "blur_p": 0.0},
+    # the reference code's (lemniscate.pytorch, also MoCo v1's): crop scale 0.2-1, colour
+    # jitter 0.4/0.4/0.4/0.4 on every image, grayscale 0.2, flip, no blur (it converts to
+    # grayscale before the jitter, the engine after)
+    augment={"crop_scale_min": 0.2, "jitter_p": 1.0, "jitter_brightness": 0.4,
+             "jitter_contrast": 0.4, "jitter_saturation": 0.4, "jitter_hue": 0.4,
+             "blur_p": 0.0},
     # SGD lr 0.03 at batch 256, momentum 0.9, weight decay 5e-4; ResNet-18
     defaults={"temperature": 0.07, "optimizer": "sgd", "head_batch_norm": False,
               "lr": 0.03, "weight_decay": 5e-4, "backbone": "resnet18"},

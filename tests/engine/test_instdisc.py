@@ -216,8 +216,11 @@ def test_automatic_settings_follow_the_paper_and_the_folder():
     assert (small.temperature, small.optimizer, small.lr, small.weight_decay) == (
         0.07, "sgd", 0.03, 5e-4)
     assert not {"bank_size", "instdisc_loss", "nce_negatives"} & set(why)  # nothing to warn
-    assert (small.augment.crop_scale_min, small.augment.jitter_strength,
-            small.augment.blur_p) == (0.2, 0.5, 0.0)
+    a = small.augment
+    assert (a.crop_scale_min, a.jitter_p, a.grayscale_p, a.flip_p, a.blur_p) == (
+        0.2, 1.0, 0.2, 0.5, 0.0)
+    assert [a.jitter_strength * x for x in (a.jitter_brightness, a.jitter_contrast,
+                                             a.jitter_saturation, a.jitter_hue)] == [0.4] * 4
     edge, _ = resolved(4096 + 64)
     assert edge.instdisc_loss == "softmax"
     big, _ = resolved(100_000)
