@@ -225,9 +225,9 @@ class RunSettings:
     queue_size: int
     moco_momentum: float
     momentum_ramp: bool
-    bank_size: int | None  # InstDisc's; None only before the folder is counted
+    bank_size: int | None  # InstDisc: set from the folder; None for the other methods
     bank_momentum: float
-    instdisc_loss: str | None  # InstDisc's; None only before the folder is counted
+    instdisc_loss: str | None  # InstDisc: set from the folder; None for the other methods
     nce_negatives: int
     optimizer: str
     lr: float
