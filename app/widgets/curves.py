@@ -21,9 +21,10 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QGridLayout, QWidget
 
 from app.model.run_model import RunHistory
+from engine.methods.base import COLLAPSE_SPREAD
 
 REDRAW_HZ = 15
-COLLAPSE_STD = 0.2  # embedding_std below this suggests the embeddings are collapsing
+COLLAPSE_STD = COLLAPSE_SPREAD  # embedding_std below this: the embeddings are collapsing
 #: Up to this many points a curve draws a symbol at each (one point alone is visible).
 SYMBOLS_UP_TO = 40
 #: The smallest span of the kNN plot's y axis (in %).

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.config.settings import ConfigError
-from engine.config.train_config import AugmentConfig, TrainConfig
+from engine.config.train_config import PROJ_OUT_DIM, AugmentConfig, TrainConfig
 from engine.methods import method_spec
 from engine.models.encoder import feature_dim
 
@@ -131,6 +131,11 @@ def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | 
     if c.proj_hidden_dim is None:
         c.proj_hidden_dim = feature_dim(c.backbone)
         why["proj_hidden_dim"] = f"{c.proj_hidden_dim}: the encoder's feature width"
+    if c.proj_out_dim is None:
+        c.proj_out_dim = paper.get("proj_out_dim", PROJ_OUT_DIM)
+        why["proj_out_dim"] = (f"{c.proj_out_dim}: the {c.method} paper's width"
+                               if "proj_out_dim" in paper else
+                               f"{c.proj_out_dim}: the usual width of z")
     if c.head_batch_norm is None:
         c.head_batch_norm = paper["head_batch_norm"]
     if c.optimizer is None:
@@ -225,6 +230,7 @@ class RunSettings:
     queue_size: int
     moco_momentum: float
     momentum_ramp: bool
+    target_momentum: float
     bank_size: int | None  # InstDisc: set from the folder; None for the other methods
     bank_momentum: float
     instdisc_loss: str | None  # InstDisc: set from the folder; None for the other methods

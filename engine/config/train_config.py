@@ -1,7 +1,8 @@
 """Configuration of augmentations and training runs, with each method's preset.
 
-Defaults follow the papers: SimCLR (Chen et al., 2020, appendix A and B.9) and
-MoCo v2 (Chen et al., 2020, "Improved Baselines with Momentum Contrastive Learning"); the
+Defaults follow the papers: SimCLR (Chen et al., 2020, appendix A and B.9),
+MoCo v2 (Chen et al., 2020, "Improved Baselines with Momentum Contrastive Learning") and
+BYOL (Grill et al., 2020, "Bootstrap Your Own Latent"); the
 methods and their presets are those of engine.methods.METHODS.
 ``None`` means "auto": see :func:`engine.config.resolve.resolve_config` for what it becomes.
 """
@@ -62,6 +63,10 @@ class AugmentConfig:
     blur_p: float | None = setting(
         None, "Probability of a Gaussian blur.", min=0.0, max=1.0,
         auto="0.5 above 64 px, 0 at 64 px and below, as in SimCLR's CIFAR setting")
+    blur_p2: float | None = setting(
+        None, "Probability of a Gaussian blur of the second view of each pair (BYOL: 1.0 "
+        "for the first view, 0.1 for the second).", min=0.0, max=1.0,
+        auto="the same as blur_p")
     blur_sigma_min: float = setting(0.1, "Gaussian blur: smallest sigma, in pixels.",
                                     min=0.0, max=50.0, min_exclusive=True)
     blur_sigma_max: float = setting(2.0, "Gaussian blur: largest sigma, in pixels.",
@@ -71,6 +76,10 @@ class AugmentConfig:
         min=0.0, max=1.0, min_exclusive=True)
     solarize_p: float = setting(0.0, "Probability of solarisation (invert pixels above "
                                 "the threshold).", min=0.0, max=1.0)
+    solarize_p2: float | None = setting(
+        None, "Probability of solarisation of the second view of each pair (BYOL: 0 for "
+        "the first view, 0.2 for the second).", min=0.0, max=1.0,
+        auto="the same as solarize_p")
     solarize_threshold: float = setting(0.5, "Solarisation threshold, in [0, 1] intensity.",
                                         min=0.0, max=1.0)
     normalize_mean: tuple[float, float, float] = setting(
@@ -123,6 +132,28 @@ def _per_method(name: str, word: Callable[[Any], str] = str) -> str:
                      for spec in METHOD_SPECS.values() if name not in spec.ignores)
 
 
+def _paper_own(name: str) -> str:
+    """The methods whose paper sets ``name`` for its optimiser: "; BYOL: 0.2 with LARS"."""
+    def text(value: Any) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    own = [f"{spec.title}: {text(spec.defaults[name])} with "
+           f"{spec.defaults['optimizer'].upper()}"
+           for spec in METHOD_SPECS.values() if name in spec.defaults]
+    return "; " + ", ".join(own) if own else ""
+
+
+#: The projection head's output width of a method whose paper does not give its own.
+PROJ_OUT_DIM = 128
+
+
+def _out_dims() -> str:
+    """The "auto" text of proj_out_dim: each paper's width ("256 for BYOL"), else 128."""
+    own = [f"{spec.defaults['proj_out_dim']} for {spec.title}"
+           for spec in METHOD_SPECS.values() if "proj_out_dim" in spec.defaults]
+    return ", ".join(own + [f"{PROJ_OUT_DIM} for the others"]) if own else str(PROJ_OUT_DIM)
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. Saved whole as the run's config.json."""
@@ -158,8 +189,9 @@ class TrainConfig:
     proj_hidden_dim: int | None = setting(
         None, "Hidden width of the projection head.", min=1, max=65536,
         auto="the encoder's feature width (2048 for ResNet-50)")
-    proj_out_dim: int = setting(128, "Output width of the projection head (z).",
-                                min=1, max=65536)
+    proj_out_dim: int | None = setting(
+        None, "Output width of the projection head (z).", min=1, max=65536,
+        auto=_out_dims())
     head_batch_norm: bool | None = setting(
         None, "Batch norm after the projection head's hidden layer.",
         auto=_per_method("head_batch_norm", lambda on: "on" if on else "off")
@@ -177,6 +209,10 @@ class TrainConfig:
         min=0.0, max=1.0)
     momentum_ramp: bool = setting(
         False, "MoCo: raise the key-encoder momentum towards 1 on a cosine schedule.")
+    target_momentum: float = setting(
+        0.996, "BYOL: base rate tau of the target network's moving average (target = "
+        "tau*target + (1-tau)*online), raised to 1 on a cosine schedule over the run.",
+        min=0.0, max=1.0)
     bank_size: int | None = setting(
         None, "InstDisc: rows of the memory bank, one per image of the folder (recorded in "
         "config.json, from which embedding and export rebuild the model).", min=1,
@@ -199,14 +235,17 @@ class TrainConfig:
     lr: float | None = setting(
         None, "Base learning rate for a batch of 256; the rate used is scaled by "
         "lr_scaling.", min=0.0, max=100.0, min_exclusive=True,
-        auto="1.2 for LARS (SimCLR's 0.075 x sqrt(batch)), 0.03 for SGD, 0.001 for AdamW")
+        auto="1.2 for LARS (SimCLR's 0.075 x sqrt(batch)), 0.03 for SGD, 0.001 for AdamW"
+        + _paper_own("lr"))
     lr_scaling: str | None = setting(
         None, "How the rate grows with batch size: linear (lr x batch/256), sqrt "
         "(lr x sqrt(batch/256)) or none.", choices=("linear", "sqrt", "none"),
-        auto="sqrt for LARS, as SimCLR recommends below batch 4096; linear otherwise")
+        auto="sqrt for LARS, as SimCLR recommends below batch 4096; linear otherwise"
+        + _paper_own("lr_scaling"))
     weight_decay: float | None = setting(
         None, "Weight decay (not applied to biases and batch-norm parameters).",
-        min=0.0, max=1.0, auto="1e-6 for LARS, 1e-4 for SGD, 1e-4 for AdamW")
+        min=0.0, max=1.0, auto="1e-6 for LARS, 1e-4 for SGD, 1e-4 for AdamW"
+        + _paper_own("weight_decay"))
     sgd_momentum: float = setting(0.9, "Momentum of SGD and LARS.", min=0.0, max=1.0)
     warmup_epochs: float | None = setting(
         None, "Linear learning-rate warm-up, in epochs, before the cosine decay.",

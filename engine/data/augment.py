@@ -158,7 +158,9 @@ def _make(images: torch.Tensor, repeats: int, cfg: AugmentConfig, size: int,
     total = n if global_batch is None else global_batch
     if not 0 <= offset <= total - n:
         raise ValueError(f"rows {offset}..{offset + n} are not inside a batch of {total}")
-    params = sample_view_params(repeats * total, height, width, cfg, size, generator)
+    # View r * total + i is view r of image i: views from ``total`` on are second views.
+    params = sample_view_params(repeats * total, height, width, cfg, size, generator,
+                                second=total if repeats == 2 else None)
     if total != n:
         own = torch.arange(offset, offset + n)
         params = params.select((torch.arange(repeats).view(-1, 1) * total + own).flatten())
@@ -192,7 +194,7 @@ def make_views(images: torch.Tensor, cfg: AugmentConfig, size: int,
 def make_pairs(images: torch.Tensor, cfg: AugmentConfig, size: int, generator: torch.Generator,
                *, normalize: bool = True, global_batch: int | None = None,
                offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The positive pairs of SimCLR / MoCo v2: two independent views of every image.
+    """The positive pairs of SimCLR / MoCo v2 / BYOL: two independent views of every image.
 
     One pass over the batch repeated twice (2N views, as make_views would make of
     ``images.repeat(2, 1, 1, 1)``, without copying the images), then split: views[:N] and
@@ -201,6 +203,10 @@ def make_pairs(images: torch.Tensor, cfg: AugmentConfig, size: int, generator: t
     With several processes, ``images`` is rows ``offset`` to ``offset + N`` of a global
     batch of ``global_batch`` images, and the views are exactly those rows of the views a
     single process would make of the whole batch from the same generator state.
+
+    The second views (``views[N:]``) blur and solarise with ``cfg.blur_p2`` and
+    ``cfg.solarize_p2`` where those are set (BYOL's asymmetric pair); the random draws are
+    the same whatever they are, so the first views never change with them.
     """
     n = images.shape[0]
     views = _make(images, 2, cfg, size, generator, normalize, global_batch, offset)

@@ -25,6 +25,18 @@ def resolved_blur_p(cfg: AugmentConfig, size: int) -> float:
     return 0.5 if size > 64 else 0.0
 
 
+def _chosen(u: torch.Tensor, p: float, p2: float | None, second: int | None) -> torch.Tensor:
+    """Which views an operation of probability ``p`` fires on, from their uniforms ``u``;
+    with ``second`` and ``p2`` set, the views from index ``second`` on (the second view of
+    each pair) use ``p2`` instead. Each half is compared with a Python float, exactly as the
+    one-probability comparison, so a view's outcome depends only on its uniform and its
+    probability."""
+    chosen = u < p
+    if second is not None and p2 is not None and p2 != p:
+        chosen[second:] = u[second:] < p2
+    return chosen
+
+
 def blur_kernel_size(cfg: AugmentConfig, size: int) -> int:
     """Odd kernel side, about ``blur_kernel_fraction`` of the view side (SimCLR: 10%), >= 3."""
     k = round(cfg.blur_kernel_fraction * size)
@@ -99,11 +111,17 @@ class ViewParams:
 
 
 def sample_view_params(n: int, height: int, width: int, cfg: AugmentConfig, size: int,
-                       generator: torch.Generator) -> ViewParams:
+                       generator: torch.Generator, *, second: int | None = None
+                       ) -> ViewParams:
     """Independent parameters for n views of (height x width) images made at ``size``.
 
     Always draws the same amount from ``generator`` (36 numbers per view), whatever the
     probabilities, so the generator's state after a call depends only on n.
+
+    ``second``: views ``second`` to ``n`` are the second view of each pair (make_pairs), whose
+    blur and solarisation probabilities are ``cfg.blur_p2`` and ``cfg.solarize_p2`` where those
+    are set (BYOL's asymmetric views, Grill et al. 2020, table 6). The draws are the same
+    either way: only the thresholds of those views change.
     """
     g = generator
     s = cfg.jitter_strength
@@ -118,7 +136,7 @@ def sample_view_params(n: int, height: int, width: int, cfg: AugmentConfig, size
     # random permutation.
     order = torch.rand(n, 4, generator=g).argsort(dim=1)
     gray = torch.rand(n, generator=g) < cfg.grayscale_p
-    blur = torch.rand(n, generator=g) < resolved_blur_p(cfg, size)
+    blur = _chosen(torch.rand(n, generator=g), resolved_blur_p(cfg, size), cfg.blur_p2, second)
     sigmas = torch.empty(n).uniform_(cfg.blur_sigma_min, cfg.blur_sigma_max, generator=g)
-    solar = torch.rand(n, generator=g) < cfg.solarize_p
+    solar = _chosen(torch.rand(n, generator=g), cfg.solarize_p, cfg.solarize_p2, second)
     return ViewParams(boxes, flip, jitter, factors, order, gray, blur, sigmas, solar)

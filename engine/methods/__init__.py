@@ -8,7 +8,7 @@ engine.methods.specs. :func:`build_model` is the one place that reads the config
 construct a method's module.
 
 Importing this package imports no torch (the settings and the CLI's checks read the
-registry before anything heavy loads); the modules (``SimCLR``, ``MoCo``) and
+registry before anything heavy loads); the modules (``SimCLR``, ``MoCo``, ``BYOL``) and
 :func:`build_model` import it when used.
 """
 
@@ -24,12 +24,13 @@ if TYPE_CHECKING:
 
     from engine.config.resolve import RunSettings
     from engine.config.train_config import TrainConfig
+    from engine.methods.byol import BYOL
     from engine.methods.instdisc import InstDisc
     from engine.methods.moco import MoCo, key_encoder_momentum
     from engine.methods.rotation import RotationPrediction
     from engine.methods.simclr import SimCLR
 
-__all__ = ["DEFAULT_METHOD", "BatchInfo", "InstDisc", "METHODS", "MethodSpec", "MoCo",
+__all__ = ["BYOL", "DEFAULT_METHOD", "BatchInfo", "InstDisc", "METHODS", "MethodSpec", "MoCo",
            "RotationPrediction", "SimCLR", "StepOutput", "build_model", "embedding_spread",
            "key_encoder_momentum", "method_spec"]
 
@@ -38,8 +39,8 @@ DEFAULT_METHOD = SIMCLR.name
 
 #: Names this package gives from its method modules, imported (with torch) on first use.
 _LAZY = {"SimCLR": "engine.methods.simclr", "MoCo": "engine.methods.moco",
-         "key_encoder_momentum": "engine.methods.moco", "InstDisc": "engine.methods.instdisc",
-         "RotationPrediction": "engine.methods.rotation"}
+         "BYOL": "engine.methods.byol", "key_encoder_momentum": "engine.methods.moco",
+         "InstDisc": "engine.methods.instdisc", "RotationPrediction": "engine.methods.rotation"}
 
 
 def __getattr__(name: str) -> Any:

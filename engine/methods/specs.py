@@ -3,8 +3,8 @@ settings and hooks, as data that imports no torch.
 
 The settings (engine.config.train_config), the CLI's parser and its checks read these
 without torch, so that bad settings are refused at once; a spec imports its method's
-module (engine.methods.simclr, engine.methods.moco, ...: torch) only to build or step a
-model.
+module (engine.methods.simclr, engine.methods.moco, engine.methods.byol, ...: torch) only
+to build or step a model.
 """
 
 from __future__ import annotations
@@ -84,6 +84,49 @@ MOCO = MoCoSpec(
     settings=("queue_size", "moco_momentum", "momentum_ramp"),
     logged=("momentum",),
 )
+
+class BYOLSpec(MethodSpec):
+    def build(self, encoder: Encoder, cfg: TrainConfig | RunSettings) -> nn.Module:
+        from engine.methods import byol
+
+        assert cfg.proj_out_dim is not None and cfg.proj_hidden_dim is not None
+        return byol.BYOL(encoder, dim=cfg.proj_out_dim, hidden_dim=cfg.proj_hidden_dim,
+                    momentum=cfg.target_momentum, batch_norm=bool(cfg.head_batch_norm))
+
+    def before_step(self, model: nn.Module, cfg: RunSettings, step: int,
+                    total_steps: int) -> None:
+        from engine.methods import byol
+        from engine.methods.moco import key_encoder_momentum
+
+        assert isinstance(model, byol.BYOL)
+        # tau = 1 - (1 - base) (cos(pi k / K) + 1) / 2 (BYOL, eq. 9)
+        model.momentum = key_encoder_momentum(cfg.target_momentum, step, total_steps,
+                                              ramp=True)
+
+    def step_fields(self, model: nn.Module) -> dict[str, float]:
+        return {"momentum": float(model.momentum)}
+
+
+BYOL = BYOLSpec(
+    name="byol", title="BYOL",
+    paper="Grill et al. 2020, Bootstrap Your Own Latent: A New Approach to Self-Supervised "
+          "Learning",
+    # Table 6: asymmetric views (blur always in the first, rarely in the second; solarisation
+    # only in the second), colour jitter 0.4/0.4/0.2/0.1 with p=0.8, grayscale 0.2, crop
+    # 0.08-1 and flip (AugmentConfig's defaults), blur sigma 0.1-2 with a kernel of 10%.
+    augment={"jitter_brightness": 0.4, "jitter_contrast": 0.4, "jitter_saturation": 0.2,
+             "jitter_hue": 0.1, "blur_p": 1.0, "blur_p2": 0.1, "solarize_p": 0.0,
+             "solarize_p2": 0.2},
+    # LARS at 0.2 x batch / 256 with weight decay 1.5e-6 (section 3.2); z of width 256; the
+    # temperature is not read (no softmax): its value only fills the setting.
+    defaults={"temperature": 0.1, "optimizer": "lars", "head_batch_norm": True, "lr": 0.2,
+              "lr_scaling": "linear", "weight_decay": 1.5e-6, "proj_out_dim": 256},
+    settings=("target_momentum",),
+    logged=("momentum",),
+    ignores=("temperature",),
+)
+
+
 
 class InstDiscSpec(MethodSpec):
     def build(self, encoder: Encoder, cfg: TrainConfig | RunSettings) -> nn.Module:
@@ -180,4 +223,4 @@ ROTATION = RotationSpec(
 )
 
 #: Every method, in the order the CLI and the app list them.
-ALL = (SIMCLR, MOCO, INSTDISC, ROTATION)
+ALL = (SIMCLR, MOCO, BYOL, INSTDISC, ROTATION)

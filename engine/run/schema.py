@@ -97,7 +97,8 @@ _TYPES = (
            "Rotation: of h upright and rotated"),
         _f("embedding_std", "number", "per-dimension std of the normalised projections times "
            "sqrt(dim): about 1 when spread out, near 0 when collapsed (Rotation: of h)"),
-        _f("momentum", "number", "the key encoder's momentum (MoCo only)"),
+        _f("momentum", "number", "the momentum of the moving-average network: MoCo's key "
+           "encoder, BYOL's target (MoCo and BYOL only)"),
         _f("rotation_accuracy", "number", "fraction of the rotated images whose rotation the "
            "classifier got right, 0-1; 0.25 is chance (Rotation only)"),
     )),

@@ -31,7 +31,7 @@ from engine.training import distributed
 from engine.training.checkpointing import Checkpointer, Resumable
 from engine.training.distributed import DistContext, SilentEvents, local_device
 from engine.training.optim import build_optimizer, lr_at, scaled_lr
-from engine.training.report import StepMeter, announce, log_due
+from engine.training.report import CollapseWatch, StepMeter, announce, log_due
 from engine.training.setup import (  # noqa: F401 - RESUMABLE_OVERRIDES: part of the interface
     RESUMABLE_OVERRIDES,
     SetUp,
@@ -225,6 +225,7 @@ def train(
     # --- the loop: step, log, evaluate and checkpoint at the end of each epoch
     model.train()
     meter = StepMeter(device, run.batch_size)
+    collapse = CollapseWatch(events)
     start_step = step
     status, reason = "finished", ""
     try:
@@ -268,6 +269,7 @@ def train(
                         "step", step=step, epoch=epoch, loss=loss, lr=lr, pairs_per_s=rate,
                         positive_pair_similarity=similarity, embedding_std=spread,
                         **spec.step_fields(model))
+                    collapse.check(spread, step)
                     log(f"step {step}/{total_steps} epoch {epoch + 1}/{run.epochs} loss "
                         f"{loss:.4f} lr {lr:.3g} {rate:.1f} pairs/s")
 

@@ -1,4 +1,5 @@
-"""What train() reports: the run_start event, and the figures of each step and epoch.
+"""What train() reports: the run_start event, the figures of each step and epoch, and the
+one warning of a collapse (:class:`CollapseWatch`).
 
 Reading a figure off the device is a sync, so on a GPU the step's tensors are read only at
 the logging interval and at the end of an epoch; on the CPU it costs nothing, and every step
@@ -16,7 +17,7 @@ import torch
 from engine.config.resolve import DeviceInfo, RunSettings
 from engine.data.cache import ImageCache
 from engine.data.loader import BatchLoader
-from engine.methods.base import StepOutput
+from engine.methods.base import COLLAPSE_SPREAD, StepOutput
 from engine.run.events import EventWriter
 from engine.run.layout import RunDir
 from engine.training.distributed import DistContext
@@ -55,6 +56,26 @@ def log_due(step: int, start_step: int, log_every: int) -> bool:
     """Whether ``step`` gets a step event: the first few steps after the start (or resume),
     then every ``log_every`` steps."""
     return step % log_every == 0 or (step - start_step) in EARLY_STEPS
+
+
+class CollapseWatch:
+    """One "warning" event the first time a logged embedding spread falls below
+    COLLAPSE_SPREAD (every image mapped to nearly one point), saying what to change."""
+
+    def __init__(self, events: EventWriter) -> None:
+        self.events = events
+        self.warned = False
+
+    def check(self, spread: float, step: int) -> None:
+        if self.warned or not spread < COLLAPSE_SPREAD:  # (a NaN spread is not a collapse)
+            return
+        self.warned = True
+        self.events.emit("warning", message=(
+            f"the embeddings are collapsing: their spread (embedding_std) is {spread:.3f} "
+            f"at step {step}, below {COLLAPSE_SPREAD}, so every image is mapped to nearly "
+            "the same point. Lower --lr, lengthen --warmup-epochs or raise --batch-size; "
+            "with a momentum network check --target-momentum (BYOL) or --moco-momentum "
+            "(MoCo); on a small folder SimCLR (--method simclr) is the more robust choice"))
 
 
 class StepMeter:

@@ -108,6 +108,26 @@ def test_image_size_and_preset(qtbot, page):
     assert cfg.crop_scale_min == 0.2 and cfg.jitter_strength == 0.5
 
 
+def test_byol_preset_fills_the_second_view_settings_and_previews_them(qtbot, page):
+    assert page.form.is_shown("blur_p2") and page.form.is_shown("solarize_p2")
+    with qtbot.waitSignal(page.pairs_ready, timeout=WAIT_MS):
+        page.preset.setCurrentText("BYOL")
+    cfg = page.augment_config()
+    assert (cfg.blur_p, cfg.blur_p2, cfg.solarize_p, cfg.solarize_p2) == (1.0, 0.1, 0.0, 0.2)
+    originals, view1, view2 = page.current_pairs()
+    batch = torch.from_numpy(originals).permute(0, 3, 1, 2).contiguous()
+    want1, want2 = make_pairs(batch, cfg, SIZE, torch.Generator().manual_seed(page.seed),
+                              normalize=False)
+    assert np.array_equal(view1, to_uint8_hwc(want1))
+    assert np.array_equal(view2, to_uint8_hwc(want2))
+    assert page.engine_settings()["blur_p2"] == 0.1  # a trainer gets them as flags
+    with qtbot.waitSignal(page.pairs_ready, timeout=WAIT_MS):
+        page.preset.setCurrentText("SimCLR")
+    cfg = page.augment_config()
+    assert cfg.blur_p2 is None and cfg.solarize_p2 is None  # back to "the same as view 1"
+    assert "blur_p2" not in page.engine_settings()
+
+
 def test_invalid_setting_keeps_the_last_pairs_and_says_why(qtbot, page):
     before = page.current_pairs()
     with qtbot.assertNotEmitted(page.pairs_ready, wait=400):

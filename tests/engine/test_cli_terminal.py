@@ -51,7 +51,7 @@ def test_the_cli_and_the_settings_import_no_torch():
 @pytest.mark.parametrize("flags, says", [
     (["--data", "/nonexistent"], "image folder not found: /nonexistent"),
     (["--data", ".", "--batch-size", "0"], "batch_size must be an integer from 2"),
-    (["--data", ".", "--method", "byol"], "method must be one of simclr, moco"),
+    (["--data", ".", "--method", "no-such-method"], "method must be one of simclr, moco"),
 ])
 def test_bad_input_is_refused_before_torch_loads(flags, says):
     code = ("import sys; from engine.cli.main import main; rc = main(['train', *sys.argv[1:]]); "

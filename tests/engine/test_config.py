@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from engine.cli.main import build_parser, config_from_args
 from engine.config.resolve import DeviceInfo, cpu_has_native_bf16, resolve_config, resolve_device
-from engine.config.settings import ConfigError
+from engine.config.settings import ConfigError, describe_allowed
 from engine.config.train_config import AugmentConfig, TrainConfig, augment_preset, preset
 
 CPU = DeviceInfo("cpu", "test cpu", None, False)
@@ -85,7 +85,7 @@ def test_json_round_trip_and_unknown_keys():
 @pytest.mark.parametrize("values,named", [
     ({"batch_size": 0}, "batch_size"), ({"batch_size": "many"}, "batch_size"),
     ({"epochs": -1}, "epochs"), ({"lr": 0}, "lr"), ({"lr": float("nan")}, "lr"),
-    ({"temperature": 0}, "temperature"), ({"method": "byol"}, "method"),
+    ({"temperature": 0}, "temperature"), ({"method": "no-such-method"}, "method"),
     ({"backbone": "vit"}, "backbone"), ({"image_size": 8}, "image_size"),
     ({"device": "gpu"}, "device"), ({"moco_momentum": 1.5}, "moco_momentum"),
     ({"image_size": 64, "cache_size": 32}, "cache_size"), ({"compile": "maybe"}, "compile"),
@@ -166,7 +166,7 @@ def test_to_arguments_gives_the_command_line_of_any_settings(tmp_path):
 def test_every_method_in_the_registry_is_a_choice_with_its_preset_and_defaults():
     from engine.methods import METHODS, build_model
 
-    assert tuple(METHODS)[:2] == ("simclr", "moco")
+    assert tuple(METHODS)[:3] == ("simclr", "moco", "byol")
     assert {"instdisc", "rotation"} <= set(METHODS)
     for name in METHODS:  # the CLI's choices
         assert build_parser().parse_args(["demo", "--method", name]).method == name
@@ -174,10 +174,10 @@ def test_every_method_in_the_registry_is_a_choice_with_its_preset_and_defaults()
     for name, spec in METHODS.items():
         assert spec.name == name and spec.title and spec.paper
         assert set(spec.settings) <= names  # its own settings are TrainConfig's
-        # the three every method has; a paper may also fix its rate, decay and backbone
-        assert {"temperature", "optimizer", "head_batch_norm"} <= set(spec.defaults) <= {
-            "temperature", "optimizer", "head_batch_norm", "lr", "lr_scaling",
-            "weight_decay", "backbone"}
+        required = {"temperature", "optimizer", "head_batch_norm"}
+        # resolve reads them: a paper may fix its rate, decay, z width and backbone
+        optional = {"lr", "lr_scaling", "weight_decay", "proj_out_dim", "backbone"}
+        assert required <= set(spec.defaults) <= required | optional
         assert augment_preset(name) == AugmentConfig(**spec.augment)
         cfg, _ = resolve_config(preset(name), CPU, typical_side=None, num_images=1000)
         assert (cfg.temperature, cfg.optimizer, cfg.head_batch_norm) == (
@@ -187,10 +187,15 @@ def test_every_method_in_the_registry_is_a_choice_with_its_preset_and_defaults()
         assert set(spec.step_fields(model)) == set(spec.logged)
     assert METHODS["moco"].settings == ("queue_size", "moco_momentum", "momentum_ramp")
     assert METHODS["simclr"].settings == ()
+    assert METHODS["byol"].settings == ("target_momentum",)
     help_of = {f.name: f.metadata for f in dataclasses.fields(TrainConfig)}
-    assert "0.1 for SimCLR, 0.2 for MoCo v2" in str(help_of["temperature"])
-    assert "LARS for SimCLR, SGD for MoCo v2" in str(help_of["optimizer"])
-    assert "on for SimCLR, off for MoCo v2 as in the papers" in str(help_of["head_batch_norm"])
+    # BYOL ignores the temperature: its "auto" text leaves BYOL out
+    assert "0.1 for SimCLR, 0.2 for MoCo v2)" in describe_allowed(
+        help_of["temperature"], float)
+    assert "256 for BYOL, 128 for the others" in str(help_of["proj_out_dim"])
+    assert "LARS for SimCLR, SGD for MoCo v2, LARS for BYOL" in str(help_of["optimizer"])
+    assert "on for SimCLR, off for MoCo v2, on for BYOL as in the papers" in str(
+        help_of["head_batch_norm"])
 
 
 def test_run_settings_are_the_resolved_config_without_auto_values():

@@ -231,7 +231,7 @@ def test_refused_settings_stop_the_command_line_before_anything_runs(tmp_path, c
 
     folder = tmp_path / "empty"
     folder.mkdir()
-    for flags in (["--batch-size=0"], ["--method", "byol"], ["--lr", "nan"],
+    for flags in (["--batch-size=0"], ["--method", "no-such-method"], ["--lr", "nan"],
                   ["--device", "cuda:²"], ["--crop-scale-min", "0.9", "--crop-scale-max", "0.5"],
                   ["--small-stem", "maybe"]):
         # Refused by the settings themselves: main() must not get as far as training
