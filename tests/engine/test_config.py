@@ -189,8 +189,8 @@ def test_every_method_in_the_registry_is_a_choice_with_its_preset_and_defaults()
     assert METHODS["simclr"].settings == ()
     assert METHODS["byol"].settings == ("target_momentum",)
     help_of = {f.name: f.metadata for f in dataclasses.fields(TrainConfig)}
-    # BYOL ignores the temperature: its "auto" text leaves BYOL out
-    assert "0.1 for SimCLR, 0.2 for MoCo v2)" in describe_allowed(
+    # BYOL and Rotation ignore the temperature: its "auto" text leaves them out
+    assert "0.1 for SimCLR, 0.2 for MoCo v2, 0.07 for InstDisc)" in describe_allowed(
         help_of["temperature"], float)
     assert "256 for BYOL, 128 for the others" in str(help_of["proj_out_dim"])
     assert "LARS for SimCLR, SGD for MoCo v2, LARS for BYOL" in str(help_of["optimizer"])

@@ -52,7 +52,8 @@ def test_the_four_rotations_are_exact_and_labelled_in_order():
 
 def tiny_config() -> TrainConfig:
     return TrainConfig(data="x", method="rotation", backbone="resnet18", small_stem=True,
-                       image_size=16, batch_size=8, proj_hidden_dim=8, precision="fp32")
+                       image_size=16, batch_size=8, proj_hidden_dim=8, proj_out_dim=16,
+                       precision="fp32")
 
 
 def tiny_model() -> RotationPrediction:
