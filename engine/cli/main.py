@@ -216,12 +216,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench", help="this machine's training speed for a few configurations (~1 minute)",
-        description="Time SimCLR training steps on random images for a few backbones, image "
+        description="Time training steps (SimCLR's, or --method's) on random images for a "
+        "few backbones, image "
         "sizes and batches that suit the device, and print pairs per second, FLOPs per pair "
         "and (GPU) peak memory, with the time an epoch of 10,000 images would take.")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
     bench.add_argument("--seconds", type=float, default=50.0, help="Time budget for all "
                        "configurations together (default 50; each gets at least one step).")
+    bench.add_argument("--method", default=DEFAULT_METHOD, choices=tuple(METHODS),
+                       help=f"The method whose steps are timed (default {DEFAULT_METHOD}).")
     bench.add_argument("--json", action="store_true", help="One JSON result on stdout.")
     from engine.cli.explore import VERBS, add_parsers, add_verb_names
 
@@ -260,7 +263,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     if args.seconds <= 0:
         raise ConfigError(f"--seconds must be positive; got {args.seconds:g}")
     report = (lambda line: print(line, file=sys.stderr)) if args.json else print
-    results = run_bench(args.device, args.seconds, report=report)
+    results = run_bench(args.device, args.seconds, report=report, method=args.method)
     if args.json:
         EventWriter(sys.stdout).emit("result", **summary(results))
     return EXIT_OK

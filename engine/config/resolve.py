@@ -92,9 +92,14 @@ def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | 
     why: dict[str, str] = {}
     c = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment))
 
+    spec = method_spec(c.method)
+    paper = spec.defaults
     if c.backbone is None and init is not None:
         c.backbone = init.arch
         why["backbone"] = f"{init.arch}: the architecture of the --init weights"
+    elif c.backbone is None and "backbone" in paper:  # a method whose paper names its encoder
+        c.backbone = paper["backbone"]
+        why["backbone"] = f"{c.backbone}: the {c.method} paper's encoder"
     elif c.backbone is None:
         c.backbone, why["backbone"] = default_backbone(device)
     if c.image_size is None:
@@ -137,10 +142,10 @@ def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | 
         why["sync_batch_norm"] = ("on: with several processes every batch norm sees the "
                                   "global batch" + (" (one process here: no effect)"
                                                     if world_size == 1 else ""))
-    paper = method_spec(c.method).defaults
     if c.temperature is None:
         c.temperature = paper["temperature"]
-        why["temperature"] = f"{c.temperature}: the {c.method} paper default"
+        if "temperature" not in spec.ignores:
+            why["temperature"] = f"{c.temperature}: the {c.method} paper default"
     if c.proj_hidden_dim is None:
         c.proj_hidden_dim = feature_dim(c.backbone)
         why["proj_hidden_dim"] = f"{c.proj_hidden_dim}: the encoder's feature width"
@@ -246,6 +251,10 @@ class RunSettings:
     momentum_ramp: bool
     target_momentum: float
     supcon_unlabelled: float
+    bank_size: int | None  # InstDisc: set from the folder; None for the other methods
+    bank_momentum: float
+    instdisc_loss: str | None  # InstDisc: set from the folder; None for the other methods
+    nce_negatives: int
     optimizer: str
     lr: float
     lr_scaling: str

@@ -127,7 +127,8 @@ def augment_preset(method: str) -> AugmentConfig:
 
 
 def _per_method(name: str, word: Callable[[Any], str] = str) -> str:
-    """An "auto" text listing each method's default: "0.1 for SimCLR, 0.2 for MoCo v2"."""
+    """An "auto" text listing each method's default: "0.1 for SimCLR, 0.2 for MoCo v2"
+    (the methods that do not read the setting left out)."""
     return ", ".join(f"{word(spec.defaults[name])} for {spec.title}"
                      for spec in METHOD_SPECS.values() if name not in spec.ignores)
 
@@ -163,7 +164,8 @@ class TrainConfig:
     method: str = setting(DEFAULT_METHOD, "Contrastive method.", choices=METHODS)
     backbone: str | None = setting(
         None, "Encoder architecture (torchvision ResNet, trained from scratch).",
-        choices=BACKBONES, auto="resnet50 on a GPU, resnet18 on the CPU")
+        choices=BACKBONES, auto="the method paper's encoder where it names one (ResNet-18 for "
+        "InstDisc), else resnet50 on a GPU and resnet18 on the CPU")
     init: str = setting(
         "", "Weights to start the encoder's backbone from instead of random ones: "
         "imagenet (torchvision's published ImageNet weights for the backbone, from torch's "
@@ -223,6 +225,22 @@ class TrainConfig:
         0.0, "SupCon: fraction of each class's images trained without their label (as in "
         "SimCLR, an image's only positive is then its other view), chosen from the seed: a "
         "semi-supervised run. 0 uses every label.", min=0.0, max=1.0)
+    bank_size: int | None = setting(
+        None, "InstDisc: rows of the memory bank, one per image of the folder (recorded in "
+        "config.json, from which embedding and export rebuild the model).", min=1,
+        max=10**8, auto="the number of usable images")
+    bank_momentum: float = setting(
+        0.5, "InstDisc: momentum m of the memory bank (row = normalise(m*row + (1-m)*v)).",
+        min=0.0, max=1.0)
+    instdisc_loss: str | None = setting(
+        None, "InstDisc: the non-parametric softmax in full over the whole bank, or its NCE "
+        "estimate with nce_negatives noise samples per image.", choices=("nce", "softmax"),
+        auto="the full softmax when the folder has at most nce_negatives + batch_size "
+        "images, NCE otherwise")
+    nce_negatives: int = setting(
+        4096, "InstDisc: noise samples m per image of the NCE loss, drawn uniformly from "
+        "the bank (reduced, with a warning, below the number of images).", min=1,
+        max=10**7)
     optimizer: str | None = setting(
         None, "Optimiser.", choices=("lars", "sgd", "adamw"),
         auto=_per_method("optimizer", str.upper))

@@ -26,14 +26,16 @@ if TYPE_CHECKING:
     from engine.config.resolve import RunSettings
     from engine.config.train_config import TrainConfig
     from engine.methods.byol import BYOL
+    from engine.methods.instdisc import InstDisc
     from engine.methods.moco import MoCo, key_encoder_momentum
+    from engine.methods.rotation import RotationPrediction
     from engine.methods.simclr import SimCLR
     from engine.methods.supcon import SupCon
     from engine.models.init_weights import InitWeights
 
-__all__ = ["BYOL", "DEFAULT_METHOD", "BatchInfo", "METHODS", "MethodSpec", "MoCo", "SimCLR",
-           "StepOutput", "SupCon", "build_model", "embedding_spread", "key_encoder_momentum",
-           "method_spec"]
+__all__ = ["BYOL", "DEFAULT_METHOD", "BatchInfo", "InstDisc", "METHODS", "MethodSpec", "MoCo",
+           "RotationPrediction", "SimCLR", "StepOutput", "SupCon", "build_model",
+           "embedding_spread", "key_encoder_momentum", "method_spec"]
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in ALL}
 DEFAULT_METHOD = SIMCLR.name
@@ -41,6 +43,7 @@ DEFAULT_METHOD = SIMCLR.name
 #: Names this package gives from its method modules, imported (with torch) on first use.
 _LAZY = {"SimCLR": "engine.methods.simclr", "MoCo": "engine.methods.moco",
          "BYOL": "engine.methods.byol", "SupCon": "engine.methods.supcon",
+         "InstDisc": "engine.methods.instdisc", "RotationPrediction": "engine.methods.rotation",
          "key_encoder_momentum": "engine.methods.moco"}
 
 

@@ -3,8 +3,8 @@ settings and hooks, as data that imports no torch.
 
 The settings (engine.config.train_config), the CLI's parser and its checks read these
 without torch, so that bad settings are refused at once; a spec imports its method's
-module (engine.methods.simclr, moco, byol, supcon...: torch) only to
-build or step a model.
+module (engine.methods.simclr, engine.methods.moco, ...: torch) only to build or step
+a model.
 """
 
 from __future__ import annotations
@@ -150,5 +150,100 @@ SUPCON = SupConSpec(
     uses_labels=True,
 )
 
+
+class InstDiscSpec(MethodSpec):
+    def build(self, encoder: Encoder, cfg: TrainConfig | RunSettings) -> nn.Module:
+        from torch import nn
+
+        from engine.methods.instdisc import InstDisc, loss_mode
+        from engine.models.encoder import feature_dim
+
+        assert cfg.temperature is not None and cfg.backbone is not None
+        if cfg.bank_size is None:
+            raise ValueError("InstDisc's bank_size is set from the folder's number of images: "
+                             "resolve the settings with num_images (resolve_config) first")
+        assert cfg.batch_size is not None
+        # The paper's linear 128-d embedding replaces the MLP projection head.
+        encoder.head = nn.Linear(feature_dim(cfg.backbone), cfg.proj_out_dim)
+        return InstDisc(encoder, cfg.bank_size, dim=cfg.proj_out_dim,
+                        temperature=cfg.temperature, momentum=cfg.bank_momentum,
+                        loss=loss_mode(cfg.instdisc_loss, cfg.bank_size, cfg.nce_negatives,
+                                       cfg.batch_size),
+                        negatives=min(cfg.nce_negatives, cfg.bank_size), seed=cfg.seed)
+
+    def fit_to_data(self, cfg: TrainConfig, num_images: int
+                    ) -> tuple[dict[str, Any], dict[str, str]]:
+        from engine.methods.instdisc import loss_mode
+
+        assert cfg.batch_size is not None
+        if cfg.bank_size is not None and cfg.bank_size != num_images:
+            raise ConfigError(
+                f"InstDisc's memory bank has one row per image: bank_size {cfg.bank_size} "
+                f"does not match the folder's {num_images} usable images. Leave bank_size "
+                "on auto; a run whose folder changed since it started cannot go on: start "
+                "a new one")
+        # The automatic values are recorded in config.json (embedding and export rebuild
+        # the model from it); only a setting changed from what was asked is a reason (the
+        # loop warns about those).
+        mode = loss_mode(cfg.instdisc_loss, num_images, cfg.nce_negatives, cfg.batch_size)
+        changes: dict[str, Any] = {"bank_size": num_images, "instdisc_loss": mode}
+        reasons: dict[str, str] = {}
+        if mode == "nce" and cfg.nce_negatives >= num_images:
+            changes["nce_negatives"] = num_images - 1
+            reasons["nce_negatives"] = (
+                f"reduced from {cfg.nce_negatives} to {num_images - 1}: the noise samples "
+                f"must be fewer than the images ({num_images})")
+        return changes, reasons
+
+
+INSTDISC = InstDiscSpec(
+    name="instdisc", title="InstDisc",
+    paper="Wu et al. 2018, Unsupervised Feature Learning via Non-Parametric Instance "
+          "Discrimination",
+    # the reference code's (lemniscate.pytorch, also MoCo v1's): crop scale 0.2-1, colour
+    # jitter 0.4/0.4/0.4/0.4 on every image, grayscale 0.2, flip, no blur (it converts to
+    # grayscale before the jitter, the engine after)
+    augment={"crop_scale_min": 0.2, "jitter_p": 1.0, "jitter_brightness": 0.4,
+             "jitter_contrast": 0.4, "jitter_saturation": 0.4, "jitter_hue": 0.4,
+             "blur_p": 0.0},
+    # SGD lr 0.03 at batch 256, momentum 0.9, weight decay 5e-4; ResNet-18
+    defaults={"temperature": 0.07, "optimizer": "sgd", "head_batch_norm": False,
+              "lr": 0.03, "weight_decay": 5e-4, "backbone": "resnet18"},
+    settings=("bank_size", "bank_momentum", "instdisc_loss", "nce_negatives"),
+    # the head is one linear layer: no hidden layer, no batch norm in it
+    ignores=("proj_hidden_dim", "head_batch_norm"),
+)
+
+
+class RotationSpec(MethodSpec):
+    def build(self, encoder: Encoder, cfg: TrainConfig | RunSettings) -> nn.Module:
+        from torch import nn
+
+        from engine.methods.rotation import ROTATIONS, RotationPrediction
+        from engine.models.encoder import feature_dim
+
+        assert cfg.backbone is not None
+        # The rotation classifier on h is the encoder's head: z are its four logits.
+        encoder.head = nn.Linear(feature_dim(cfg.backbone), ROTATIONS)
+        return RotationPrediction(encoder)
+
+    def step_fields(self, model: nn.Module) -> dict[str, float]:
+        return {"rotation_accuracy": model.accuracy()}
+
+
+ROTATION = RotationSpec(
+    name="rotation", title="Rotation",
+    paper="Gidaris et al. 2018, Unsupervised Representation Learning by Predicting Image "
+          "Rotations",
+    # crops and flips only, as in the paper: no colour jitter, grayscale or blur
+    augment={"crop_scale_min": 0.5, "jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0},
+    # SGD lr 0.1, momentum 0.9, weight decay 5e-4; the temperature is not read
+    defaults={"temperature": 0.1, "optimizer": "sgd", "head_batch_norm": False,
+              "lr": 0.1, "weight_decay": 5e-4},
+    logged=("rotation_accuracy",),
+    # a cross entropy over 4 rotations and a linear classifier as the head
+    ignores=("temperature", "proj_hidden_dim", "proj_out_dim", "head_batch_norm"),
+)
+
 #: Every method, in the order the CLI and the app list them.
-ALL = (SIMCLR, MOCO, BYOL, SUPCON)
+ALL = (SIMCLR, MOCO, BYOL, SUPCON, INSTDISC, ROTATION)

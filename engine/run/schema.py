@@ -97,11 +97,15 @@ _TYPES = (
         _f("lr", "number", "the learning rate"),
         _f("pairs_per_s", "number", "positive pairs trained per second since the last step "
            "event, not counting checkpoint and kNN-evaluation time"),
-        _f("positive_pair_similarity", "number", "mean cosine of the two views' projections"),
+        _f("positive_pair_similarity", "number", "mean cosine of the two views' projections; "
+           "InstDisc: of each image's embedding and its memory-bank row before the update; "
+           "Rotation: of h upright and rotated"),
         _f("embedding_std", "number", "per-dimension std of the normalised projections times "
-           "sqrt(dim): about 1 when spread out, near 0 when collapsed"),
+           "sqrt(dim): about 1 when spread out, near 0 when collapsed (Rotation: of h)"),
         _f("momentum", "number", "the momentum of the moving-average network: MoCo's key "
            "encoder, BYOL's target (MoCo and BYOL only)"),
+        _f("rotation_accuracy", "number", "fraction of the rotated images whose rotation the "
+           "classifier got right, 0-1; 0.25 is chance (Rotation only)"),
     )),
     EventType("epoch_end", "an epoch ended", (
         _f("epoch", "integer", "the epoch that ended (from 0)", True),

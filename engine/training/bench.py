@@ -25,7 +25,7 @@ import torch
 from engine.config.resolve import RunSettings, resolve_config, resolve_device
 from engine.config.train_config import TrainConfig
 from engine.data.augment import make_pairs
-from engine.methods import DEFAULT_METHOD, BatchInfo, build_model
+from engine.methods import DEFAULT_METHOD, BatchInfo, build_model, method_spec
 from engine.training.optim import build_optimizer
 from engine.training.step import autocast, grad_scaler, train_step
 
@@ -129,15 +129,19 @@ def bench_one(backbone: str, image_size: int, batch: int, device_name: str,
 
 
 def run_bench(device_name: str = "auto", seconds: float = 50.0,
-              report: Callable[[str], None] = print) -> list[BenchResult]:
-    """Bench the device's candidate configurations within about ``seconds`` in all."""
+              report: Callable[[str], None] = print, *,
+              method: str = DEFAULT_METHOD) -> list[BenchResult]:
+    """Bench the device's candidate configurations within about ``seconds`` in all, with
+    ``method``'s training steps."""
     device, info = resolve_device(device_name)
     candidates = CANDIDATES["cuda" if device.type == "cuda" else "cpu"]
+    title = method_spec(method).title
     report(f"device: {info.name}" + (f", {info.memory_gb:.0f} GB" if info.memory_gb else "")
-           + f"; {seconds:.0f} s budget, SimCLR steps on random images")
+           + f"; {seconds:.0f} s budget, {title} steps on random images")
     results = []
     for backbone, size, batch in candidates:
-        result = bench_one(backbone, size, batch, device_name, seconds / len(candidates))
+        result = bench_one(backbone, size, batch, device_name, seconds / len(candidates),
+                           method=method)
         results.append(result)
         memory = (f", peak {result.peak_memory_gb:.1f} GB" if result.peak_memory_gb is not None
                   else "")

@@ -166,7 +166,7 @@ def test_to_arguments_gives_the_command_line_of_any_settings(tmp_path):
 def test_every_method_in_the_registry_is_a_choice_with_its_preset_and_defaults():
     from engine.methods import METHODS, build_model
 
-    assert tuple(METHODS) == ("simclr", "moco", "byol", "supcon")
+    assert tuple(METHODS) == ("simclr", "moco", "byol", "supcon", "instdisc", "rotation")
     for name in METHODS:  # the CLI's choices
         assert build_parser().parse_args(["demo", "--method", name]).method == name
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -174,7 +174,8 @@ def test_every_method_in_the_registry_is_a_choice_with_its_preset_and_defaults()
         assert spec.name == name and spec.title and spec.paper
         assert set(spec.settings) <= names  # its own settings are TrainConfig's
         required = {"temperature", "optimizer", "head_batch_norm"}
-        optional = {"lr", "lr_scaling", "weight_decay", "proj_out_dim"}  # resolve reads them
+        # resolve reads them: a paper may fix its rate, decay, z width and backbone
+        optional = {"lr", "lr_scaling", "weight_decay", "proj_out_dim", "backbone"}
         assert required <= set(spec.defaults) <= required | optional
         assert augment_preset(name) == AugmentConfig(**spec.augment)
         cfg, _ = resolve_config(preset(name), CPU, typical_side=None, num_images=1000)
@@ -195,7 +196,8 @@ def test_every_method_in_the_registry_is_a_choice_with_its_preset_and_defaults()
         said = f"{spec.defaults['temperature']} for {spec.title}"
         assert (said in temperature) == ("temperature" not in spec.ignores), spec.name
         assert f"{spec.defaults['optimizer'].upper()} for {spec.title}" in optimizer
-        assert f"{'on' if spec.defaults['head_batch_norm'] else 'off'} for {spec.title}" in head_bn
+        said = f"{'on' if spec.defaults['head_batch_norm'] else 'off'} for {spec.title}"
+        assert (said in head_bn) == ("head_batch_norm" not in spec.ignores), spec.name
     assert "0.1 for SimCLR, 0.2 for MoCo v2" in temperature and "BYOL" not in temperature
     assert "256 for BYOL, 128 for the others" in str(help_of["proj_out_dim"])
     assert head_bn.endswith("as in the papers") or "as in the papers" in head_bn

@@ -109,7 +109,7 @@ def test_error_and_bench_result_go_through_the_writer(tmp_path, capsys, monkeypa
 
     from engine.training import bench
 
-    monkeypatch.setattr(bench, "run_bench", lambda device, seconds, report: [])
+    monkeypatch.setattr(bench, "run_bench", lambda device, seconds, report, method: [])
     assert cli_main.main(["bench", "--json", "--device", "cpu"]) == cli_main.EXIT_OK
     (result,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert result["type"] == "result" and result["results"] == []

@@ -213,7 +213,7 @@ def test_build_model_copies_the_weights_into_every_encoder_of_the_method(tmp_pat
     torch.save(sd, tmp_path / "w.pt")
     weights = read_init(str(tmp_path / "w.pt"))
     cfg, _ = resolve_config(TrainConfig.from_dict({**TINY, "method": method}), CPU,
-                            typical_side=None, num_images=None)
+                            typical_side=None, num_images=100)
     settings = RunSettings.of(cfg)
     model = build_model(settings, init=weights)
     encoders = [m for m in model.modules() if isinstance(m, Encoder)]
