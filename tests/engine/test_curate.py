@@ -29,7 +29,7 @@ def _unit64(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("block", [1, 7, 10, 64, 103, 500])
+@pytest.mark.parametrize("block", [1, 7, 64, 500])
 def test_blocked_pairs_equal_the_dense_result(block):
     rng = np.random.default_rng(block)
     x = rng.normal(size=(103, 4)).astype(np.float32)  # 4-d: many pairs above 0.8
@@ -110,15 +110,19 @@ def planted(tmp_path_factory):
     plants = plant(root)
     noise = np.random.default_rng(9).integers(0, 256, (24, 24, 3), dtype=np.uint8)
     Image.fromarray(noise).save(root / "green" / "noise.png")  # the planted outlier
-    cfg = TrainConfig.from_dict({**TINY, "data": str(root), "max_steps": 1, "knn_every": 0})
+    # Trained on a list of every image (and one missing file): train --data LIST end to end.
+    lst = tmp / "all.txt"
+    lst.write_text("# every image\n" + "\n".join(sorted(map(str, root.glob("*/*.*"))))
+                   + f"\n{root}/red/missing.png\n")
+    cfg = TrainConfig.from_dict({**TINY, "data": str(lst), "max_steps": 1, "knn_every": 0})
     result = train(cfg, runs_root=tmp / "runs", cache_dir=tmp / "cache",
                    events=EventWriter(None))
     assert result.status == "finished"
-    return result.run_dir, tmp / "cache", root, plants
+    return result.run_dir, tmp / "cache", root, plants, lst
 
 
 def test_duplicates_find_the_planted_groups(planted):
-    run_dir, cache, _, plants = planted
+    run_dir, cache, _, plants, _ = planted
     # Random init, h, default threshold 0.99. Observed on this folder: planted pairs
     # 0.984-1.0, distinct pairs up to 0.992 (mirrored and JPEG copies are the hardest at
     # 16 px), so precision and recall are both high but neither need be perfect.
@@ -142,7 +146,7 @@ def test_duplicates_find_the_planted_groups(planted):
 
 
 def test_mistakes_rank_the_planted_ones_high(planted):
-    run_dir, cache, _, plants = planted
+    run_dir, cache, _, plants, _ = planted
     result = explore.mistakes(run_dir, "random", cache_dir=cache, device="cpu")
     ranked = [s["path"] for s in result["suspects"]]
     planted_paths = [p for p, _ in plants["mistakes"]]
@@ -157,7 +161,7 @@ def test_mistakes_rank_the_planted_ones_high(planted):
 
 
 def test_outliers_put_the_noise_image_first_and_pick_diverse_images(planted):
-    run_dir, cache, _, _ = planted
+    run_dir, cache, _, _, _ = planted
     result = explore.outliers(run_dir, "random", diverse=5, top=3, cache_dir=cache)
     assert result["ranked"][0]["path"] == "green/noise.png" and len(result["ranked"]) == 3
     typical = explore.outliers(run_dir, "random", typical=True, cache_dir=cache)
@@ -168,7 +172,7 @@ def test_outliers_put_the_noise_image_first_and_pick_diverse_images(planted):
 
 
 def test_tags_survive_a_renamed_folder(planted, tmp_path):
-    run_dir, _, root, _ = planted
+    run_dir, _, root, _, _ = planted
     manifest = tags.run_manifest(run_dir)
     assert tags.add_tag(run_dir, "check", tags.refs_for_indices(manifest, [0, 1, 2])) == 3
     assert tags.add_tag(run_dir, "check", tags.refs_for_indices(manifest, [2, 3])) == 1
@@ -191,7 +195,7 @@ def test_tags_survive_a_renamed_folder(planted, tmp_path):
 
 
 def test_subset_writes_copies_links_and_lists(planted, tmp_path):
-    run_dir, _, root, _ = planted
+    run_dir, _, root, _, _ = planted
     manifest = tags.run_manifest(run_dir)
     blue = [i for i, r in enumerate(manifest.images) if r.path.startswith("blue/")]
     tags.add_tag(run_dir, "drop", tags.refs_for_indices(manifest, blue[:2]))
@@ -225,23 +229,22 @@ def test_subset_writes_copies_links_and_lists(planted, tmp_path):
 
 
 def test_train_on_a_list_of_images(planted, tmp_path):
-    _, cache, root, _ = planted
+    run_dir, cache, root, _, lst = planted
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["data"] == str(lst)
+    assert (run_dir / "data-list.txt").read_text() == lst.read_text()
+    saved = json.loads((run_dir / "manifest.json").read_text())
+    assert saved["root"] == str(root) and saved["classes"] == ["blue", "green", "red"]
+    assert [s["reason"] for s in saved["skipped"]] == [LISTED_MISSING]
+    assert len(saved["images"]) == len(list(root.glob("*/*.*")))
+    # A part of the folder: its common folder is the root, classes from the folders there.
     listed = sorted(str(p) for p in root.glob("[bg]*/*.png"))[:20]
-    lst = tmp_path / "some.txt"
-    lst.write_text("# chosen\n" + "\n".join(listed) + f"\n{root}/red/missing.png\n")
-    manifest = scan_data(lst)
+    part = tmp_path / "some.csv"
+    part.write_text("path,class\n" + "".join(f"{p},x\n" for p in listed))
+    manifest = scan_data(part, verify=False)
     assert manifest.root == str(root) and manifest.classes == ["blue", "green"]
     assert sorted(str(root / r.path) for r in manifest.images) == listed
-    assert [s.reason for s in manifest.skipped] == [LISTED_MISSING]
-    cfg = TrainConfig.from_dict({**TINY, "data": str(lst), "max_steps": 1, "knn_every": 0})
-    result = train(cfg, runs_root=tmp_path / "runs", cache_dir=cache, events=EventWriter(None))
-    assert result.status == "finished"
-    assert json.loads((result.run_dir / "config.json").read_text())["data"] == str(lst)
-    assert (result.run_dir / "data-list.txt").read_text() == lst.read_text()
-    saved = json.loads((result.run_dir / "manifest.json").read_text())
-    assert len(saved["images"]) == 20
-    emb = explore.embeddings(result.run_dir, "last", cache_dir=cache, device="cpu")
-    assert len(emb.paths) == 20
+    assert manifest.skipped == []
     # Clear errors for lists that cannot be used.
     (tmp_path / "empty.txt").write_text("\n# nothing\n")
     with pytest.raises(DataError, match="is empty"):
@@ -265,7 +268,7 @@ def _json_result(capsys, *argv):
 
 
 def test_cli_verbs_print_one_json_result(planted, tmp_path, capsys):
-    run_dir, cache, root, _ = planted
+    run_dir, cache, root, _, _ = planted
     common = ("--run", run_dir, "--checkpoint", "random", "--cache-dir", cache, "--json")
     dup = _json_result(capsys, "duplicates", *common)
     assert dup["kind"] == "duplicates" and dup["group_count"] >= 1
