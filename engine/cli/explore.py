@@ -452,7 +452,7 @@ def _tag(args: argparse.Namespace, run_dir: Path) -> tuple[dict[str, Any],
                 lambda r: f"took {r['tag']!r} off {r['removed']:,} images")
     if args.list:
         where = scan_data(args.data, verify=False) if args.data else manifest
-        found = tags.tagged(run_dir, args.list, where)
+        found = tags.images_with(run_dir, args.list, where)
         images = [{"index": i, "path": where.images[i].path,
                    "class": where.classes[where.images[i].label]
                    if where.images[i].label is not None else None} for i in found]

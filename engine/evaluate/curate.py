@@ -42,6 +42,9 @@ MAX_BLOCK_ROWS = 4096
 #: distinct images of a random-init encoder as close as 0.97 to each other, copies above
 #: 0.99; z spreads distinct images further apart.
 DEFAULT_THRESHOLDS = {"h": 0.99, "z": 0.95}
+#: The most pairs :func:`similar_pairs` collects (20 bytes each: 400 MB) before it stops
+#: and asks for a higher threshold.
+MAX_PAIRS = 20_000_000
 #: Largest group whose full pairwise similarities are reported (min and max); a larger group
 #: reports the range over the pairs found above the threshold.
 MAX_DENSE_GROUP = 2000
@@ -86,14 +89,21 @@ def similar_pairs(x: np.ndarray, threshold: float, *,
     v = _unit(x)
     n = v.shape[0]
     step = block_rows(n, block)
+    lower = torch.ones(min(step, n), min(step, n), dtype=torch.bool).tril()  # j <= i
     found_i, found_j, found_s = [], [], []
+    found = 0
     for a in range(0, n, step):
         b = min(n, a + step)
         scores = v[a:b] @ v[a:].T  # (b - a, n - a): column c is image a + c
-        rows = torch.arange(b - a).unsqueeze(1)
-        cols = torch.arange(n - a).unsqueeze(0)
-        keep = (scores >= threshold) & (cols > rows)  # j > i: no self pairs, no repeats
-        r, c = torch.nonzero(keep, as_tuple=True)
+        square = scores[:, :b - a]  # the block against itself: keep j > i only (no self
+        square.masked_fill_(lower[:b - a, :b - a], -torch.inf)  # pairs, no repeats)
+        r, c = torch.nonzero(scores >= threshold, as_tuple=True)
+        found += len(r)
+        if found > MAX_PAIRS:
+            raise ValueError(
+                f"more than {MAX_PAIRS:,} pairs of images are at least {threshold:g} similar: "
+                "that is no longer a list of near-duplicates; raise the threshold (most "
+                "images of an untrained encoder are very similar to each other)")
         found_i.append((r + a).numpy())
         found_j.append((c + a).numpy())
         found_s.append(scores[r, c].numpy())
@@ -135,12 +145,13 @@ def duplicate_groups(x: np.ndarray, threshold: float, *, block: int | None = Non
     """Near-duplicate groups: connected components of the pairs above ``threshold``.
 
     Each group is {"members": sorted indices, "max_similarity", "min_similarity" (over all
-    pairs within the group, which for a chain can be below the threshold), "pairs" (how many
-    pairs were above it)}. Groups are ordered by their first member.
+    pairs within the group, which for a chain can be below the threshold; over the pairs
+    found for a group of more than MAX_DENSE_GROUP), "pairs" (how many pairs were above
+    it)}. Groups are ordered by their first member.
     """
     i, j, s = similar_pairs(x, threshold, block=block)
     groups = connected_components(len(x), i, j)
-    v = normalise(np.asarray(x))
+    x = np.asarray(x)
     where = {}
     for g, members in enumerate(groups):
         for m in members:
@@ -151,7 +162,8 @@ def duplicate_groups(x: np.ndarray, threshold: float, *, block: int | None = Non
     out = []
     for g, members in enumerate(groups):
         if len(members) <= MAX_DENSE_GROUP:
-            sims = v[members] @ v[members].T
+            v = normalise(x[members])
+            sims = v @ v.T
             upper = sims[np.triu_indices(len(members), 1)]
             hi, lo = float(upper.max()), float(upper.min())
         else:

@@ -7,7 +7,7 @@ found by its path first and, when no image has that path any more (a file rename
 to another class folder), by its hash. The file is rewritten atomically on every change.
 
 The engine API for the app: :func:`add_tag`, :func:`remove_tag`, :func:`tag_counts`,
-:func:`tagged` (and :func:`refs_for_indices` / :func:`refs_for_paths` to name images).
+:func:`images_with` (and :func:`refs_for_indices` / :func:`refs_for_paths` to name images).
 """
 
 from __future__ import annotations
@@ -105,12 +105,12 @@ def refs_for_paths(manifest: Manifest, paths: list[str]) -> list[ImageRef]:
         if rel in by_path:
             refs.append(ImageRef(rel, by_path[rel].sha))
             continue
+        if rel.startswith("../"):
+            raise DataError(f"cannot tag {p}: it is outside the run's data folder {root}")
         hashed = _hash_file(str(full))
         if isinstance(hashed, str):
             raise DataError(f"cannot tag {p}: {hashed} (neither in the run's images nor a "
                             "readable file)")
-        if rel.startswith("../"):
-            raise DataError(f"cannot tag {p}: it is outside the run's data folder {root}")
         refs.append(ImageRef(rel, hashed[1]))
     return refs
 
@@ -129,7 +129,7 @@ def add_tag(run_dir: Path, name: str, refs: list[ImageRef]) -> int:
 
 def remove_tag(run_dir: Path, name: str, refs: list[ImageRef] | None = None) -> int:
     """Take ``name`` off the images ``refs`` (off every image when None); returns how many
-    lost it. An image is matched by path or by hash, as :func:`tagged` finds it."""
+    lost it. An image is matched by path or by hash, as :func:`images_with` finds it."""
     name = check_tag_name(name)
     tags = load_tags(run_dir)
     if name not in tags:
@@ -168,7 +168,7 @@ def resolve(refs: list[ImageRef], manifest: Manifest) -> list[int]:
     return sorted(found)
 
 
-def tagged(run_dir: Path, name: str, manifest: Manifest | None = None) -> list[int]:
+def images_with(run_dir: Path, name: str, manifest: Manifest | None = None) -> list[int]:
     """Indices into ``manifest.images`` (the run's own manifest by default, or a rescan of a
     moved folder) of the images tagged ``name``."""
     tags = load_tags(run_dir)

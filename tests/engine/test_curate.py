@@ -65,6 +65,14 @@ def test_groups_are_connected_components_with_their_similarities():
     assert groups[0]["pairs"] == 1 and 0.99 < groups[0]["min_similarity"] <= 1.0
 
 
+def test_too_many_pairs_ask_for_a_higher_threshold(monkeypatch):
+    monkeypatch.setattr(curate, "MAX_PAIRS", 10)
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    assert len(curate.similar_pairs(x, 0.999)[0]) <= 10
+    with pytest.raises(ValueError, match="raise the threshold"):
+        curate.similar_pairs(x, -1.0, block=4)
+
+
 def test_farthest_point_matches_a_brute_force_reference():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(40, 6))
@@ -81,9 +89,8 @@ def test_farthest_point_matches_a_brute_force_reference():
                 best, best_d = cand, d
         chosen.append(best)
     assert got == chosen
-    assert curate.farthest_point(x, 100) == sorted(set(curate.farthest_point(x, 100)),
-                                                   key=curate.farthest_point(x, 100).index)
-    assert len(curate.farthest_point(x, 100)) == 40
+    everything = curate.farthest_point(x, 100)  # more than there are: each image once
+    assert len(everything) == 40 and sorted(everything) == list(range(40))
 
 
 def test_mistakes_skip_unlabelled_images_and_need_labels():
@@ -177,21 +184,21 @@ def test_tags_survive_a_renamed_folder(planted, tmp_path):
     assert tags.add_tag(run_dir, "check", tags.refs_for_indices(manifest, [0, 1, 2])) == 3
     assert tags.add_tag(run_dir, "check", tags.refs_for_indices(manifest, [2, 3])) == 1
     assert tags.tag_counts(run_dir)["check"] == 4
-    assert tags.tagged(run_dir, "check") == [0, 1, 2, 3]
+    assert tags.images_with(run_dir, "check") == [0, 1, 2, 3]
     first, second = manifest.images[0].path, manifest.images[1].path
     moved = tmp_path / "renamed"
     shutil.copytree(root, moved)  # (the other tests still use the original folder)
     # Inside the renamed folder one tagged file is also renamed: found by its hash.
     os.rename(moved / second, moved / (second + ".renamed.png"))
     again = scan_folder(moved, verify=False)
-    found = {again.images[i].path for i in tags.tagged(run_dir, "check", again)}
+    found = {again.images[i].path for i in tags.images_with(run_dir, "check", again)}
     assert first in found and second + ".renamed.png" in found and len(found) == 4
     assert tags.remove_tag(run_dir, "check", tags.refs_for_indices(manifest, [0])) == 1
     assert tags.remove_tag(run_dir, "check") == 3 and "check" not in tags.tag_counts(run_dir)
     saved = json.loads((run_dir / "tags.json").read_text())
     assert saved == {"version": 1, "tags": {}}
     with pytest.raises(DataError, match="no tag 'nope'"):
-        tags.tagged(run_dir, "nope")
+        tags.images_with(run_dir, "nope")
 
 
 def test_subset_writes_copies_links_and_lists(planted, tmp_path):
