@@ -1,4 +1,7 @@
-"""Exploring a trained run: embeddings, maps, neighbours, kNN, linear probe and export.
+"""Exploring a trained run: embeddings, maps, neighbours, kNN, linear probe and export, and
+curating its folder: near-duplicates, outliers and a diverse subset, likely label mistakes
+(the algorithms in engine.evaluate.curate; tags and subsets in engine.evaluate.tags and
+engine.evaluate.subset).
 
 Each function works from a run folder and a checkpoint name ("last", "epoch-0010",
 "random" for the untrained baseline), saves its result in the run folder as DESIGN.md lays
