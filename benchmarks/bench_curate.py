@@ -64,6 +64,20 @@ def quality(run_dir: Path, cache: Path, checkpoint: str, plants: dict) -> list[d
             f1 = 2 * bp * br / (bp + br) if bp + br else 0.0
             if f1 > best[0]:
                 best = (f1, float(t), bp, br)
+        # The numbers a threshold is chosen from: planted pairs (mirrored copies apart: the
+        # encoder is not made flip-invariant by a few steps) against distinct pairs.
+        where = {p: k for k, p in enumerate(emb.paths)}
+        sims = v @ v.T
+        same = np.eye(len(v), dtype=bool)
+        planted_s, mirrored_s = [], []
+        for g in plants["groups"]:
+            for a in g:
+                for b in g:
+                    same[where[a], where[b]] = True
+                    if a < b:
+                        (mirrored_s if "mirrored" in a + b else planted_s).append(
+                            sims[where[a], where[b]])
+        nearest = np.where(np.eye(len(v), dtype=bool), -np.inf, sims).max(axis=1)
         mis = explore.mistakes(run_dir, checkpoint, space=space, cache_dir=cache)
         ranked = [s["path"] for s in mis["suspects"]]
         planted = {p for p, _ in plants["mistakes"]}
@@ -74,7 +88,11 @@ def quality(run_dir: Path, cache: Path, checkpoint: str, plants: dict) -> list[d
                      "best_recall": best[3],
                      "mistake_precision_at_m": len(planted & set(ranked[:m])) / m,
                      "mistake_recall_at_2m": len(planted & set(ranked[:2 * m])) / m,
-                     "suspects": mis["suspect_count"]})
+                     "suspects": mis["suspect_count"], "planted_min": min(planted_s),
+                     "mirrored_median": float(np.median(mirrored_s)) if mirrored_s else None,
+                     "distinct_max": float(sims[~same].max()),
+                     "distinct_999": float(np.quantile(sims[~same], 0.999)),
+                     "nearest_median": float(np.median(nearest))})
     return rows
 
 
@@ -107,13 +125,14 @@ def main() -> None:
     ap.add_argument("--dims", default="512,2048")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--no-quality", action="store_true")
+    ap.add_argument("--keep", metavar="DIR", help="Keep the folder and the run in DIR.")
     args = ap.parse_args()
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     if not args.no_quality:
         with tempfile.TemporaryDirectory() as name:
-            tmp = Path(name)
+            tmp = Path(args.keep) if args.keep else Path(name)
             root, plants = make_folder(tmp, args.per_class)
             n_images = sum(1 for _ in root.glob("*/*.*"))
             print(f"{n_images} images; planted {len(plants['groups'])} duplicate groups "
@@ -139,6 +158,14 @@ def main() -> None:
                   f"{r['dup_recall']:.2f} | {r['best_threshold']} ({r['best_precision']:.2f} / "
                   f"{r['best_recall']:.2f}) | {r['mistake_precision_at_m']:.2f} | "
                   f"{r['mistake_recall_at_2m']:.2f} | {r['suspects']} |", flush=True)
+        print("\n| encoder | space | planted pairs, min (mirrored: median) | distinct pairs, "
+              "max (99.9%) | nearest neighbour, median |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            mirrored = "-" if r["mirrored_median"] is None else f"{r['mirrored_median']:.4f}"
+            print(f"| {r['checkpoint']} | {r['space']} | {r['planted_min']:.4f} ({mirrored}) | "
+                  f"{r['distinct_max']:.4f} ({r['distinct_999']:.4f}) | "
+                  f"{r['nearest_median']:.4f} |", flush=True)
     if not args.no_speed:
         print("\nspeed (exact, blocked, float32):", flush=True)
         rows = speed(args.n, [int(d) for d in args.dims.split(",")])

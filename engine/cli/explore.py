@@ -70,8 +70,6 @@ def _top(p: argparse.ArgumentParser, default: int) -> None:
 
 
 def add_curation_parsers(sub: argparse._SubParsersAction) -> None:
-    from engine.evaluate.curate import DEFAULT_THRESHOLDS
-
     p = sub.add_parser("duplicates", help=HELP["duplicates"],
                        description="Groups of near-duplicate images: every pair whose cosine "
                        "similarity is at least --threshold, found exactly (the similarity "
@@ -80,8 +78,9 @@ def add_curation_parsers(sub: argparse._SubParsersAction) -> None:
                        "curation/.")
     _common(p)
     p.add_argument("--threshold", type=float, help="Cosine similarity from which two images "
-                   f"count as near-duplicates (default {DEFAULT_THRESHOLDS['h']} in h, "
-                   f"{DEFAULT_THRESHOLDS['z']} in z).")
+                   "count as near-duplicates (default: relative to the folder, a cosine "
+                   "distance under 0.2 x the median distance of an image to its nearest "
+                   "neighbour; give one for a folder of mostly copies).")
     _block(p)
 
     p = sub.add_parser("outliers", help=HELP["outliers"],

@@ -220,8 +220,9 @@ def _save_curation(run_dir: Path, kind: str, emb: Embeddings, space: str,
 def duplicates(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
                threshold: float | None = None, block: int | None = None,
                device: str = "auto", cache_dir: Path | None = None) -> dict[str, Any]:
-    """Groups of near-duplicate images (cosine similarity >= ``threshold``, default by
-    space: curate.DEFAULT_THRESHOLDS), found exactly (engine.evaluate.curate); saved as
+    """Groups of near-duplicate images (cosine similarity >= ``threshold``; by default
+    curate.auto_threshold: cosine distance below 0.2 x the median nearest-neighbour
+    distance), found exactly (engine.evaluate.curate); saved as
     curation/duplicates-<checkpoint>-<space>.json.
 
     Each group lists its members (index, path, class), the highest and lowest similarity
@@ -229,11 +230,16 @@ def duplicates(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
     under two classes) and the member kept (the first in path order); "redundant" lists
     the paths of the others, the ones to tag or leave out.
     """
-    from engine.evaluate.curate import DEFAULT_THRESHOLDS, duplicate_groups
+    from engine.evaluate.curate import RELATIVE_DISTANCE, auto_threshold, duplicate_groups
 
     emb = embeddings(run_dir, checkpoint, device=device, cache_dir=cache_dir)
-    threshold = DEFAULT_THRESHOLDS[space] if threshold is None else float(threshold)
     started = time.perf_counter()
+    rule: dict[str, Any] = {"threshold_rule": "given"}
+    if threshold is None:
+        threshold, nearest = auto_threshold(_vectors(emb, space))
+        rule = {"threshold_rule": f"1 - {RELATIVE_DISTANCE:g} x (1 - median nearest-"
+                "neighbour similarity)", "median_nearest_similarity": round(nearest, 6)}
+    threshold = float(threshold)
     found = duplicate_groups(_vectors(emb, space), threshold, block=block)
     groups, redundant = [], []
     for g in found:
@@ -246,8 +252,8 @@ def duplicates(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
                        "min_similarity": g["min_similarity"], "pairs": g["pairs"],
                        "cross_class": len(classes) > 1, "keep": keep})
     result = {"kind": "duplicates", "checkpoint": emb.checkpoint, "space": space,
-              "threshold": threshold, "images": len(emb.paths), "root": emb.root,
-              "groups": groups, "group_count": len(groups),
+              "threshold": round(threshold, 6), **rule, "images": len(emb.paths),
+              "root": emb.root, "groups": groups, "group_count": len(groups),
               "cross_class_groups": sum(g["cross_class"] for g in groups),
               "redundant": redundant, "seconds": round(time.perf_counter() - started, 3)}
     result["path"] = _save_curation(run_dir, "duplicates", emb, space, result)
