@@ -127,8 +127,11 @@ def planted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("curate")
     root = tinted_folder(tmp / "data")
     plants = plant(root)
-    noise = np.random.default_rng(9).integers(0, 256, (24, 24, 3), dtype=np.uint8)
-    Image.fromarray(noise).save(root / "green" / "noise.png")  # the planted outlier
+    # The planted outlier: dark per-pixel noise among smooth tinted images. Observed with
+    # random init (h): its score 0.967 against 0.971 for the next image. (Full-range noise
+    # averages out to grey under an untrained encoder: 0.9710 against 0.9712.)
+    noise = np.random.default_rng(9).integers(0, 60, (24, 24, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "green" / "noise.png")
     # Trained on a list of every image (and one missing file): train --data LIST end to end.
     lst = tmp / "all.txt"
     lst.write_text("# every image\n" + "\n".join(sorted(map(str, root.glob("*/*.*"))))
