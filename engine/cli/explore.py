@@ -1,9 +1,10 @@
-"""The exploring verbs of ``contrastive-engine``: embed, map, neighbours, knn, probe, export.
+"""The exploring verbs of ``contrastive-engine``: embed, map, neighbours, knn, probe, export,
+and the curating ones: duplicates, outliers, mistakes, tag, subset.
 
-Each takes ``--run RUN_DIR`` and a checkpoint. With ``--json`` stdout carries JSON lines:
-progress events, then one ``result`` event (engine.run.schema); without it, the result is
-printed for people on stdout, and the progress on stderr (a progress bar in a terminal,
-engine.cli.terminal; a line per finished phase otherwise).
+Each takes ``--run RUN_DIR`` and (except tag and subset) a checkpoint. With ``--json``
+stdout carries JSON lines: progress events, then one ``result`` event (engine.run.schema);
+without it, the result is printed for people on stdout, and the progress on stderr (a
+progress bar in a terminal, engine.cli.terminal; a line per finished phase otherwise).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from engine.cli.terminal import TerminalReport
 from engine.run.events import EventWriter
 from engine.run.layout import LAST, RANDOM_INIT, RunDir
 
-VERBS = ("embed", "map", "neighbours", "knn", "probe", "export")
+VERBS = ("embed", "map", "neighbours", "knn", "probe", "export", "duplicates", "outliers",
+         "mistakes", "tag", "subset")
 HELP = {
     "embed": "embed every image with a checkpoint's encoder (h and z)",
     "map": "2-D map of the embeddings (UMAP or PCA)",
@@ -27,6 +29,11 @@ HELP = {
     "knn": "weighted kNN accuracy against the folder's labels",
     "probe": "linear probe (frozen encoder, one linear layer)",
     "export": "export the encoder or the embeddings",
+    "duplicates": "groups of near-duplicate images",
+    "outliers": "the most unusual (or typical) images, and a diverse subset",
+    "mistakes": "images whose neighbours say they are in the wrong class folder",
+    "tag": "named tags on images, kept in the run folder",
+    "subset": "copy, link or list a chosen part of the images (to train on)",
 }
 
 
@@ -48,6 +55,100 @@ def _common(p: argparse.ArgumentParser, *, space: bool = True) -> None:
                        "output (what the loss saw).")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
     p.add_argument("--cache-dir", metavar="DIR", help="Decoded-image cache folder.")
+    p.add_argument("--json", action="store_true", help="Machine-readable JSON lines on stdout.")
+
+
+def _block(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--block", type=int, metavar="ROWS", help="Rows of the similarity matrix "
+                   "computed at once (default: as many as fit in 256 MB of scores, at most "
+                   "4096).")
+
+
+def _top(p: argparse.ArgumentParser, default: int) -> None:
+    p.add_argument("--top", type=int, default=default, metavar="N", help=f"How many to put "
+                   f"in the result (default {default}; the saved file holds all).")
+
+
+def add_curation_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("duplicates", help=HELP["duplicates"],
+                       description="Groups of near-duplicate images: every pair whose cosine "
+                       "similarity is at least --threshold, found exactly (the similarity "
+                       "matrix in blocks of rows, never whole), joined into connected groups. "
+                       "Groups spanning several class folders are flagged. Saved under "
+                       "curation/.")
+    _common(p)
+    p.add_argument("--threshold", type=float, help="Cosine similarity from which two images "
+                   "count as near-duplicates (default: relative to the folder, a cosine "
+                   "distance under 0.2 x the median distance of an image to its nearest "
+                   "neighbour; give one for a folder of mostly copies).")
+    _block(p)
+
+    p = sub.add_parser("outliers", help=HELP["outliers"],
+                       description="Each image's score is its mean cosine similarity to its "
+                       "k nearest other images: the lowest are the most unusual. Saved under "
+                       "curation/.")
+    _common(p)
+    p.add_argument("-k", type=int, default=10, help="Neighbours averaged (default 10).")
+    p.add_argument("--typical", action="store_true", help="Most typical first instead.")
+    p.add_argument("--diverse", type=int, metavar="N", help="Also choose N diverse images "
+                   "(greedy farthest-point selection on cosine distance).")
+    p.add_argument("--seed", type=int, default=0, help="The first image of --diverse is drawn "
+                   "with this seed (default 0).")
+    _top(p, 100)
+    _block(p)
+
+    p = sub.add_parser("mistakes", help=HELP["mistakes"],
+                       description="For each labelled image, its k nearest labelled "
+                       "neighbours vote for their classes (weights exp(s/T)); images whose "
+                       "vote names another class than their folder are listed, the most "
+                       "confident first. Saved under curation/.")
+    _common(p)
+    p.add_argument("-k", type=int, default=10, help="Neighbours that vote (default 10).")
+    p.add_argument("--temperature", type=float, default=0.07, help="Vote temperature "
+                   "(default 0.07).")
+    _top(p, 100)
+    _block(p)
+
+    p = sub.add_parser("tag", help=HELP["tag"],
+                       description="Named tags on images, saved in the run's tags.json by "
+                       "path and content hash, so they still find an image after its folder "
+                       "is renamed or moved.")
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="A run folder.")
+    action = p.add_mutually_exclusive_group(required=True)
+    action.add_argument("--add", metavar="NAME", help="Tag the images given with NAME.")
+    action.add_argument("--remove", metavar="NAME", help="Take NAME off the images given "
+                        "(off every image when none is given).")
+    action.add_argument("--list", nargs="?", const="", metavar="NAME", help="The tags and "
+                        "how many images each has; with NAME, that tag's images.")
+    p.add_argument("--paths", metavar="FILE", help="A .txt (one path a line) or .csv ('path' "
+                   "column) list of the images: absolute, or relative to the list's folder.")
+    p.add_argument("--index", type=int, nargs="+", metavar="I", help="Image indices in the "
+                   "run (as the explore verbs show them).")
+    p.add_argument("--data", metavar="DIR|LIST", help="With --list NAME: find the tagged "
+                   "images in this folder (the run's folder renamed or moved).")
+    p.add_argument("--json", action="store_true", help="Machine-readable JSON lines on stdout.")
+
+    p = sub.add_parser("subset", help=HELP["subset"],
+                       description="Choose images by class, tag or list (every image when "
+                       "none is given; several kinds narrow together, excluded tags are "
+                       "dropped last) and write them as a folder of copies or links with the "
+                       "same class sub-folders, or as a list that `train --data` reads.")
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="A run folder.")
+    p.add_argument("--data", metavar="DIR|LIST", help="Choose from this folder instead of "
+                   "the images the run trained on (its folder renamed or moved).")
+    p.add_argument("--class", dest="classes", action="append", metavar="C",
+                   help="Images of class C (repeatable).")
+    p.add_argument("--tag", dest="tags", action="append", metavar="T",
+                   help="Images tagged T (repeatable).")
+    p.add_argument("--exclude-tag", dest="exclude_tags", action="append", metavar="T",
+                   help="Leave out the images tagged T (repeatable): retrain without them.")
+    p.add_argument("--paths", metavar="FILE", help="Images named in a .txt/.csv list.")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--copy", metavar="DIR", help="Copy them into DIR (new or empty), in "
+                     "their class sub-folders.")
+    out.add_argument("--link", metavar="DIR", help="Symbolic links in DIR, same layout.")
+    out.add_argument("--list", metavar="FILE", help="FILE.txt: one absolute path a line; "
+                     "FILE.csv: path,class.")
     p.add_argument("--json", action="store_true", help="Machine-readable JSON lines on stdout.")
 
 
@@ -108,6 +209,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="PATH", help="Output file (default: the run's exports/).")
     p.add_argument("--include-head", action="store_true", help="Also export the projection "
                    "head (encoder formats).")
+    add_curation_parsers(sub)
 
 
 def _settings_from(args: argparse.Namespace, cls: type) -> Any:
@@ -133,7 +235,7 @@ def _pct(x: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
-    cache_dir = Path(args.cache_dir) if args.cache_dir else None
+    cache_dir = Path(args.cache_dir) if getattr(args, "cache_dir", None) else None
     events = EventWriter(sys.stdout if args.json else None)
     report = None if args.json else TerminalReport(sys.stderr)
     if report is not None:
@@ -157,7 +259,29 @@ def _run(args: argparse.Namespace, run_dir: Path, cache_dir: Path | None,
         if report is None:  # (the report shows it)
             print(text, file=sys.stderr, flush=True)
 
+    if args.command in ("tag", "subset"):
+        result, text = (_tag if args.command == "tag" else _subset)(args, run_dir)
+        _print_result(args, events, report, result, text)
+        return 0
     common = {"device": args.device, "cache_dir": cache_dir}
+    if args.command in ("duplicates", "outliers", "mistakes"):
+        explore.embeddings(run_dir, args.checkpoint, progress=progress, **common)
+        if args.command == "duplicates":
+            result = explore.duplicates(run_dir, args.checkpoint, space=args.space,
+                                        threshold=args.threshold, block=args.block, **common)
+            _print_result(args, events, report, result, _duplicates_text)
+        elif args.command == "outliers":
+            result = explore.outliers(run_dir, args.checkpoint, space=args.space, k=args.k,
+                                      typical=args.typical, top=args.top,
+                                      diverse=args.diverse, seed=args.seed, block=args.block,
+                                      **common)
+            _print_result(args, events, report, result, _outliers_text)
+        else:
+            result = explore.mistakes(run_dir, args.checkpoint, space=args.space, k=args.k,
+                                      temperature=args.temperature, top=args.top,
+                                      block=args.block, **common)
+            _print_result(args, events, report, result, _mistakes_text)
+        return 0
     if args.command == "embed":
         emb = explore.embeddings(run_dir, args.checkpoint, data=Path(args.data) if args.data
                                  else None, force=args.force, progress=progress, **common)
@@ -243,6 +367,122 @@ def _print_comparison(args: argparse.Namespace, results: list[dict[str, Any]]) -
           f"{_pct(baseline['top1'])} ({gain:+.1f} points"
           + (")" if gain > 0 else ": the untrained encoder's features do as well here; "
              "train longer, or try the linear probe)"), flush=True)
+
+
+def _where(item: dict[str, Any]) -> str:
+    return f"#{item['index']} {item['path']}" + (f" [{item['class']}]" if item.get("class")
+                                                else "")
+
+
+SHOWN = 10  # rows of a ranked result printed for people
+
+
+def _duplicates_text(r: dict[str, Any]) -> str:
+    lines = [f"{r['group_count']:,} groups of near-duplicates among {r['images']:,} images "
+             f"({r['checkpoint']}, {r['space']}, similarity >= {r['threshold']:g}): "
+             f"{len(r['redundant']):,} redundant, {r['cross_class_groups']:,} across classes"]
+    for n, g in enumerate(r["groups"][:SHOWN], 1):
+        flag = "  CROSS-CLASS" if g["cross_class"] else ""
+        lines.append(f"{n:>3}. {g['size']} images, similarity {g['min_similarity']:.4f}-"
+                     f"{g['max_similarity']:.4f}{flag}: "
+                     + ", ".join(_where(m) for m in g["members"][:4])
+                     + (" ..." if g["size"] > 4 else ""))
+    if r["group_count"] > SHOWN:
+        lines.append(f"  ... {r['group_count'] - SHOWN:,} more groups")
+    lines.append(f"  saved {r['path']} (\"redundant\": every member but the first of each "
+                 "group)")
+    return "\n".join(lines)
+
+
+def _outliers_text(r: dict[str, Any]) -> str:
+    lines = [f"{r['order']} of {r['images']:,} images ({r['checkpoint']}, {r['space']}; "
+             f"score: mean similarity to the {r['k']} nearest):"]
+    lines += [f"{n:>3}. {item['score']:.4f}  {_where(item)}"
+              for n, item in enumerate(r["ranked"][:SHOWN], 1)]
+    if "diverse" in r:
+        lines.append(f"{len(r['diverse'])} diverse images (farthest-point, seed {r['seed']}): "
+                     + ", ".join(f"#{d['index']}" for d in r["diverse"][:50])
+                     + (" ..." if len(r["diverse"]) > 50 else ""))
+    lines.append(f"  saved {r['path']}")
+    return "\n".join(lines)
+
+
+def _mistakes_text(r: dict[str, Any]) -> str:
+    lines = [f"{r['suspect_count']:,} of {r['images']:,} labelled images look filed in the "
+             f"wrong class ({r['checkpoint']}, {r['space']}, k={r['k']}):"]
+    lines += [f"{n:>3}. {100 * s['confidence']:.0f}% say {s['suggested']}: {_where(s)}"
+              for n, s in enumerate(r["suspects"][:SHOWN], 1)]
+    lines.append(f"  saved {r['path']}")
+    return "\n".join(lines)
+
+
+def _tag(args: argparse.Namespace, run_dir: Path) -> tuple[dict[str, Any],
+                                                           Callable[[dict[str, Any]], str]]:
+    from engine.data.scan import DataError, read_image_list, scan_data
+    from engine.evaluate import tags
+
+    manifest = tags.run_manifest(run_dir)
+
+    def refs() -> list[tags.ImageRef] | None:
+        if args.paths and args.index:
+            raise DataError("give the images either with --paths or with --index, not both")
+        if args.paths:
+            return tags.refs_for_paths(manifest, read_image_list(Path(args.paths)))
+        if args.index:
+            return tags.refs_for_indices(manifest, args.index)
+        return None
+
+    if args.add is not None:
+        chosen = refs()
+        if not chosen:
+            raise DataError("--add needs the images: --paths FILE or --index I ...")
+        added = tags.add_tag(run_dir, args.add, chosen)
+        counts = tags.tag_counts(run_dir)
+        name = tags.check_tag_name(args.add)
+        return ({"action": "add", "tag": name, "given": len(chosen), "added": added,
+                 "tags": counts, "path": str(RunDir(run_dir).tags)},
+                lambda r: f"tagged {r['given']:,} images {r['tag']!r} ({r['added']:,} new); "
+                f"{r['tags'][r['tag']]:,} images have that tag\n  saved {r['path']}")
+    if args.remove is not None:
+        removed = tags.remove_tag(run_dir, args.remove, refs())
+        return ({"action": "remove", "tag": tags.check_tag_name(args.remove),
+                 "removed": removed, "tags": tags.tag_counts(run_dir),
+                 "path": str(RunDir(run_dir).tags)},
+                lambda r: f"took {r['tag']!r} off {r['removed']:,} images")
+    if args.list:
+        where = scan_data(args.data, verify=False) if args.data else manifest
+        found = tags.images_with(run_dir, args.list, where)
+        images = [{"index": i, "path": where.images[i].path,
+                   "class": where.classes[where.images[i].label]
+                   if where.images[i].label is not None else None} for i in found]
+        return ({"action": "list", "tag": tags.check_tag_name(args.list), "root": where.root,
+                 "images": images},
+                lambda r: f"{len(r['images']):,} images tagged {r['tag']!r} in {r['root']}:\n"
+                + "\n".join(f"  {_where(i)}" for i in r["images"]))
+    counts = tags.tag_counts(run_dir)
+    return ({"action": "list", "tags": counts},
+            lambda r: "tags: " + (", ".join(f"{k} ({v:,})" for k, v in r["tags"].items())
+                                  or "none yet"))
+
+
+def _subset(args: argparse.Namespace, run_dir: Path) -> tuple[dict[str, Any],
+                                                              Callable[[dict[str, Any]], str]]:
+    from engine.data.scan import read_image_list, scan_data
+    from engine.evaluate import subset, tags
+
+    manifest = scan_data(args.data, verify=False) if args.data else tags.run_manifest(run_dir)
+    paths = read_image_list(Path(args.paths)) if args.paths else None
+    chosen = subset.select(manifest, classes=args.classes, tags=args.tags,
+                           exclude_tags=args.exclude_tags, paths=paths, run_dir=run_dir)
+    mode, dest = next((m, getattr(args, m)) for m in subset.WRITE_MODES if getattr(args, m))
+    result = subset.write_subset(manifest, chosen, Path(dest), mode)
+    result["of"] = len(manifest.images)
+    verb = {"copy": "copied", "link": "linked", "list": "listed"}[mode]
+    return result, lambda r: (
+        f"{verb} {r['images']:,} of {r['of']:,} images"
+        + (" (" + ", ".join(f"{k}: {v:,}" for k, v in r["class_counts"].items() if k) + ")"
+           if any(r["class_counts"]) else "") + f" to {r['path']}"
+        + (f"\n  train on them: contrastive-engine train --data {r['path']}"))
 
 
 def _neighbours_text(r: dict[str, Any]) -> str:

@@ -26,7 +26,7 @@ from engine.cli.args import add_settings, given
 from engine.cli.terminal import TerminalReport
 from engine.config.settings import ConfigError
 from engine.config.train_config import AugmentConfig, TrainConfig, load_config_file
-from engine.data.scan import DataError, _check_root
+from engine.data.scan import DataError, check_data
 from engine.methods import DEFAULT_METHOD, METHODS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -185,8 +185,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Train on an image folder. Settings come from the method's preset, then "
         "--config, then the flags below. Write `stop` on stdin (or send SIGINT/SIGTERM) to "
         "checkpoint and stop; --resume RUN_DIR goes on from there.")
-    train.add_argument("--data", metavar="DIR", help="Image folder (class sub-folders give "
-                       "labels; a flat folder has none).")
+    train.add_argument("--data", metavar="DIR|LIST", help="Image folder (class sub-folders "
+                       "give labels; a flat folder has none), or a .txt/.csv list of images "
+                       "(labels from their class folders under the listed files' common "
+                       "folder; the run keeps a copy of the list).")
     train.add_argument("--config", metavar="FILE", help="JSON file of settings, e.g. a run's "
                        "config.json.")
     train.add_argument("--run-dir", metavar="DIR", help="Write the run into this folder "
@@ -290,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.resume:
                 return _run_training(None, args)
             cfg = config_from_args(args)
-            _check_root(Path(cfg.data))  # a missing folder is refused before torch loads
+            check_data(cfg.data)  # a missing folder is refused before torch loads
             return _run_training(cfg, args)
         if args.command == "demo":
             from engine.data.demo import DEMO_SETTINGS, demo_dataset

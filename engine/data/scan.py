@@ -81,6 +81,8 @@ _CATEGORIES = (
     ("truncated or corrupt", "corrupt"),
     ("not an image", "not an image"),
     ("unsupported", "unsupported"),
+    ("listed but not found", "missing"),
+    ("listed but not an image", "not an image"),
     ("changed since scan", "changed since scan"),
     ("disappeared since scan", "disappeared since scan"),
 )
@@ -393,3 +395,143 @@ def scan_folder(root: str | Path, *, progress: Progress | None = None,
                          "files")
     skipped.sort(key=lambda s: s.path)
     return Manifest(root=str(root), classes=classes, images=images, skipped=skipped)
+
+
+# --- lists of images ---------------------------------------------------------------------
+
+#: The suffixes of an image list that ``--data`` accepts instead of a folder.
+LIST_SUFFIXES = (".txt", ".csv")
+LISTED_MISSING = "listed but not found"
+LISTED_NOT_IMAGE = "listed but not an image file (the extension is not one of " + \
+    ", ".join(sorted(IMAGE_EXTENSIONS)) + ")"
+
+
+def is_list_file(data: str | Path) -> bool:
+    """Whether ``data`` names an image list (an existing .txt or .csv file), not a folder."""
+    path = Path(data).expanduser()
+    return path.suffix.lower() in LIST_SUFFIXES and path.is_file()
+
+
+def check_data(data: str | Path) -> None:
+    """Raise DataError unless ``data`` is a readable folder or an image list (.txt/.csv):
+    the check the CLI makes before loading torch."""
+    path = Path(data).expanduser()
+    if path.suffix.lower() in LIST_SUFFIXES and not path.exists():
+        raise DataError(f"image list not found: {path}. Check the path")
+    if path.is_file() and not is_list_file(path):
+        raise DataError(f"{path} is a file, but neither a folder nor a list of images: give "
+                        "the folder that holds your images, or a .txt list (one image path "
+                        "a line) or .csv list (a 'path' column)")
+    if not path.is_file():
+        _check_root(path.absolute())
+
+
+def read_image_list(path: str | Path) -> list[str]:
+    """The image paths a list file names, as absolute paths, in the file's order.
+
+    .txt: one path a line; blank lines and lines starting with '#' are ignored. .csv: the
+    column named "path" when the first row has one (as ``contrastive-engine subset --list
+    FILE.csv`` writes: path,class), else the first column. Relative paths are relative to
+    the list file's folder. Raises DataError when the file cannot be read or names nothing.
+    """
+    import csv
+
+    path = Path(path).expanduser().absolute()
+    if path.suffix.lower() not in LIST_SUFFIXES:
+        raise DataError(f"{path} is neither a .txt nor a .csv list of images: write one image "
+                        "path a line in a .txt file, or a 'path' column in a .csv file")
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        raise DataError(f"cannot read the image list {path}: {os_reason(exc)}") from None
+    entries: list[str] = []
+    if path.suffix.lower() == ".csv":
+        rows = [row for row in csv.reader(text.splitlines()) if row and row[0].strip()]
+        column = 0
+        if rows and "path" in [c.strip().lower() for c in rows[0]]:
+            column = [c.strip().lower() for c in rows[0]].index("path")
+            rows = rows[1:]
+        entries = [row[column].strip() for row in rows if len(row) > column]
+    else:
+        entries = [line.strip() for line in text.splitlines()
+                   if line.strip() and not line.lstrip().startswith("#")]
+    entries = [e for e in entries if e]
+    if not entries:
+        raise DataError(f"the image list {path} is empty: write one image path a line "
+                        "(.txt) or a 'path' column (.csv)")
+    out, seen = [], set()
+    for entry in entries:
+        p = Path(entry).expanduser()
+        full = os.path.normpath(p if p.is_absolute() else path.parent / p)
+        if full not in seen:
+            seen.add(full)
+            out.append(full)
+    return out
+
+
+def scan_list(list_file: str | Path, *, progress: Progress | None = None,
+              num_workers: int | None = None, verify: bool = True,
+              max_pixels: int = DEFAULT_MAX_PIXELS) -> Manifest:
+    """A manifest of exactly the images a list file names (see :func:`read_image_list`).
+
+    Its root is the deepest folder holding every listed file, and labels follow the folder
+    rule of :func:`scan_folder` under that root: the first path component below it is the
+    class (a listed image directly in the root, while others sit in sub-folders, is skipped
+    as "not in a class sub-folder"). Listed files that do not exist, or whose extension is
+    not an image's, are skipped with that reason; the others are hashed (and verified)
+    as a scan does. Raises DataError for an empty list, or one naming no existing file.
+    """
+    files = read_image_list(list_file)
+    existing = [f for f in files if os.path.lexists(f)]
+    if not existing:
+        raise DataError(f"none of the {len(files):,} images listed in {list_file} exists "
+                        f"(the first is {files[0]}): check the paths, or write the list again")
+    root = os.path.commonpath([os.path.dirname(f) for f in existing])
+    rels = [Path(os.path.relpath(f, root)).as_posix() for f in files]
+    skipped: list[SkippedFile] = []
+    candidates: list[str] = []
+    for full, rel in zip(files, rels):
+        if not os.path.lexists(full):
+            skipped.append(SkippedFile(full, LISTED_MISSING))  # absolute: outside the root
+        elif os.path.splitext(full)[1].lower() not in IMAGE_EXTENSIONS:
+            skipped.append(SkippedFile(rel, LISTED_NOT_IMAGE))
+        else:
+            candidates.append(rel)
+    candidates.sort()
+    total = len(candidates)
+    if progress:
+        progress(0, total, f"{len(files):,} images listed; "
+                 + ("reading and decoding them" if verify else "reading them"))
+    classes = sorted({rel.split("/", 1)[0] for rel in candidates if "/" in rel})
+    class_index = {name: i for i, name in enumerate(classes)}
+    images: list[ImageRecord] = []
+    workers = num_workers or min(8, 2 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
+        limit = max_pixels if verify else None
+        results = pool.map(lambda rel: _hash_and_check(os.path.join(root, rel), limit),
+                           candidates)
+        for i, (rel, result, due) in enumerate(zip(candidates, results, _ticks(total),
+                                                   strict=True), 1):
+            if isinstance(result, str):
+                skipped.append(SkippedFile(rel, result))
+            elif "/" not in rel and classes:
+                skipped.append(SkippedFile(rel, NOT_IN_CLASS))
+            else:
+                label = class_index[rel.split("/", 1)[0]] if classes else None
+                images.append(ImageRecord(rel, label, result[0], result[1]))
+            if progress and due:
+                progress(i, total, f"{'checked' if verify else 'read'} {i:,} of {total:,} "
+                         "files")
+    skipped.sort(key=lambda s: s.path)
+    return Manifest(root=root, classes=classes, images=images, skipped=skipped)
+
+
+def scan_data(data: str | Path, **kwargs: Any) -> Manifest:
+    """:func:`scan_list` for an image list (.txt/.csv), :func:`scan_folder` for a folder;
+    a DataError for any other file. ``kwargs`` are theirs (progress, verify, ...)."""
+    path = Path(data).expanduser()
+    if path.is_file():
+        if not is_list_file(path):
+            check_data(path)  # raises: a file that is no list
+        return scan_list(path, **kwargs)
+    return scan_folder(path, **kwargs)

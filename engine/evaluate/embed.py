@@ -21,7 +21,7 @@ from engine.config.locations import user_cache_dir
 from engine.config.resolve import resolve_device
 from engine.config.train_config import TrainConfig, load_config_file
 from engine.data.cache import ImageCache, build_cache, decode_image
-from engine.data.scan import DataError, scan_folder
+from engine.data.scan import DataError, scan_data
 from engine.models.encoder import Encoder
 from engine.run.checkpoint import CheckpointError, load_checkpoint, model_weights
 from engine.run.io import write_atomic, write_json_atomic
@@ -212,7 +212,7 @@ def embed_run(run_dir: Path, checkpoint: str = LAST, *, data: Path | None = None
     cfg = load_run_config(run_dir)
     name = checkpoint_name(run_dir, checkpoint)
     source = Path(data) if data is not None else Path(cfg.data)
-    manifest = scan_folder(source, max_pixels=cfg.max_image_pixels)
+    manifest = scan_data(source, max_pixels=cfg.max_image_pixels)
     if not manifest.images:
         raise DataError(f"no usable images in {source}")
     ckpt = checkpoint_path(run_dir, checkpoint)

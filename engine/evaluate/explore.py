@@ -1,4 +1,7 @@
-"""Exploring a trained run: embeddings, maps, neighbours, kNN, linear probe and export.
+"""Exploring a trained run: embeddings, maps, neighbours, kNN, linear probe and export, and
+curating its folder: near-duplicates, outliers and a diverse subset, likely label mistakes
+(the algorithms in engine.evaluate.curate; tags and subsets in engine.evaluate.tags and
+engine.evaluate.subset).
 
 Each function works from a run folder and a checkpoint name ("last", "epoch-0010",
 "random" for the untrained baseline), saves its result in the run folder as DESIGN.md lays
@@ -195,5 +198,137 @@ def export_embeddings(run_dir: Path, out: Path, *, checkpoint: str = "last", spa
     return {"path": str(out), "metadata": str(meta_path), "format": fmt, **meta}
 
 
+# --- curation: duplicates, outliers, a diverse subset, label mistakes -----------------------
+
+
+def _image(emb: Embeddings, i: int) -> dict[str, Any]:
+    label = int(emb.labels[i])
+    return {"index": int(i), "path": emb.paths[i],
+            "class": emb.classes[label] if label >= 0 and emb.classes else None}
+
+
+def _save_curation(run_dir: Path, kind: str, emb: Embeddings, space: str,
+                   result: dict[str, Any]) -> str:
+    from engine.run.io import to_jsonable, write_json_atomic
+
+    path = RunDir(run_dir).curation_result(kind, emb.checkpoint, space)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, to_jsonable(result))
+    return str(path)
+
+
+def duplicates(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
+               threshold: float | None = None, block: int | None = None,
+               device: str = "auto", cache_dir: Path | None = None) -> dict[str, Any]:
+    """Groups of near-duplicate images (cosine similarity >= ``threshold``; by default
+    curate.auto_threshold: cosine distance below 0.2 x the median nearest-neighbour
+    distance), found exactly (engine.evaluate.curate); saved as
+    curation/duplicates-<checkpoint>-<space>.json.
+
+    Each group lists its members (index, path, class), the highest and lowest similarity
+    within it, whether it spans several classes ("cross_class": the same picture filed
+    under two classes) and the member kept (the first in path order); "redundant" lists
+    the paths of the others, the ones to tag or leave out.
+    """
+    from engine.evaluate.curate import RELATIVE_DISTANCE, auto_threshold, duplicate_groups
+
+    emb = embeddings(run_dir, checkpoint, device=device, cache_dir=cache_dir)
+    started = time.perf_counter()
+    rule: dict[str, Any] = {"threshold_rule": "given"}
+    if threshold is None:
+        threshold, nearest = auto_threshold(_vectors(emb, space))
+        rule = {"threshold_rule": f"1 - {RELATIVE_DISTANCE:g} x (1 - median nearest-"
+                "neighbour similarity)", "median_nearest_similarity": round(nearest, 6)}
+    threshold = float(threshold)
+    found = duplicate_groups(_vectors(emb, space), threshold, block=block)
+    groups, redundant = [], []
+    for g in found:
+        members = [_image(emb, i) for i in g["members"]]
+        classes = {int(emb.labels[i]) for i in g["members"] if emb.labels[i] >= 0}
+        keep = g["members"][0]
+        redundant.extend(emb.paths[i] for i in g["members"][1:])
+        groups.append({"members": members, "size": len(members),
+                       "max_similarity": g["max_similarity"],
+                       "min_similarity": g["min_similarity"], "pairs": g["pairs"],
+                       "cross_class": len(classes) > 1, "keep": keep})
+    result = {"kind": "duplicates", "checkpoint": emb.checkpoint, "space": space,
+              "threshold": round(threshold, 6), **rule, "images": len(emb.paths),
+              "root": emb.root, "groups": groups, "group_count": len(groups),
+              "cross_class_groups": sum(g["cross_class"] for g in groups),
+              "redundant": redundant, "seconds": round(time.perf_counter() - started, 3)}
+    result["path"] = _save_curation(run_dir, "duplicates", emb, space, result)
+    return result
+
+
+def outliers(run_dir: Path, checkpoint: str = "last", *, space: str = "h", k: int = 10,
+             typical: bool = False, top: int | None = None, diverse: int | None = None,
+             seed: int = 0, block: int | None = None, device: str = "auto",
+             cache_dir: Path | None = None) -> dict[str, Any]:
+    """Every image ranked by how unusual it is: its score is the mean cosine similarity to
+    its ``k`` nearest other images, lowest (most unusual) first, or highest first with
+    ``typical``; ``top`` keeps the first so many in "ranked" (all are saved in
+    curation/outliers-<checkpoint>-<space>.json). ``diverse`` = n adds "diverse": n images
+    chosen by greedy farthest-point selection from a start drawn with ``seed``."""
+    from engine.evaluate.curate import farthest_point, outlier_scores
+
+    emb = embeddings(run_dir, checkpoint, device=device, cache_dir=cache_dir)
+    vectors = _vectors(emb, space)
+    started = time.perf_counter()
+    scores = outlier_scores(vectors, k, block=block)
+    order = np.argsort(-scores if typical else scores, kind="stable")
+    ranked = [{**_image(emb, int(i)), "score": round(float(scores[i]), 6)} for i in order]
+    result: dict[str, Any] = {
+        "kind": "outliers", "checkpoint": emb.checkpoint, "space": space,
+        "k": min(k, len(emb.paths) - 1), "order": "typical first" if typical else
+        "most unusual first", "images": len(emb.paths), "root": emb.root, "ranked": ranked}
+    if diverse is not None:
+        picks = farthest_point(vectors, diverse, seed=seed)
+        result.update(diverse=[_image(emb, i) for i in picks], seed=seed)
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    result["path"] = _save_curation(run_dir, "outliers", emb, space, result)
+    if top is not None:
+        result["ranked"] = ranked[:top]
+    return result
+
+
+def mistakes(run_dir: Path, checkpoint: str = "last", *, space: str = "h", k: int = 10,
+             temperature: float = 0.07, top: int | None = None, block: int | None = None,
+             device: str = "auto", cache_dir: Path | None = None) -> dict[str, Any]:
+    """Images whose ``k`` nearest labelled neighbours vote for another class than their
+    folder's (vote weights exp(s / T)), most confident first: likely label mistakes (or
+    images between classes). Saved as curation/mistakes-<checkpoint>-<space>.json; ``top``
+    keeps the first so many in the returned "suspects". Raises NoLabels for a folder
+    without class sub-folders."""
+    from engine.evaluate.curate import label_mistakes
+    from engine.evaluate.knn import MAX_TEMPERATURE, MIN_TEMPERATURE, NoLabels
+
+    if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
+        raise ValueError(f"temperature must be from {MIN_TEMPERATURE} to {MAX_TEMPERATURE}; "
+                         f"got {temperature}")
+    emb = embeddings(run_dir, checkpoint, device=device, cache_dir=cache_dir)
+    if not emb.has_labels:
+        raise NoLabels()
+    started = time.perf_counter()
+    found = label_mistakes(_vectors(emb, space), emb.labels, k, temperature=temperature,
+                           block=block)
+    suspects = []
+    for i, s, c in zip(found["indices"].tolist(), found["suggested"].tolist(),
+                       found["confidence"].tolist()):
+        if s != int(emb.labels[i]):
+            suspects.append({**_image(emb, i), "suggested": emb.classes[s],
+                             "confidence": round(float(c), 6)})
+    suspects.sort(key=lambda r: (-r["confidence"], r["index"]))
+    result = {"kind": "mistakes", "checkpoint": emb.checkpoint, "space": space,
+              "k": found["k"], "temperature": float(temperature),
+              "images": len(found["indices"]), "root": emb.root,
+              "suspect_count": len(suspects), "suspects": suspects,
+              "seconds": round(time.perf_counter() - started, 3)}
+    result["path"] = _save_curation(run_dir, "mistakes", emb, space, result)
+    if top is not None:
+        result["suspects"] = suspects[:top]
+    return result
+
+
 __all__ = ["embeddings", "make_map", "neighbours", "knn", "probe", "export_encoder_of_run",
-           "export_embeddings", "default_export_path", "RunError", "SPACES"]
+           "export_embeddings", "default_export_path", "duplicates", "outliers", "mistakes",
+           "RunError", "SPACES"]

@@ -8,11 +8,14 @@ reads it, both through :class:`RunDir`, so no other module spells a file name in
       manifest.json        images used, labels, skipped files and why
       events.jsonl         every event (engine.run.events), for replay
       app.json             the app's own notes on the run (display name, background pid)
+      tags.json            named tags on images (engine.evaluate.tags), by path and hash
+      data-list.txt|.csv   a copy of the image list trained on, when --data was a list
       checkpoints/         last.pt (rewritten), epoch-NNNN.pt (kept)
       embeddings/<name>/   index.json, features.npy (h), projections.npy (z)
       maps/                computed 2-d maps and their parameters
       probes/              kNN and linear-probe results as JSON
       exports/             exported encoders, each with a metadata JSON beside it
+      curation/            duplicates, outliers and likely label mistakes found, as JSON
 """
 
 from __future__ import annotations
@@ -89,6 +92,19 @@ class RunDir:
     @property
     def app_state(self) -> Path:
         return self.path / "app.json"
+
+    @property
+    def tags(self) -> Path:
+        """JSON: named tags on images, each image by its path and content hash."""
+        return self.path / "tags.json"
+
+    def data_list(self, suffix: str) -> Path:
+        """The copy of the image list (``suffix`` ".txt" or ".csv") a run trained on."""
+        return self.path / f"data-list{suffix.lower()}"
+
+    def data_lists(self) -> list[Path]:
+        """The copies of image lists in the folder (at most one for a run)."""
+        return sorted(self.path.glob("data-list.*"))
 
     def is_run(self) -> bool:
         """Whether the folder holds a run (its config.json is written before any step)."""
@@ -187,3 +203,11 @@ class RunDir:
     @property
     def exports(self) -> Path:
         return self.path / "exports"
+
+    @property
+    def curation(self) -> Path:
+        return self.path / "curation"
+
+    def curation_result(self, kind: str, checkpoint: str, space: str) -> Path:
+        """A curation verb's saved result: curation/<kind>-<checkpoint>-<space>.json."""
+        return self.curation / f"{kind}-{checkpoint}-{space}.json"

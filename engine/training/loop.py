@@ -8,6 +8,7 @@ checkpoint) and finish (the run_end event).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,11 +22,12 @@ from engine.config.train_config import TrainConfig
 from engine.data.augment import make_pairs
 from engine.data.cache import ImageCache, build_cache
 from engine.data.loader import BatchLoader, typical_side
-from engine.data.scan import DataError, scan_folder
+from engine.data.scan import DataError, is_list_file, scan_data
 from engine.evaluate.monitor import KnnMonitor
 from engine.methods import BatchInfo, build_model, method_spec
 from engine.run.checkpoint import CheckpointError, TrainingState
 from engine.run.events import EventWriter
+from engine.run.io import write_atomic
 from engine.run.layout import RunDir
 from engine.training import distributed
 from engine.training.checkpointing import Checkpointer, Resumable
@@ -64,6 +66,11 @@ def _set_up(cfg: TrainConfig, *, runs_root: Path | None, run_dir: Path | None,
     if resume is not None:
         run_dir = Path(resume)
         cfg, state, state_path = resume_settings(RunDir(run_dir), resume_overrides, events)
+        copies = RunDir(run_dir).data_lists()
+        if copies and not Path(cfg.data).exists():  # the list trained on was moved away
+            events.emit("warning", message=f"the image list {cfg.data} is gone; using the "
+                        f"run's copy {copies[0]}")
+            cfg = dataclasses.replace(cfg, data=str(copies[0]))
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -72,13 +79,17 @@ def _set_up(cfg: TrainConfig, *, runs_root: Path | None, run_dir: Path | None,
     if state is None:  # a resumed run's checkpoint holds its weights: the file is not read
         cfg, init = read_init_weights(cfg, device_info)
 
-    manifest = scanned = scan_folder(cfg.data, progress=progress_events(events, "scan"),
-                                     max_pixels=cfg.max_image_pixels)
+    data_list = Path(cfg.data).expanduser().absolute() if is_list_file(cfg.data) else None
+    if data_list is not None and str(data_list) != cfg.data:  # config.json names the list
+        cfg = dataclasses.replace(cfg, data=str(data_list))
+    manifest = scanned = scan_data(cfg.data, progress=progress_events(events, "scan"),
+                                   max_pixels=cfg.max_image_pixels)
     if not manifest.images:
         found = f" ({len(manifest.skipped)} unusable file(s) skipped)" if manifest.skipped else ""
         raise DataError(
             f"no usable images in {cfg.data}{found}. Point --data at a folder of JPEG, PNG, "
-            "BMP, WebP, TIFF or GIF images (class sub-folders give labels)")
+            "BMP, WebP, TIFF or GIF images (class sub-folders give labels), or at a .txt/.csv "
+            "list of such images")
     spec = method_spec(cfg.method)
     if spec.uses_labels and not manifest.has_labels:
         raise DataError(
@@ -98,6 +109,8 @@ def _set_up(cfg: TrainConfig, *, runs_root: Path | None, run_dir: Path | None,
     settings = RunSettings.of(cfg)
 
     folder = create_run_folder(run_dir, runs_root, settings, cache.manifest, events)
+    if data_list is not None:
+        keep_list_copy(data_list, folder)
     if cache.manifest.skipped:
         events.emit("warning", message=f"{len(cache.manifest.skipped)} file(s) skipped; see "
                                        f"manifest.json. {cache.manifest.summary()}")
@@ -106,6 +119,19 @@ def _set_up(cfg: TrainConfig, *, runs_root: Path | None, run_dir: Path | None,
             events.emit("warning", message=f"{name} {why[name]}")
     return SetUp(settings, why, state, state_path, folder, scanned, cache, device, device_info,
                  init)
+
+
+def keep_list_copy(data_list: Path, folder: RunDir) -> None:
+    """Copy the image list trained on into the run folder (config.json names the original)."""
+    copy = folder.data_list(data_list.suffix)
+    if copy.resolve() == data_list.resolve():
+        return  # resumed from the run's own copy
+    try:
+        content = data_list.read_bytes()
+        write_atomic(copy, lambda f: f.write(content))
+    except OSError as exc:
+        raise TrainingError(f"cannot copy the image list {data_list} into {folder}: "
+                            f"{exc.strerror or exc}") from None
 
 
 def _open_cache(setup: SetUp, cache_dir: Path, ctx: DistContext) -> ImageCache:

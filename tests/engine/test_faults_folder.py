@@ -115,7 +115,7 @@ def test_hostile_folder_trains_on_every_good_image_and_lists_every_bad_one(tmp_p
 
 def test_files_changed_or_removed_between_scan_and_decoding(tmp_path, monkeypatch):
     root = make_folder(tmp_path / "data")
-    real_scan = train_mod.scan_folder
+    real_scan = train_mod.scan_data
 
     def scan_then_change(*args, **kwargs):
         manifest = real_scan(*args, **kwargs)
@@ -123,7 +123,7 @@ def test_files_changed_or_removed_between_scan_and_decoding(tmp_path, monkeypatc
         (root / "b" / "007.png").unlink()
         return manifest
 
-    monkeypatch.setattr(train_mod, "scan_folder", scan_then_change)
+    monkeypatch.setattr(train_mod, "scan_data", scan_then_change)
     result = run({"data": str(root), "epochs": 1}, tmp_path)
     assert result.status == "finished" and result.step == 46 // 8
     manifest = Manifest.load(result.run_dir / "manifest.json")

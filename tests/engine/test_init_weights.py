@@ -172,7 +172,7 @@ def test_imagenet_offline_stops_before_anything_starts(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     scanned = []
-    monkeypatch.setattr("engine.training.loop.scan_folder",
+    monkeypatch.setattr("engine.training.loop.scan_data",
                         lambda *a, **k: scanned.append(a) or pytest.fail("scanned"))
     folder = make_folder(tmp_path / "shapes")
     with pytest.raises(ConfigError) as err:

@@ -74,6 +74,12 @@ def test_method_trains_resumes_exactly_and_every_verb_works_on_its_run(method, f
     assert near["neighbours"][0]["index"] == 3 and len(near["neighbours"]) == 4
     knn = explore.knn(run_dir, "last", k=5, cache_dir=cache, device="cpu")
     assert 0 <= knn["top1"] <= 1
+    dup = explore.duplicates(run_dir, "last", cache_dir=cache, device="cpu")
+    assert all(g["size"] >= 2 for g in dup["groups"])
+    odd = explore.outliers(run_dir, "last", diverse=3, cache_dir=cache, device="cpu")
+    assert len(odd["ranked"]) == 24 and len({d["index"] for d in odd["diverse"]}) == 3
+    wrong = explore.mistakes(run_dir, "last", k=5, cache_dir=cache, device="cpu")
+    assert wrong["images"] == 24
     probe = explore.probe(run_dir, "last", params=ProbeParams(epochs=10), cache_dir=cache)
     assert set(probe["per_class"]) == {"circles", "squares"}
     exported = explore.export_encoder_of_run(run_dir, "torchvision")
