@@ -213,10 +213,15 @@ def backbone_state(model: Encoder) -> dict[str, torch.Tensor]:
 
 
 def head_state(model: Encoder) -> dict[str, torch.Tensor]:
-    """The head's tensors, keyed for a plain ``nn.Sequential`` (``0.weight``, ...)."""
-    assert isinstance(model.head, ProjectionHead)
-    return {k: v.detach().cpu().contiguous().clone()
-            for k, v in model.head.net.state_dict().items()}
+    """The head's tensors, keyed for a plain ``nn.Sequential`` (``0.weight``, ...): the
+    ProjectionHead's MLP, or a one-layer linear head (InstDisc's embedding, the rotation
+    classifier) as ``Sequential(Linear)``."""
+    if isinstance(model.head, nn.Linear):
+        state = {f"0.{k}": v for k, v in model.head.state_dict().items()}
+    else:
+        assert isinstance(model.head, ProjectionHead)
+        state = model.head.net.state_dict()
+    return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
 
 
 # -------------------------------------------------------------------------- embeddings

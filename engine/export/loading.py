@@ -164,23 +164,34 @@ def torchvision_backbone(arch: str, small_stem: bool) -> nn.Module:
 
 
 def head_layout(head: nn.Module) -> dict[str, Any]:
-    """The projection head's sizes, as the metadata records them and the snippet builds it."""
+    """The head's sizes, as the metadata records them and the snippet builds it: the
+    ProjectionHead's MLP, or one linear layer (hidden_dim None)."""
+    if isinstance(head, nn.Linear):
+        return {"in_dim": head.in_features, "hidden_dim": None, "out_dim": head.out_features,
+                "batch_norm": False}
     if not isinstance(head, ProjectionHead):
         raise ExportError(f"cannot export a head of type {type(head).__name__}; only the "
-                          "engine's ProjectionHead")
+                          "engine's ProjectionHead or one linear layer")
     return _head_layout_from_state(head.net.state_dict())
 
 
 def _head_layout_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    first = state["0.weight"]  # (hidden, in)
+    first = state["0.weight"]  # (hidden, in), or (out, in) for a one-layer head
+    if not any(k.startswith(("1.", "2.", "3.")) for k in state):
+        return {"in_dim": first.shape[1], "hidden_dim": None, "out_dim": first.shape[0],
+                "batch_norm": False}
     batch_norm = "1.running_mean" in state
     last = state["3.weight" if batch_norm else "2.weight"]  # (out, hidden)
     return {"in_dim": first.shape[1], "hidden_dim": first.shape[0], "out_dim": last.shape[0],
             "batch_norm": batch_norm}
 
 
-def _head_sequential(in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool) -> nn.Module:
-    """The projection head as a plain Sequential with the same indices as ProjectionHead."""
+def _head_sequential(in_dim: int, hidden_dim: int | None, out_dim: int,
+                     batch_norm: bool) -> nn.Module:
+    """The projection head as a plain Sequential with the same indices as ProjectionHead
+    (a one-layer head: ``Sequential(Linear)``)."""
+    if hidden_dim is None:
+        return nn.Sequential(nn.Linear(in_dim, out_dim))
     layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim, bias=not batch_norm)]
     if batch_norm:
         layers.append(nn.BatchNorm1d(hidden_dim))
@@ -234,12 +245,15 @@ def encoder_snippet(fmt: str, path: Path, meta: dict[str, Any]) -> str:
                   "model.maxpool = nn.Identity()"]
     lines += [f"model.load_state_dict({read.format(str(path))}, strict=True)", "model.eval()"]
     head = meta.get("head")
-    if head is not None:
+    if head is not None and head.get("hidden_dim") is None:  # one linear layer
+        layers = [f"nn.Linear({head['in_dim']}, {head['out_dim']})"]
+    elif head is not None:
         layers = [f"nn.Linear({head['in_dim']}, {head['hidden_dim']}, "
                   f"bias={not head['batch_norm']})"]
         if head["batch_norm"]:
             layers.append(f"nn.BatchNorm1d({head['hidden_dim']})")
         layers += ["nn.ReLU()", f"nn.Linear({head['hidden_dim']}, {head['out_dim']})"]
+    if head is not None:
         head_file = str(path.with_name(meta["head_file"]))
         lines += ["head = nn.Sequential(" + ", ".join(layers) + ")",
                   f"head.load_state_dict({read.format(head_file)}, strict=True)",

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from engine.config.resolve import DeviceInfo, resolve_config
 from engine.config.settings import ConfigError
 from engine.config.train_config import TrainConfig, preset
-from engine.export import ExportError, export_encoder
+from engine.export import export_encoder
 from engine.methods import METHODS, BatchInfo, build_model
 from engine.methods.instdisc import InstDisc, nce_loss, softmax_loss
 from engine.run.checkpoint import load_checkpoint
@@ -390,11 +390,16 @@ def test_stop_and_resume_gives_the_weights_and_bank_of_an_uninterrupted_run(trai
         assert torch.equal(a[key], b[key]), key
 
 
-def test_the_linear_head_is_not_exported_as_a_projection_head(tmp_path):
+@pytest.mark.parametrize("fmt", ["torchvision", "torchscript"])
+def test_the_linear_head_exports_with_the_encoder_and_loads_alone(tmp_path, fmt):
     cfg = dataclasses.replace(tiny_config("nce"), cache_size=16)
-    with pytest.raises(ExportError, match="cannot export a head of type Linear"):
-        export_encoder(tiny_model("nce").float().online_encoder, cfg, "torchvision",
-                       tmp_path / "enc.pt", include_head=True)
+    encoder = tiny_model("nce").float().online_encoder
+    out = tmp_path / ("enc.pt" if fmt == "torchvision" else "enc.torchscript")
+    result = export_encoder(encoder, cfg, fmt, out, include_head=True)
+    assert result.verified, result
+    namespace: dict = {}
+    exec(result.load_snippet, namespace)  # builds the head as Sequential(Linear)
+    assert namespace["z"].shape == (2, encoder.head.out_features)
 
 
 def test_bench_times_nce_steps_with_a_bank_of_a_large_folder():

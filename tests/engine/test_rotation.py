@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from engine.config.resolve import DeviceInfo, resolve_config
 from engine.config.train_config import TrainConfig, preset
-from engine.export import ExportError, export_encoder
+from engine.export import export_encoder
 from engine.methods import METHODS, build_model
 from engine.methods.rotation import RotationPrediction, rotate_batch
 from engine.training import distributed
@@ -200,12 +200,16 @@ def test_two_processes_with_synchronised_batch_norm_compute_the_single_process_s
 # tests/engine/test_methods.py trains every registered method (this one too), resumes it bit
 # for bit and runs every exploring and export verb on its run, z = the 4 logits included.
 
-def test_the_classifier_head_is_not_exported_as_a_projection_head(tmp_path):
+@pytest.mark.parametrize("fmt", ["torchvision", "torchscript"])
+def test_the_linear_head_exports_with_the_encoder_and_loads_alone(tmp_path, fmt):
     cfg = dataclasses.replace(tiny_config(), cache_size=16)
-    with pytest.raises(ExportError, match="cannot export a head of type Linear"):
-        export_encoder(tiny_model().float().online_encoder, cfg, "torchvision",
-                       tmp_path / "enc.pt", include_head=True)
-    # (the backbone alone exports: test_methods.py exports every method's run)
+    encoder = tiny_model().float().online_encoder
+    out = tmp_path / ("enc.pt" if fmt == "torchvision" else "enc.torchscript")
+    result = export_encoder(encoder, cfg, fmt, out, include_head=True)
+    assert result.verified, result
+    namespace: dict = {}
+    exec(result.load_snippet, namespace)  # builds the head as Sequential(Linear)
+    assert namespace["z"].shape == (2, encoder.head.out_features)
 
 
 def test_bench_times_rotation_steps():
