@@ -109,6 +109,10 @@ class MethodSpec:
     #: Whether training reads the folder's labels (a probe of such a run is not a
     #: self-supervised result, and the app says so).
     uses_labels: bool = False
+    #: Whether a falling embedding spread means collapse for this method (the loop then
+    #: warns once below COLLAPSE_SPREAD). Off for a method whose logged spread sits near
+    #: that line when healthy.
+    warns_of_collapse: bool = True
 
     def build(self, encoder: Encoder, cfg: TrainConfig | RunSettings) -> nn.Module:
         """The method's module around ``encoder``, from the settings it reads (only

@@ -243,6 +243,10 @@ ROTATION = RotationSpec(
     logged=("rotation_accuracy",),
     # a cross entropy over 4 rotations and a linear classifier as the head
     ignores=("temperature", "proj_hidden_dim", "proj_out_dim", "head_batch_norm"),
+    # Its spread is measured on h, which is non-negative after the last ReLU: about 0.25
+    # in healthy runs of the demo, next to the collapse line, and a 4-way classification
+    # has no collapse to one point to warn of.
+    warns_of_collapse=False,
 )
 
 #: Every method, in the order the CLI and the app list them.

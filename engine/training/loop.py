@@ -268,7 +268,7 @@ def train(
     # --- the loop: step, log, evaluate and checkpoint at the end of each epoch
     model.train()
     meter = StepMeter(device, run.batch_size)
-    collapse = CollapseWatch(events)
+    collapse = CollapseWatch(events) if spec.warns_of_collapse else None
     start_step = step
     status, reason = "finished", ""
     try:
@@ -312,7 +312,8 @@ def train(
                         "step", step=step, epoch=epoch, loss=loss, lr=lr, pairs_per_s=rate,
                         positive_pair_similarity=similarity, embedding_std=spread,
                         **spec.step_fields(model))
-                    collapse.check(spread, step)
+                    if collapse is not None:
+                        collapse.check(spread, step)
                     log(f"step {step}/{total_steps} epoch {epoch + 1}/{run.epochs} loss "
                         f"{loss:.4f} lr {lr:.3g} {rate:.1f} pairs/s")
 

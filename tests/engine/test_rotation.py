@@ -223,3 +223,27 @@ def test_bench_times_rotation_steps():
     # four rotated images per image through the encoder, forward and backward: twice the
     # FLOPs of SimCLR's two views (about 1.67 GFLOP a pair for ResNet-18 at 16 px)
     assert 3.0 < result.gflops_per_pair < 3.7
+
+
+def test_a_low_spread_is_no_collapse_warning_for_rotation(tmp_path, monkeypatch):
+    """Rotation's spread is measured on non-negative h, near the collapse line when healthy:
+    the loop does not warn of a collapse for it (it does for the other methods, see
+    test_byol.py)."""
+    from engine.methods.base import COLLAPSE_SPREAD
+    from tests.helpers.folders import make_folder
+    from tests.helpers.training import events_of, run
+
+    forward = RotationPrediction.forward
+
+    def low_spread(self, x1, x2, batch=None):
+        out = forward(self, x1, x2, batch)
+        return dataclasses.replace(out, embedding_std=torch.tensor(COLLAPSE_SPREAD / 2))
+
+    monkeypatch.setattr(RotationPrediction, "forward", low_spread)
+    folder = make_folder(tmp_path / "shapes")
+    result = run({"data": str(folder), "method": "rotation", "epochs": 1, "knn_every": 0},
+                 tmp_path)
+    assert result.status == "finished"
+    events = events_of(result.run_dir)
+    assert all(e["embedding_std"] < COLLAPSE_SPREAD for e in events if e["type"] == "step")
+    assert not [e for e in events if e["type"] == "warning" and "collapsing" in e["message"]]
