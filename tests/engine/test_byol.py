@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ from tests.engine.test_distributed import (
     two_steps,
 )
 from tests.helpers.folders import make_folder
+from tests.helpers.ranks import join_gloo
 from tests.helpers.training import events_of, run
 
 # --- the loss --------------------------------------------------------------------------------
@@ -351,10 +351,7 @@ FLOAT64_ROUNDING = 1e-9
 
 
 def _rank_main(rank: int, port: int, folder: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD))
-    torch.set_num_threads(1)
-    ctx = distributed.from_env()
+    ctx = join_gloo(rank, port, WORLD)
     per = GLOBAL_BATCH // WORLD
     rows = slice(rank * per, (rank + 1) * per)
     model = distributed.convert_sync_batchnorm(byol_model(), torch.device("cpu"))

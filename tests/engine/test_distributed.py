@@ -34,6 +34,7 @@ from engine.run.events import EventWriter, read_events
 from engine.training import distributed
 from engine.training.loop import train
 from tests.helpers.folders import make_folder
+from tests.helpers.ranks import join_gloo
 
 WORLD = 2
 GLOBAL_BATCH = 8
@@ -195,10 +196,7 @@ def two_steps(model: torch.nn.Module, forward) -> dict:
 
 
 def _rank_main(rank: int, port: int, folder: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD))
-    torch.set_num_threads(1)
-    ctx = distributed.from_env()
+    ctx = join_gloo(rank, port, WORLD)
     assert ctx.enabled and ctx.rank == rank
     per = GLOBAL_BATCH // WORLD
     rows = slice(rank * per, (rank + 1) * per)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import socket
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from engine.methods.instdisc import InstDisc, nce_loss, softmax_loss
 from engine.run.checkpoint import load_checkpoint
 from engine.training import distributed
 from tests.helpers.folders import make_folder
+from tests.helpers.ranks import join_gloo
 from tests.helpers.training import events_of, run
 
 CPU = DeviceInfo("cpu", "test", None, False)
@@ -271,10 +271,7 @@ def two_steps(model: InstDisc, forward) -> dict:
 
 
 def _rank_main(rank: int, port: int, folder: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD))
-    torch.set_num_threads(1)
-    ctx = distributed.from_env()
+    ctx = join_gloo(rank, port, WORLD)
     per = 8 // WORLD
     rows = slice(rank * per, (rank + 1) * per)
     results = {}

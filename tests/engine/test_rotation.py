@@ -5,7 +5,6 @@ export (the end-to-end run is tests/engine/test_methods.py's, as for every metho
 from __future__ import annotations
 
 import dataclasses
-import os
 import socket
 from pathlib import Path
 
@@ -16,10 +15,10 @@ import torch.multiprocessing as mp
 
 from engine.config.resolve import DeviceInfo, resolve_config
 from engine.config.train_config import TrainConfig, preset
-from engine.export import export_encoder
 from engine.methods import METHODS, build_model
 from engine.methods.rotation import RotationPrediction, rotate_batch
 from engine.training import distributed
+from tests.helpers.ranks import join_gloo
 
 CPU = DeviceInfo("cpu", "test", None, False)
 
@@ -145,10 +144,7 @@ def two_steps(model: RotationPrediction, forward) -> dict:
 
 
 def _rank_main(rank: int, port: int, folder: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD))
-    torch.set_num_threads(1)
-    ctx = distributed.from_env()
+    ctx = join_gloo(rank, port, WORLD)
     per = BATCH // WORLD
     rows = slice(rank * per, (rank + 1) * per)
     model = distributed.convert_sync_batchnorm(tiny_model(), torch.device("cpu"))
@@ -200,18 +196,8 @@ def test_two_processes_with_synchronised_batch_norm_compute_the_single_process_s
 # tests/engine/test_methods.py trains every registered method (this one too), resumes it bit
 # for bit and runs every exploring and export verb on its run, z = the 4 logits included.
 
-@pytest.mark.parametrize("fmt", ["torchvision", "torchscript"])
-def test_the_linear_head_exports_with_the_encoder_and_loads_alone(tmp_path, fmt):
-    cfg = dataclasses.replace(tiny_config(), cache_size=16)
-    encoder = tiny_model().float().online_encoder
-    out = tmp_path / ("enc.pt" if fmt == "torchvision" else "enc.torchscript")
-    result = export_encoder(encoder, cfg, fmt, out, include_head=True)
-    assert result.verified, result
-    namespace: dict = {}
-    exec(result.load_snippet, namespace)  # builds the head as Sequential(Linear)
-    assert namespace["z"].shape == (2, encoder.head.out_features)
-
-
+# The classifier head exports as a one-layer linear head: tests/engine/test_instdisc.py
+# checks that export (InstDisc's 128-d embedding is the same kind of head).
 def test_bench_times_rotation_steps():
     from engine.cli.main import build_parser
     from engine.training.bench import bench_one

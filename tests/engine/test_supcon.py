@@ -5,7 +5,6 @@ against one, and runs on the CPU that the exploring verbs then read."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from engine.training import distributed
 from engine.training.loop import train
 from engine.training.setup import log_to
 from tests.helpers.folders import make_flat_folder, make_folder, write_image
+from tests.helpers.ranks import join_gloo
 from tests.helpers.training import events_of, run
 
 # The loss computes in float32 whatever its inputs: logits of up to 1/t = 10 round to about
@@ -222,10 +222,7 @@ def _one_step(model, forward) -> dict:
 
 
 def _rank_main(rank: int, port: int, folder: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD))
-    torch.set_num_threads(1)
-    ctx = distributed.from_env()
+    ctx = join_gloo(rank, port, WORLD)
     per = BATCH // WORLD
     rows = slice(rank * per, (rank + 1) * per)
     model = distributed.convert_sync_batchnorm(SupCon(tiny_encoder(), T).double(),
