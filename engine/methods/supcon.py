@@ -27,10 +27,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from engine.methods.base import BatchInfo, StepOutput, embedding_spread
-from engine.models.encoder import Encoder
+from engine.methods.simclr import SimCLR
 from engine.models.losses import _full_precision
 from engine.training.collectives import gather, gather_with_grad, rank, world_size
 
@@ -105,20 +104,10 @@ def hide_labels(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return out
 
 
-class SupCon(nn.Module):
+class SupCon(SimCLR):
     """SupCon (Khosla et al. 2020): encoder f + projection head g, L^sup_out over 2N views,
-    the positives of each image its other view and every view of its class."""
-
-    def __init__(self, encoder: Encoder, temperature: float = 0.1) -> None:
-        super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}")
-        self.encoder = encoder
-        self.temperature = temperature
-
-    @property
-    def online_encoder(self) -> Encoder:
-        return self.encoder
+    the positives of each image its other view and every view of its class. SimCLR's module
+    (encoder, temperature, online_encoder) with its loss replaced."""
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor,
                 batch: BatchInfo | None = None) -> StepOutput:
