@@ -85,6 +85,7 @@ class MainWindow(RunCommands, QMainWindow):
         self.train_page.share_image_size(self.augment_page)
         self.explore_page = ExplorePage(cache_dir)
         self.run_selected.connect(self.explore_page.set_run)
+        self.explore_page.retrain_requested.connect(self.retrain_on_list)
         self.probe_page = ProbePage(cache_dir)
         self.run_selected.connect(self.probe_page.set_run)
         self.data_page.image_activated.connect(self.show_neighbours_of_image)

@@ -1,8 +1,10 @@
 """What the window does with a run from the runs list: rename, delete, follow a run
-trained elsewhere, draw its curves. Part of :class:`app.main_window.MainWindow`."""
+trained elsewhere, draw its curves, train a new run on a subset of its images. Part of
+:class:`app.main_window.MainWindow`."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from PySide6.QtWidgets import QMessageBox
@@ -10,6 +12,7 @@ from PySide6.QtWidgets import QMessageBox
 from app.dialogs import run_dialogs
 from app.model.run_actions import RunActionError, background_process, delete_run, rename_run
 from app.model.run_model import RUNNING_ELSEWHERE, RunHistory
+from engine.evaluate.embed import load_run_config
 from engine.run.layout import RunDir
 
 
@@ -114,3 +117,37 @@ class RunCommands:
         self.train_page.curves.clear_overlays()
         self.train_page.curves.add_overlay(path.name, RunHistory.replay(events))
         self.tabs.setCurrentWidget(self.train_page)
+
+    def retrain_on_list(self, list_path: Path, run_dir: Path, what: str) -> bool:
+        """Start a new run on the images of ``list_path`` with the settings of ``run_dir``
+        (the Explore page's "Retrain on these" / "Retrain without these"). Returns whether it
+        started; when the Train page is busy with another run it says so and starts nothing."""
+        page = self.train_page
+        if page.engine.is_running() or page.following is not None:
+            busy = page.run_dir.name if page.run_dir is not None else "a run"
+            self._tell("Cannot start a new run yet",
+                       f"The Train page is busy with {busy}. The list of {what} is saved as "
+                       f"{list_path}: when that run has ended, choose it as the image folder "
+                       "on the Train page and press Start.")
+            return False
+        try:
+            cfg = load_run_config(run_dir)
+        except (OSError, ValueError) as exc:
+            self._tell("Cannot read the run's settings", f"{run_dir}: {exc}")
+            return False
+        values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                  if f.name not in ("data", "augment")}
+        values["augment"] = {f.name: getattr(cfg.augment, f.name)
+                             for f in dataclasses.fields(cfg.augment)
+                             if f.metadata and f.metadata["cli"]
+                             and getattr(cfg.augment, f.name) is not None}
+        self.apply_settings(values)
+        images = sum(1 for line in Path(list_path).read_text(encoding="utf-8").splitlines()
+                     if line.strip())
+        page.set_folder(list_path)
+        page.set_folder_counts(list_path, images, 0)
+        self.tabs.setCurrentWidget(page)
+        page.start()
+        self.statusBar().showMessage(f"Training a new run on {what} (the list: {list_path}), "
+                                     f"with the settings of {run_dir.name}.", 15_000)
+        return True

@@ -20,8 +20,9 @@ from app.child.engine_process import EngineProcess
 @dataclass
 class EngineJob:
     """One engine child: ``kind`` (a name to cancel or find it by, e.g. "map"), its CLI
-    arguments (``--json`` and ``--cache-dir`` are added), what the status line says while
-    it runs, and what to do with its result, its success and its failure (None: the
+    arguments (``--json`` is added, and ``--cache-dir`` unless ``uses_cache`` is False: a
+    verb that decodes no image, such as ``subset``, takes none), what the status line says
+    while it runs, and what to do with its result, its success and its failure (None: the
     queue's :attr:`EngineQueue.failed` signal reports it)."""
 
     kind: str
@@ -31,6 +32,7 @@ class EngineJob:
     on_finished: Callable[[], None] = lambda: None
     on_failed: Callable[[str], None] | None = None
     key: str = ""
+    uses_cache: bool = True
 
 
 class EngineQueue(QObject):
@@ -97,7 +99,7 @@ class EngineQueue(QObject):
         engine.result.connect(lambda result: engine is self._engine and job.on_result(result))
         engine.ended.connect(lambda status, code, reason: self._on_ended(engine, status, reason))
         args = job.args + ["--json"]
-        if self.cache_dir is not None:
+        if self.cache_dir is not None and job.uses_cache:
             args += ["--cache-dir", str(self.cache_dir)]
         self.started.emit(job)
         engine.start(args)

@@ -283,9 +283,11 @@ class AugmentPreview(QWidget):
                 if f.metadata and f.metadata["cli"] and getattr(cfg, f.name) is not None}
 
     def apply_settings(self, values: dict[str, Any]) -> None:
-        """Show training settings' "augment" mapping and image_size (e.g. the demo's)."""
+        """Show training settings' "augment" mapping and image_size (e.g. the demo's, or a
+        run's whole configuration: the settings this page does not edit are left out)."""
         for name, value in (values.get("augment") or {}).items():
-            self.form.set_value(name, value)
+            if self.form.has(name):
+                self.form.set_value(name, value)
         if values.get("image_size"):
             self.size_box.setValue(int(values["image_size"]))
 

@@ -14,7 +14,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import QThreadPool, QTimer, Signal
 from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import (
@@ -31,6 +30,8 @@ from PySide6.QtWidgets import (
 from app.child.engine_jobs import EngineJob, EngineQueue
 from app.child.workers import Relay, Task
 from app.model.explore_data import MapData, saved_map, saved_neighbours
+from app.model.selection import REPLACE
+from app.pages.explore_selection import SelectionActions
 from app.widgets.checkpoint_box import CheckpointBox
 from app.widgets.hover_preview import HoverPreview, HoverTip
 from app.widgets.job_status import JobStatus
@@ -42,7 +43,7 @@ from engine.evaluate.embed import checkpoint_name
 from engine.evaluate.maps import MapParams
 from engine.run.layout import LAST, RunDir
 
-#: Thumbnails shown for a box selection (the rest are counted, not drawn).
+#: Thumbnails shown for a selection (the rest are counted, not drawn).
 MAX_SELECTION_TILES = 200
 #: The map's and the side panel's widths at first (the panel's fits four columns of
 #: neighbours); the panel's is kept when the window is resized (the map takes the rest).
@@ -59,6 +60,8 @@ class ExplorePage(QWidget):
         neighbours_shown(): the neighbours panel shows a new result.
         failed(str): something failed; the message is shown on the page.
         idle(): the last queued engine child has ended.
+        retrain_requested(object, object, str): train a new run on a list of images: the
+            list file (Path), the run whose settings to use (Path), what the list holds.
     """
 
     image_selected = Signal(int)
@@ -66,6 +69,7 @@ class ExplorePage(QWidget):
     neighbours_shown = Signal()
     failed = Signal(str)
     idle = Signal()
+    retrain_requested = Signal(object, object, str)
 
     def __init__(self, cache_dir: Path | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -119,7 +123,14 @@ class ExplorePage(QWidget):
         self.map_view = MapView()
         self.map_view.point_clicked.connect(self._on_image_picked)
         self.map_view.point_hovered.connect(self._on_point_hovered)
-        self.map_view.box_selected.connect(self._on_box_selected)
+        self.map_view.box_selected.connect(
+            lambda indices: self.actions.select(indices, REPLACE, "box"))
+        self.actions = SelectionActions(self.jobs, self)
+        self.selection = self.actions.selection
+        self.selection.changed.connect(self._on_selection_changed)
+        self.actions.said.connect(self._say)
+        self.actions.failed.connect(self._fail)
+        self.actions.retrain_ready.connect(self.retrain_requested)
         self.map_view.exported.connect(lambda path: self._say(f"Saved {path}."))
         self.map_view.export_failed.connect(self._fail)
         self.hover = HoverPreview(self.thumbnails)
@@ -127,13 +138,12 @@ class ExplorePage(QWidget):
         self.panel = NeighboursPanel(self.thumbnails)
         self.panel.file_dropped.connect(self.show_neighbours_of_file)
         self.panel.neighbour_activated.connect(self._on_image_picked)
-        self.selection = ThumbnailGrid(self.thumbnails, px=64)
-        self.selection.setToolTip("The images inside the last selected rectangle of the map. "
-                                  "Click one to see its neighbours.")
-        self.selection.activated.connect(self._on_image_picked)
+        self.selection_grid = ThumbnailGrid(self.thumbnails, px=64)
+        self.selection_grid.setToolTip("The selected images. Click one to see its neighbours.")
+        self.selection_grid.activated.connect(self._on_image_picked)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.panel, "Neighbours")
-        self.tabs.addTab(self.selection, "Selection")
+        self.tabs.addTab(self.selection_grid, "Selection")
 
         row1 = QHBoxLayout()
         for label, widget in (("Checkpoint", self.checkpoint_box), ("Space", self.space_box)):
@@ -162,6 +172,7 @@ class ExplorePage(QWidget):
         body.setSizes(list(SPLIT))
         layout = QVBoxLayout(self)
         layout.addLayout(row1)
+        layout.addWidget(self.actions.bar)
         layout.addWidget(body, 1)
         layout.addWidget(self.status)
         self._update_controls()
@@ -178,7 +189,7 @@ class ExplorePage(QWidget):
         self.query, self.neighbours_result = None, None
         self.panel.show_message("Click a point of the map or drop an image file here.",
                                 clear=True)
-        self.selection.set_tiles([])
+        self.selection_grid.set_tiles([])
         self._loading_run = True  # set_run announces its new choice: handled once, below
         try:
             self.checkpoint_box.set_run(self.run_dir)
@@ -290,6 +301,8 @@ class ExplorePage(QWidget):
         self.jobs.cancel("map")
         self.jobs.cancel("embed")  # embeddings of the checkpoint left: no longer waited for
         self._map_generation += 1
+        self.actions.set_map(self.run_dir, None)
+        self._on_selection_changed()
         if self.run_dir is None:
             self.map_view.clear("Choose a run in the sidebar to explore it.")
             self._say("Choose a run in the sidebar to explore it.")
@@ -370,6 +383,8 @@ class ExplorePage(QWidget):
 
     def _show_map(self, data: MapData) -> None:
         self.map_view.set_map(data)
+        self.actions.set_map(self.run_dir, data)
+        self._on_selection_changed()
         if self.query is not None and self.query[0] == "index":
             self.map_view.set_selected(self.query[1])
         self.map_view.mark_neighbours_of(self.neighbours_result)
@@ -396,14 +411,18 @@ class ExplorePage(QWidget):
         else:
             self.hover_tip.hide()
 
-    def _on_box_selected(self, indices: np.ndarray) -> None:
-        data = self.map_view.data
+    def _on_selection_changed(self) -> None:
+        data, indices = self.map_view.data, self.selection.indices
         if data is None:
+            self.selection_grid.set_tiles([])
+            self.tabs.setTabText(1, "Selection")
             return
-        shown = self.selection.show_points(data, indices[:MAX_SELECTION_TILES].tolist())
+        self.map_view.set_box_selection(indices)
+        shown = self.selection_grid.show_points(data, indices[:MAX_SELECTION_TILES].tolist())
         more = f", first {shown} shown" if len(indices) > shown else ""
-        self.tabs.setTabText(1, f"Selection ({len(indices)}{more})")
-        self.tabs.setCurrentWidget(self.selection)
+        self.tabs.setTabText(1, f"Selection ({len(indices):,}{more})")
+        if len(indices):
+            self.tabs.setCurrentWidget(self.selection_grid)
 
     def hideEvent(self, event) -> None:
         self.hover_tip.hide()

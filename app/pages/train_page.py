@@ -29,7 +29,7 @@ from app.model.estimate import duration
 from app.model.run_actions import display_name, mark_running_in_background
 from app.model.run_model import RunHistory, window_words
 from app.pages.train_following import FollowingRuns
-from app.pages.train_plan import CHOOSE_FOLDER, TrainPlan
+from app.pages.train_plan import CHOOSE_FOLDER, TrainPlan, is_data_source
 from app.widgets.curves import TrainingCurves
 from app.widgets.run_log import RunLog
 from app.widgets.settings_form import SettingsForm
@@ -243,7 +243,7 @@ class TrainPage(FollowingRuns, QWidget):
         if not folder:
             self._say("Choose an image folder first.")
             return
-        if not Path(folder).expanduser().is_dir():
+        if not is_data_source(folder):
             self._say(f"The image folder {folder} is gone (unplugged, moved or deleted): "
                       "plug it in again or choose another folder.")
             return

@@ -13,9 +13,17 @@ from PySide6.QtWidgets import QLineEdit
 from app.widgets.run_estimate import RunEstimate
 from app.widgets.settings_form import SettingsForm
 from engine.config.train_config import preset
+from engine.data.scan import LIST_SUFFIXES
 
 CHOOSE_FOLDER = "Choose an image folder (Browse…, or open one on the Data page), then press Start."
 
+
+
+def is_data_source(path: str | Path) -> bool:
+    """Whether ``path`` is something to train on: an image folder, or a .txt/.csv list of
+    images (as the Explore page's "Retrain on these" writes)."""
+    path = Path(path).expanduser()
+    return path.is_dir() or (path.is_file() and path.suffix.lower() in LIST_SUFFIXES)
 
 class TrainPlan(QObject):
     """The run about to be started: ``folder`` (the page's folder field) and ``form`` (its
@@ -55,7 +63,7 @@ class TrainPlan(QObject):
         folder = self.folder.text().strip()
         if not folder:
             return CHOOSE_FOLDER
-        if not Path(folder).expanduser().is_dir():
+        if not is_data_source(folder):
             return f"The folder {folder} does not exist: choose another one."
         counts = self.counts()
         what = Path(folder).name or folder

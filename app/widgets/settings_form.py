@@ -144,6 +144,10 @@ class SettingsForm(QWidget):
     def is_shown(self, name: str) -> bool:
         return not self._rows[name].isHidden()
 
+    def has(self, name: str) -> bool:
+        """Whether the form edits setting ``name``."""
+        return name in self._editors
+
     def add_button(self, name: str, text: str, tooltip: str) -> QPushButton:
         """A button at the right of the field ``name`` (e.g. "…" to choose a file)."""
         editor = self._editors[name]
