@@ -138,6 +138,8 @@ class ExplorePage(QWidget):
         self.panel = NeighboursPanel(self.thumbnails)
         self.panel.file_dropped.connect(self.show_neighbours_of_file)
         self.panel.neighbour_activated.connect(self._on_image_picked)
+        self.panel.select_requested.connect(
+            lambda indices, what: self.actions.select(indices, self.actions.bar.mode(), what))
         self.selection_grid = ThumbnailGrid(self.thumbnails, px=64)
         self.selection_grid.setToolTip("The selected images. Click one to see its neighbours.")
         self.selection_grid.activated.connect(self._on_image_picked)

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLabel,
+    QPushButton,
     QScrollArea,
     QSizePolicy,
     QVBoxLayout,
@@ -251,10 +252,14 @@ class NeighboursPanel(QWidget):
     Signals:
         file_dropped(str): a local file was dropped on the panel.
         neighbour_activated(int): a neighbour tile was clicked (its image index).
+        select_requested(object, str): "Select these" was pressed: the image indices of the
+            query (when it is one of the run's images) and its neighbours, and a description
+            ("neighbours of #12").
     """
 
     file_dropped = Signal(str)
     neighbour_activated = Signal(int)
+    select_requested = Signal(object, str)
 
     def __init__(self, thumbnails: ThumbnailCache, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -273,9 +278,18 @@ class NeighboursPanel(QWidget):
         self.query.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.grid = ThumbnailGrid(thumbnails)
         self.grid.activated.connect(self.neighbour_activated)
+        self.select_button = QPushButton("Select these")
+        self.select_button.setToolTip("Select the query and its neighbours (on the map, for "
+                                      "tagging, export or retraining).")
+        self.select_button.clicked.connect(self._on_select)
+        self.select_button.setEnabled(False)
+        self._shown: tuple[list[int], str] = ([], "")
+        side = QVBoxLayout()
+        side.addWidget(self.title, 1)
+        side.addWidget(self.select_button, 0, Qt.AlignLeft)
         top = QHBoxLayout()
         top.addWidget(self.query)
-        top.addWidget(self.title, 1)
+        top.addLayout(side, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.grid, 1)
@@ -285,6 +299,11 @@ class NeighboursPanel(QWidget):
         self.title.setText(title)
         self.query.set_tiles([query])
         self.grid.set_tiles(neighbours)
+        indices = [t.index for t in [query, *neighbours] if t.index is not None]
+        what = (f"neighbours of #{query.index}" if query.index is not None else
+                f"neighbours of {Path(query.path).name}")
+        self._shown = (indices, what)
+        self.select_button.setEnabled(bool(indices))
 
     def show_neighbours(self, result: dict) -> str:
         """Show a neighbours result (as engine.evaluate.explore.neighbours returns it, the
@@ -314,6 +333,13 @@ class NeighboursPanel(QWidget):
         if clear:
             self.query.set_tiles([])
             self.grid.set_tiles([])
+            self._shown = ([], "")
+            self.select_button.setEnabled(False)
+
+    def _on_select(self) -> None:
+        indices, what = self._shown
+        if indices:
+            self.select_requested.emit(list(indices), what)
 
     # --- drag and drop -------------------------------------------------------------------
 

@@ -154,3 +154,15 @@ def test_retrain_on_the_selection_trains_a_run_on_the_list(qtbot, tmp_path, trai
             win.train_page.engine.wait(10_000)
         win.data_page.shutdown()
         win.augment_page.close()
+
+
+def test_select_the_neighbours_of_an_image(qtbot, page_on_map):
+    page, run_dir, result = page_on_map
+    page.k_box.setValue(4)
+    with qtbot.waitSignal(page.neighbours_shown, timeout=CHILD_MS):
+        page.show_neighbours(7)
+    shown = [n["index"] for n in page.neighbours_result["neighbours"]]
+    assert len(shown) == 4 and 7 not in shown
+    page.panel.select_button.click()
+    assert page.selection.indices.tolist() == sorted([7, *shown])
+    assert page.selection.source == "neighbours of #7"
