@@ -34,7 +34,8 @@ class RunLog(QPlainTextEdit):
         self.add(f"[ignored a malformed event line] {line}")
 
     def note_event(self, event: dict, problems: list[str]) -> None:
-        """Log what of ``event`` is worth a line (an evaluation, a warning) and what of it
+        """Log what of ``event`` is worth a line (an evaluation, a warning, the cache's
+        size and free space before decoding) and what of it
         could not be used (``problems``, from RunHistory.add)."""
         self.oddities(event, problems)
         kind = event.get("type")
@@ -45,6 +46,8 @@ class RunLog(QPlainTextEdit):
                      f"({event.get('images')} images{took})")
         elif kind == "warning":
             self.add("warning: " + str(event.get("message", "")))
+        elif kind == "cache_plan" and not event.get("reuse"):
+            self.add(str(event.get("message", "")))
 
     def oddities(self, event: dict, problems: list[str]) -> None:
         """Say, once each, what of the event stream this app cannot use: event types it

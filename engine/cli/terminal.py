@@ -173,6 +173,10 @@ class TerminalReport:
         self._bar = bar
         self._draw()
 
+    def _on_cache_plan(self, e: dict[str, Any], when: float) -> None:
+        if not e.get("reuse"):
+            self._print(str(e.get("message", "")))
+
     def _on_warning(self, e: dict[str, Any], when: float) -> None:
         self._print(self._style(f"warning: {e.get('message', '')}", "33"))
 

@@ -272,6 +272,7 @@ class RunSettings:
     knn_every: int
     knn_max_images: int
     num_threads: int | None
+    decode_workers: int | None
     max_image_pixels: int
     augment: AugmentConfig
 

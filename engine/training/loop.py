@@ -20,7 +20,13 @@ from engine.config.locations import user_cache_dir
 from engine.config.resolve import RunSettings, resolve_config, resolve_device
 from engine.config.train_config import TrainConfig
 from engine.data.augment import make_pairs
-from engine.data.cache import ImageCache, build_cache
+from engine.data.cache import (
+    CachePlan,
+    ImageCache,
+    build_cache,
+    largest_fitting_size,
+    plan_cache,
+)
 from engine.data.loader import BatchLoader, typical_side
 from engine.data.scan import DataError, is_list_file, scan_data
 from engine.evaluate.monitor import KnnMonitor
@@ -100,9 +106,11 @@ def _set_up(cfg: TrainConfig, *, runs_root: Path | None, run_dir: Path | None,
     cfg, why = resolve_config(cfg, device_info, typical_side=typical_side(manifest),
                               num_images=None, world_size=ctx.world_size, init=init)
     assert cfg.cache_size is not None
+    cfg = fit_cache_to_disk(cfg, manifest, cache_dir, why, events)
     cache = build_cache(manifest, cfg.cache_size, cache_dir,
-                        max_image_pixels=cfg.max_image_pixels,
-                        progress=progress_events(events, "decode"))
+                        max_image_pixels=cfg.max_image_pixels, num_workers=cfg.decode_workers,
+                        progress=progress_events(events, "decode"),
+                        announce=lambda plan: announce_cache(plan, events))
     cfg, why_more = resolve_config(cfg, device_info, typical_side=None,
                                    num_images=len(cache.labels), world_size=ctx.world_size)
     why.update(why_more)
@@ -119,6 +127,36 @@ def _set_up(cfg: TrainConfig, *, runs_root: Path | None, run_dir: Path | None,
             events.emit("warning", message=f"{name} {why[name]}")
     return SetUp(settings, why, state, state_path, folder, scanned, cache, device, device_info,
                  init)
+
+
+def announce_cache(plan: CachePlan, events: EventWriter) -> None:
+    """State what the decoded cache will take, where, and the free space there (an event,
+    which the terminal shows on stderr and the app in its log)."""
+    events.emit("cache_plan", message=plan.describe(), images=plan.images, size=plan.size,
+                bytes=plan.bytes, to_write=plan.to_write, folder=plan.folder, free=plan.free,
+                reuse=plan.reuse, resume_from=plan.resume_from, workers=plan.workers,
+                processes=plan.processes)
+
+
+def fit_cache_to_disk(cfg: TrainConfig, manifest, cache_dir: Path, why: dict[str, str],
+                      events: EventWriter) -> TrainConfig:
+    """``cfg`` with a smaller cache side when the chosen one ("auto") does not fit in the
+    free space of the cache folder (the reason in ``why`` and a warning); a cache size set
+    by hand is kept, and the build then says it does not fit and what to do."""
+    plan = plan_cache(manifest, cfg.cache_size, cache_dir, max_image_pixels=cfg.max_image_pixels,
+                      num_workers=cfg.decode_workers)
+    if plan.fits or "cache_size" not in why:
+        return cfg
+    side = largest_fitting_size(plan.images, plan.free, cfg.image_size, cfg.cache_size)
+    if side is None:
+        return cfg  # not even image_size fits: the build says so
+    reason = (f"{side} px: a {cfg.cache_size} px cache of {plan.images:,} images "
+              f"({plan.bytes / 1e9:.1f} GB) does not fit in the {plan.free / 1e9:.1f} GB free "
+              f"in {plan.folder}; crops come from {side} px images instead (free space, or "
+              "choose another --cache-dir, for the full size)")
+    why["cache_size"] = reason
+    events.emit("warning", message=f"cache_size {reason}")
+    return dataclasses.replace(cfg, cache_size=side)
 
 
 def keep_list_copy(data_list: Path, folder: RunDir) -> None:
@@ -144,7 +182,8 @@ def _open_cache(setup: SetUp, cache_dir: Path, ctx: DistContext) -> ImageCache:
         if setup.cache is not None:
             return setup.cache
         return build_cache(setup.scanned, settings.cache_size, cache_dir,
-                           max_image_pixels=settings.max_image_pixels)
+                           max_image_pixels=settings.max_image_pixels,
+                           num_workers=settings.decode_workers)
 
     cache = ctx.local_leaders_first(open_cache)
     counts = ctx.gather_objects(len(cache.labels))

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from engine.data import cache as cache_mod
-from engine.data.cache import ImageCache, build_cache, cache_paths, decode_image
+from engine.data.cache import (
+    ImageCache,
+    build_cache,
+    cache_paths,
+    decode_image,
+    largest_fitting_size,
+    plan_cache,
+)
 from engine.data.scan import DataError, Manifest, SkippedFile, scan_folder
 from tests.helpers import folders as imagegen
 from tests.helpers.data import (
@@ -136,24 +143,105 @@ def test_half_built_cache_is_not_reused(tmp_path: Path, monkeypatch: pytest.Monk
     assert len(decoded) == 6 and data_path.stat().st_size == good.nbytes
 
 
-def test_interrupted_build_leaves_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = imagegen.make_flat_folder(tmp_path / "d", 3)
+def test_interrupted_build_resumes_where_it_stopped(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    root = imagegen.make_flat_folder(tmp_path / "d", 5)
     manifest = scan_folder(root)
+    clean = np.asarray(build_cache(manifest, 8, tmp_path / "clean", max_image_pixels=BIG,
+                                   num_workers=1).images)
     real = cache_mod.decode_with_pixels
     calls = []
 
-    def crash_on_third(*args):
+    def crash_on_fourth(*args):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 4:
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(cache_mod, "decode_with_pixels", crash_on_third)
+    monkeypatch.setattr(cache_mod, "decode_with_pixels", crash_on_fourth)
     with pytest.raises(KeyboardInterrupt):
         build_cache(manifest, 8, tmp_path / "cache", max_image_pixels=BIG, num_workers=1)
-    assert list((tmp_path / "cache" / "images").iterdir()) == []  # no data, no sidecar
+    data_path, meta_path = cache_paths(manifest, 8, tmp_path / "cache")
+    assert not data_path.exists() and not meta_path.exists()  # no usable cache yet
+    plan = plan_cache(manifest, 8, tmp_path / "cache", max_image_pixels=BIG, num_workers=1)
+    assert plan.resume_from == 3 and not plan.reuse
+    assert plan.to_write == 2 * 8 * 8 * 3
+
+    decoded = []
+    monkeypatch.setattr(cache_mod, "decode_with_pixels",
+                        lambda *a: decoded.append(1) or real(*a))
+    told = []
+    cache = build_cache(manifest, 8, tmp_path / "cache", max_image_pixels=BIG, num_workers=1,
+                        announce=told.append)
+    assert len(decoded) == 2  # only the images not decoded before the interruption
+    assert told[0].resume_from == 3 and "resuming after 3 decoded images" in told[0].describe()
+    np.testing.assert_array_equal(np.asarray(cache.images), clean)
+    assert sorted(p.name for p in data_path.parent.iterdir()) == sorted(
+        [data_path.name, meta_path.name])  # the partial files are gone
+
+
+def test_a_partial_build_of_other_content_is_not_resumed(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    root = imagegen.make_flat_folder(tmp_path / "d", 3)
+    manifest = scan_folder(root)
+    real = cache_mod.decode_with_pixels
+    monkeypatch.setattr(cache_mod, "SAVE_EVERY_S", 0.0)
+
+    calls = []
+
+    def crash_on_second(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(cache_mod, "decode_with_pixels", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(manifest, 8, tmp_path / "cache", max_image_pixels=BIG, num_workers=1)
     monkeypatch.setattr(cache_mod, "decode_with_pixels", real)
-    assert len(build_cache(manifest, 8, tmp_path / "cache", max_image_pixels=BIG)) == 3
+    # another pixel limit could refuse other images: the partial build is not used
+    assert plan_cache(manifest, 8, tmp_path / "cache", max_image_pixels=BIG // 2,
+                      num_workers=1).resume_from == 0
+    assert plan_cache(manifest, 8, tmp_path / "cache", max_image_pixels=BIG,
+                      num_workers=1).resume_from == 1
+
+
+def test_processes_decode_the_same_as_threads(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    root = imagegen.make_flat_folder(tmp_path / "d", 40)
+    (root / "bad.png").write_bytes(b"not an image")
+    manifest = scan_folder(root)
+    threads = build_cache(manifest, 8, tmp_path / "threads", max_image_pixels=BIG,
+                          num_workers=2)
+    monkeypatch.setattr(cache_mod, "PROCESS_MIN_IMAGES", 1)
+    monkeypatch.setattr(cache_mod, "CHUNK", 7)
+    told = []
+    procs = build_cache(manifest, 8, tmp_path / "procs", max_image_pixels=BIG, num_workers=2,
+                        announce=told.append)
+    assert told[0].processes and told[0].workers == 2 and "2 processes" in told[0].describe()
+    np.testing.assert_array_equal(np.asarray(procs.images), np.asarray(threads.images))
+    assert procs.manifest.skipped == threads.manifest.skipped
+    assert [s.path for s in procs.manifest.skipped] == ["bad.png"]
+
+
+def test_plan_states_size_and_free_space(tmp_path: Path) -> None:
+    manifest = scan_folder(imagegen.make_flat_folder(tmp_path / "d", 4))
+    plan = plan_cache(manifest, 64, tmp_path / "not-yet" / "cache", max_image_pixels=BIG,
+                      num_workers=3)
+    assert plan.bytes == 4 * 64 * 64 * 3 and plan.images == 4 and plan.size == 64
+    assert plan.free == shutil.disk_usage(tmp_path).free or plan.free > 0
+    assert plan.fits and not plan.processes  # a small folder decodes on threads
+    assert f"4 images at 64 px = {4 * 64 * 64 * 3 / 1e6:.1f} MB" in plan.describe()
+    build_cache(manifest, 64, tmp_path / "not-yet" / "cache", max_image_pixels=BIG)
+    again = plan_cache(manifest, 64, tmp_path / "not-yet" / "cache", max_image_pixels=BIG)
+    assert again.reuse and again.to_write == 0 and "reusing" in again.describe()
+
+
+def test_largest_fitting_size():
+    # 1,000 images, 10 MB free, 90% usable: side^2 * 3 * 1000 <= 9e6 -> side <= 54
+    assert largest_fitting_size(1000, 10_000_000, 32, 73) == 54
+    assert largest_fitting_size(1000, 10_000_000, 32, 40) == 40
+    assert largest_fitting_size(1000, 1_000, 32, 73) is None
 
 
 def test_empty_manifest_gives_an_empty_cache(tmp_path: Path) -> None:
@@ -173,10 +261,10 @@ def test_cache_folder_that_cannot_be_written(tmp_path: Path,
         build_cache(manifest, 8, blocked, max_image_pixels=BIG)
     assert str(blocked) in str(err.value)
 
-    def disk_full(path, write):
+    def disk_full(path, offset):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cache_mod, "write_atomic", disk_full)
+    monkeypatch.setattr(cache_mod, "_open_partial", disk_full)
     with pytest.raises(DataError, match="the disk is full. .*--cache-dir"):
         build_cache(manifest, 8, tmp_path / "cache", max_image_pixels=BIG)
 

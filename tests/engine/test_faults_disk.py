@@ -125,3 +125,29 @@ def test_events_file_that_cannot_be_written_does_not_stop_the_stream(tmp_path):
     assert writer.file_error is not None and writer.file_error.errno == errno.ENOSPC
 
 
+
+
+def test_a_cache_too_large_for_the_disk_gets_a_smaller_side(folder, tmp_path, monkeypatch):
+    """The automatic cache side (8/7 of image_size: 18 px at 16) does not fit: the run
+    decodes at the largest side that does, and says why; a side set by hand is refused."""
+    from engine.data import cache as cache_mod
+    from engine.data.scan import scan_data
+
+    images = len(scan_data(folder).images)
+    free = int(images * 17 * 17 * 3 / 0.9) + 1  # room for 17 px, not for 18
+    monkeypatch.setattr(cache_mod, "_free_bytes", lambda path: free)
+    result = run({"data": str(folder), "cache_size": None, "max_steps": 1, "epochs": 1},
+                 tmp_path)
+    events = events_of(result.run_dir)
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["cache_size"] == 17
+    plans = [e for e in events if e["type"] == "cache_plan"]
+    assert plans and plans[0]["size"] == 17 and plans[0]["free"] == free
+    assert "17 px" in plans[0]["message"] and plans[0]["images"] == images
+    warnings = [e["message"] for e in events if e["type"] == "warning"]
+    assert any(re.match(r"cache_size 17 px: a 18 px cache of .* does not fit", w)
+               for w in warnings), warnings
+
+    with pytest.raises(Exception, match=r"needs .* but only .* is free .*--cache-size"):
+        run({"data": str(folder), "cache_size": 20, "max_steps": 1, "epochs": 1},
+            tmp_path / "by-hand")
