@@ -11,12 +11,13 @@ from PIL import Image
 
 from engine.cli.main import main
 from engine.config.train_config import TrainConfig
-from engine.data.scan import DataError, scan_data
+from engine.data.scan import DataError
 from engine.evaluate import compare as cmp
 from engine.evaluate import explore
 from engine.run.events import EventWriter
 from engine.run.layout import RunDir
 from engine.training.loop import train
+from tests.helpers.copied_runs import run_on_folder
 from tests.helpers.folders import make_folder
 from tests.helpers.settings import TINY
 
@@ -98,18 +99,6 @@ def test_a_run_against_itself_and_against_random_init(trained):
     assert len(saved["changed"]) == 24 and saved["mean_overlap"] == result["mean_overlap"]
 
 
-def _run_on(run_dir, folder, dest):
-    """A copy of ``run_dir`` (same weights) whose settings and manifest name ``folder``:
-    a run that trained on another folder."""
-    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("embeddings", "maps",
-                                                                 "curation"))
-    config = json.loads(RunDir(dest).config.read_text())
-    config["data"] = str(folder)
-    RunDir(dest).config.write_text(json.dumps(config))
-    scan_data(folder).save(RunDir(dest).manifest)
-    return dest
-
-
 def test_runs_on_different_folders_are_matched_by_path_and_content(trained, tmp_path):
     run_dir, cache, folder = trained
     other = shutil.copytree(folder, tmp_path / "subset")
@@ -118,7 +107,7 @@ def test_runs_on_different_folders_are_matched_by_path_and_content(trained, tmp_
         path.unlink()
     changed = sorted(other.rglob("*.jpg"))[0]  # same path, other picture
     Image.new("RGB", (28, 28), (200, 10, 10)).save(changed)
-    run_b = _run_on(run_dir, other, tmp_path / "run-b")
+    run_b = run_on_folder(run_dir, other, tmp_path / "run-b")
     result = cmp.compare(run_dir, "last", run_b, "random", k=4, cache_dir=cache,
                          device="cpu")
     assert result["images"] == 24 - 5 - 1
@@ -138,7 +127,7 @@ def test_runs_on_different_folders_are_matched_by_path_and_content(trained, tmp_
 def test_too_few_matching_images_are_refused_with_a_message(trained, tmp_path):
     run_dir, cache, _ = trained
     elsewhere = make_folder(tmp_path / "others", per_class=3, classes=("cats", "dogs"))
-    run_b = _run_on(run_dir, elsewhere, tmp_path / "run-b")
+    run_b = run_on_folder(run_dir, elsewhere, tmp_path / "run-b")
     with pytest.raises(DataError, match=r"only 0 images are in both runs .*needs at least 11"):
         cmp.compare(run_dir, "last", run_b, "last", k=10, cache_dir=cache, device="cpu")
     with pytest.raises(ValueError, match="space must be h"):
