@@ -1,6 +1,7 @@
 """The Compare page: both sides' maps (made by engine children, or saved ones loaded at
-once), the compare verb's result against a brute-force overlap, and hover and box selection
-linked by image between two runs whose folders differ."""
+once), the compare verb's result against a brute-force overlap, hover and box selection
+linked by image between two runs whose folders differ, and the engine's refusal of runs
+without common images."""
 
 import shutil
 
@@ -15,6 +16,7 @@ from app.pages.compare_page import A, B, ComparePage
 from engine.evaluate import explore
 from engine.evaluate.maps import MapParams
 from tests.helpers.copied_runs import run_on_folder
+from tests.helpers.folders import make_folder
 
 CHILD_MS = 90_000
 K = 5
@@ -163,3 +165,23 @@ def test_hover_and_selection_are_linked_by_path_between_runs(qtbot, make_page, t
     page.pick(A, absent)
     assert page.picked == (absent, -1) and mark_of(b.map_view) is None
     assert "not on B's map" in page.panels[B].title.text()
+
+    # The window's next run becomes A; B keeps the run chosen for it.
+    page.set_run(run_b)
+    assert (a.run_dir(), b.run_dir(), b.checkpoint()) == (run_b, run_b, "random")
+    page.set_run(run_dir)
+    assert (a.run_dir(), b.run_dir()) == (run_dir, run_dir)  # B showed A's run: it goes along
+
+
+def test_runs_without_common_images_are_refused_with_the_engines_message(
+        qtbot, make_page, trained_run, tmp_path):
+    run_dir, cache = trained_run
+    elsewhere = make_folder(tmp_path / "others", per_class=3, classes=("cats", "dogs"))
+    run_b = run_on_folder(run_dir, elsewhere, run_dir.parent / "run-elsewhere")
+    page = make_page(run_dir.parent, cache)
+    page.set_run(run_dir)
+    page.sides[B].set_choice(run_b, "random")
+    with qtbot.waitSignal(page.failed, timeout=CHILD_MS) as failed:
+        page.compare_neighbourhoods()
+    assert "only 0 images are in both runs" in failed.args[0]
+    assert "needs at least 6" in page.status.text() and page.overlap is None
