@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import Qt, QThreadPool, Signal
+from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QSplitter,
     QVBoxLayout,
@@ -35,6 +37,7 @@ from app.model.compare_data import PointLinks, overlap_on_a, summary
 from app.model.explore_data import MapData, saved_neighbours
 from app.model.run_model import list_runs
 from app.widgets.compare_side import CompareSide
+from app.widgets.hover_preview import HoverTip
 from app.widgets.job_status import JobStatus
 from app.widgets.map_settings import MapSettings
 from app.widgets.neighbours_panel import NeighboursPanel, ThumbnailCache, ThumbnailGrid, TileInfo
@@ -43,6 +46,8 @@ from engine.run.layout import RANDOM_INIT
 
 #: The most changed images shown as tiles (the result file holds them all).
 MAX_CHANGED_TILES = 100
+#: The widths of the most changed tiles and of the two neighbour panels at first.
+BELOW_SPLIT = (460, 470, 470)
 A, B = 0, 1
 
 
@@ -100,6 +105,7 @@ class ComparePage(QWidget):
                                                                 f"{reason}"))
         self.jobs.idle.connect(self._on_jobs_idle)
         self.thumbnails = ThumbnailCache(parent=self)
+        self.hover_tip = HoverTip(self.thumbnails, self)
 
         self.map_settings = MapSettings()
         self.sides = (CompareSide("A", self._pool, self._map_params),
@@ -134,6 +140,9 @@ class ComparePage(QWidget):
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.changed_title = QLabel("Most changed neighbourhoods")
+        self.changed_title.setWordWrap(True)
+        # a long title wraps instead of widening the column
+        self.changed_title.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.changed = ThumbnailGrid(self.thumbnails, px=64)
         self.changed.setToolTip("The images whose neighbours changed most (lowest overlap "
                                 "first). Click one to mark it on both maps and see its "
@@ -168,6 +177,9 @@ class ComparePage(QWidget):
         for widget in (changed, *self.panels):
             below.addWidget(widget)
         below.setChildrenCollapsible(False)
+        for i in range(3):
+            below.setStretchFactor(i, 1)
+        below.setSizes(list(BELOW_SPLIT))
         body = QSplitter(Qt.Vertical)
         body.addWidget(maps)
         body.addWidget(below)
@@ -296,7 +308,8 @@ class ComparePage(QWidget):
                  for c in result["changed"][:MAX_CHANGED_TILES]]
         self.changed.set_tiles(tiles)
         self.changed_title.setText(f"Most changed neighbourhoods (the first {len(tiles)} of "
-                                   f"{result['images']:,}; saved in {result['path']})")
+                                   f"{result['images']:,}, lowest overlap first)")
+        self.changed_title.setToolTip(f"Every image's overlap is saved in {result['path']}.")
         self._say(f"Compared {result['images']:,} images in {result['seconds']} s: mean "
                   f"overlap {result['mean_overlap']:.3f}.")
         self.compared.emit(result)
@@ -348,8 +361,13 @@ class ComparePage(QWidget):
         self.maps_linked.emit()
 
     def _on_hovered(self, side: int, index: int) -> None:
-        """Ring the hovered image on the other map; when the mouse leaves, the picked
-        image is marked there again."""
+        """Show the hovered image beside the cursor and ring it on the other map; when the
+        mouse leaves, the picked image is marked there again."""
+        data = self.sides[side].map_view.data
+        if index >= 0 and data is not None:
+            self.hover_tip.show_point(data, index, QCursor.pos())
+        else:
+            self.hover_tip.hide()
         other = 1 - side
         j = self.links.other(side, index) if self.links is not None and index >= 0 else -1
         if j < 0:
@@ -379,7 +397,7 @@ class ComparePage(QWidget):
                                f"{widget.name} yet: press Compute maps or Compare "
                                "neighbourhoods.", clear=True)
             return
-        panel.show_neighbours(result)
+        panel.title.setText(f"{widget.name}: {panel.show_neighbours(result)}")
         widget.map_view.mark_neighbours_of(result)
         self.neighbours_shown.emit(side)
 
@@ -396,6 +414,10 @@ class ComparePage(QWidget):
             return self.map_settings.params()
         except ValueError:
             return MapParams()
+
+    def hideEvent(self, event) -> None:
+        self.hover_tip.hide()
+        super().hideEvent(event)
 
     def showEvent(self, event) -> None:
         self.refresh_runs()  # runs trained since the page was last shown

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QThreadPool, Signal
+from PySide6.QtCore import Qt, QThreadPool, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from app.child.workers import Relay, Task
@@ -57,10 +57,12 @@ class CompareSide(QWidget):
         self.selection = Selection(self)
         self.run_box = QComboBox()
         self.run_box.setToolTip(f"The run of side {name}.")
-        self.run_box.setMinimumContentsLength(18)
+        self.run_box.setMinimumContentsLength(16)
+        # long run names are cut rather than squeezing the checkpoint and space boxes
+        self.run_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.run_box.currentIndexChanged.connect(self._on_run_chosen)
         self.checkpoint_box = CheckpointBox()
-        self.checkpoint_box.setMinimumContentsLength(10)
+        self.checkpoint_box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
         self.checkpoint_box.currentIndexChanged.connect(lambda _: self._on_choice())
         self.space_box = SpaceChooser()
         self.space_box.currentIndexChanged.connect(lambda _: self._on_choice())
@@ -75,7 +77,8 @@ class CompareSide(QWidget):
         for label, widget in (("Run", self.run_box), ("Checkpoint", self.checkpoint_box),
                               ("Space", self.space_box)):
             row.addWidget(QLabel(label))
-            row.addWidget(widget, 1 if widget is self.run_box else 0)
+            row.addWidget(widget)
+        row.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(row)
@@ -117,6 +120,7 @@ class CompareSide(QWidget):
             self.run_box.clear()
             for path, name in runs:
                 self.run_box.addItem(name, str(path))
+                self.run_box.setItemData(self.run_box.count() - 1, str(path), Qt.ToolTipRole)
             if current is not None:
                 self._select_run(current)
         finally:
