@@ -85,6 +85,8 @@ class ComparePage(QWidget):
         self.result: dict | None = None
         self.overlap: np.ndarray | None = None
         self.picked = (-1, -1)
+        #: the neighbours results shown for the picked image, per side (None: none)
+        self._neighbours: list[dict | None] = [None, None]
         self._links_generation = self._query_generation = 0
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(2)
@@ -255,24 +257,39 @@ class ComparePage(QWidget):
         """Pick image ``index`` of side ``side`` (0: A, 1: B): marked on both maps, its
         nearest neighbours in A and in B shown beside each other (from the saved
         embeddings)."""
-        other = self.links.other(side, index) if self.links is not None else -1
+        other = self._other_index(side, index)
         self.picked = (index, other) if side == A else (other, index)
         self._query_generation += 1
+        self._neighbours = [None, None]
         for s, widget in enumerate(self.sides):
             i = self.picked[s]
             widget.map_view.set_selected(i if i >= 0 else None)
             widget.map_view.set_neighbours([])
             panel = self.panels[s]
             if i < 0:
-                panel.show_message(f"This image is not on {widget.name}'s map"
-                                   + ("" if self.links is not None else " (or the maps are "
-                                      "not both shown yet)") + ".", clear=True)
+                panel.show_message(f"This image is not in {widget.name}"
+                                   + ("" if self.links is not None or self.result is not None
+                                      else " (or the maps are not both shown yet)") + ".",
+                                   clear=True)
                 continue
             run, ckpt, space, k = (widget.run_dir(), widget.checkpoint(), widget.space(),
                                    self.k_box.value())
             self._pool.start(Task(lambda run=run, ckpt=ckpt, space=space, i=i, k=k:
                                   saved_neighbours(run, ckpt, space, i, k),
                                   self._query_generation, self._query_relays[s]))
+
+    def _other_index(self, side: int, index: int) -> int:
+        """The index on the other side of image ``index`` of ``side``: by the maps' links,
+        else by the comparison shown (whose images are matched the same way), else -1."""
+        if self.links is not None:
+            return self.links.other(side, index)
+        if self.result is not None:
+            mine, theirs = (np.asarray(self.result[key], np.int64)
+                            for key in (("index_a", "index_b") if side == A
+                                        else ("index_b", "index_a")))
+            found = np.flatnonzero(mine == index)
+            return int(theirs[found[0]]) if len(found) else -1
+        return -1
 
     def cancel(self, quiet: bool = False) -> None:
         """Stop the running engine child and drop the queued ones."""
@@ -327,6 +344,7 @@ class ComparePage(QWidget):
         self._links_generation += 1
         self.result, self.overlap = None, None
         self.picked = (-1, -1)
+        self._neighbours = [None, None]
         self.changed.set_tiles([])
         self.changed_title.setText("Most changed neighbourhoods")
         self.summary.setText("Press Compare neighbourhoods to see how each image's nearest "
@@ -344,6 +362,10 @@ class ComparePage(QWidget):
         about 0.2 s)."""
         self.links = None
         self._links_generation += 1
+        for s, widget in enumerate(self.sides):  # a new map drew no marks yet
+            if widget.map_view.data is not None and self.picked[s] >= 0:
+                widget.map_view.set_selected(self.picked[s])
+                widget.map_view.mark_neighbours_of(self._neighbours[s])
         data_a, data_b = (s.map_view.data for s in self.sides)
         if data_a is None or data_b is None:
             return
@@ -397,6 +419,7 @@ class ComparePage(QWidget):
                                f"{widget.name} yet: press Compute maps or Compare "
                                "neighbourhoods.", clear=True)
             return
+        self._neighbours[side] = result
         panel.title.setText(f"{widget.name}: {panel.show_neighbours(result)}")
         widget.map_view.mark_neighbours_of(result)
         self.neighbours_shown.emit(side)
