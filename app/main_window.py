@@ -13,6 +13,7 @@ from app.dialogs import run_dialogs
 from app.dialogs.export_dialog import ExportDialog
 from app.model.run_model import RUNNING_ELSEWHERE, list_runs
 from app.pages.augment_page import AugmentPreview
+from app.pages.compare_page import ComparePage
 from app.pages.data_page import DataPage
 from app.pages.explore_page import ExplorePage
 from app.pages.probe_page import ProbePage
@@ -86,6 +87,8 @@ class MainWindow(RunCommands, QMainWindow):
         self.explore_page = ExplorePage(cache_dir)
         self.run_selected.connect(self.explore_page.set_run)
         self.explore_page.retrain_requested.connect(self.retrain_on_list)
+        self.compare_page = ComparePage(self.runs_root, cache_dir)
+        self.run_selected.connect(self.compare_page.set_run)
         self.probe_page = ProbePage(cache_dir)
         self.run_selected.connect(self.probe_page.set_run)
         self.data_page.image_activated.connect(self.show_neighbours_of_image)
@@ -103,6 +106,7 @@ class MainWindow(RunCommands, QMainWindow):
         self.tabs.addTab(self.augment_page, "Augmentations")
         self.tabs.addTab(self.train_page, "Train")
         self.tabs.addTab(self.explore_page, "Explore")
+        self.tabs.addTab(self.compare_page, "Compare")
         self.tabs.addTab(self.probe_page, "Probe")
         self.sidebar = RunsSidebar()
         self.train_page.progressed.connect(self.sidebar.show_progress)
@@ -354,6 +358,7 @@ class MainWindow(RunCommands, QMainWindow):
         self.data_page.shutdown()
         self.augment_page.close()  # waits for a preview still being made
         self.explore_page.cancel(quiet=True)
+        self.compare_page.cancel(quiet=True)
         self.probe_page.cancel(quiet=True)
         page.stop_following(quiet=True)
         self.sidebar.stop_checking()

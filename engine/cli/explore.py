@@ -1,7 +1,8 @@
 """The exploring verbs of ``contrastive-engine``: embed, map, neighbours, knn, probe, export,
-and the curating ones: duplicates, outliers, mistakes, tag, subset.
+compare, and the curating ones: duplicates, outliers, mistakes, tag, subset.
 
-Each takes ``--run RUN_DIR`` and (except tag and subset) a checkpoint. With ``--json``
+Each takes ``--run RUN_DIR`` and (except tag and subset) a checkpoint; compare also takes
+``--other RUN_DIR`` and its checkpoint. With ``--json``
 stdout carries JSON lines: progress events, then one ``result`` event (engine.run.schema);
 without it, the result is printed for people on stdout, and the progress on stderr (a
 progress bar in a terminal, engine.cli.terminal; a line per finished phase otherwise).
@@ -20,8 +21,8 @@ from engine.cli.terminal import TerminalReport
 from engine.run.events import EventWriter
 from engine.run.layout import LAST, RANDOM_INIT, RunDir
 
-VERBS = ("embed", "map", "neighbours", "knn", "probe", "export", "duplicates", "outliers",
-         "mistakes", "tag", "subset")
+VERBS = ("embed", "map", "neighbours", "knn", "probe", "export", "compare", "duplicates",
+         "outliers", "mistakes", "tag", "subset")
 HELP = {
     "embed": "embed every image with a checkpoint's encoder (h and z)",
     "map": "2-D map of the embeddings (UMAP or PCA)",
@@ -29,6 +30,7 @@ HELP = {
     "knn": "weighted kNN accuracy against the folder's labels",
     "probe": "linear probe (frozen encoder, one linear layer)",
     "export": "export the encoder or the embeddings",
+    "compare": "how each image's neighbours differ between two checkpoints or runs",
     "duplicates": "groups of near-duplicate images",
     "outliers": "the most unusual (or typical) images, and a diverse subset",
     "mistakes": "images whose neighbours say they are in the wrong class folder",
@@ -209,7 +211,28 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="PATH", help="Output file (default: the run's exports/).")
     p.add_argument("--include-head", action="store_true", help="Also export the projection "
                    "head (encoder formats).")
+    add_compare_parser(sub)
     add_curation_parsers(sub)
+
+
+def add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    from engine.evaluate.compare import DEFAULT_TOP
+
+    p = sub.add_parser("compare", help=HELP["compare"],
+                       description="Two embeddings of the same images: --run at --checkpoint "
+                       "(A) and --other at --other-checkpoint (B; by default the same run, "
+                       "so `--other-checkpoint random` shows what training changed). Images "
+                       "are matched by their path relative to the folder; for each, its k "
+                       "nearest neighbours (exact, cosine) in A and in B, and the share they "
+                       "have in common. Saved under A's curation/.")
+    _common(p)
+    p.add_argument("--other", metavar="RUN_DIR", help="The run of B (default: --run).")
+    p.add_argument("--other-checkpoint", default=LAST, help="B's checkpoint: last "
+                   "(default), epoch-NNNN, a .pt file, or random.")
+    p.add_argument("--other-space", choices=("h", "z"), help="B's space (default: --space).")
+    p.add_argument("-k", type=int, default=10, help="Neighbours compared (default 10).")
+    _top(p, DEFAULT_TOP)
+    _block(p)
 
 
 def _settings_from(args: argparse.Namespace, cls: type) -> Any:
@@ -281,6 +304,17 @@ def _run(args: argparse.Namespace, run_dir: Path, cache_dir: Path | None,
                                       temperature=args.temperature, top=args.top,
                                       block=args.block, **common)
             _print_result(args, events, report, result, _mistakes_text)
+        return 0
+    if args.command == "compare":
+        from engine.evaluate.compare import compare
+
+        other = Path(args.other) if args.other else run_dir
+        explore.embeddings(run_dir, args.checkpoint, progress=progress, **common)
+        explore.embeddings(other, args.other_checkpoint, progress=progress, **common)
+        result = compare(run_dir, args.checkpoint, other, args.other_checkpoint,
+                         space=args.space, other_space=args.other_space, k=args.k,
+                         top=args.top, block=args.block, **common)
+        _print_result(args, events, report, result, _compare_text)
         return 0
     if args.command == "embed":
         emb = explore.embeddings(run_dir, args.checkpoint, data=Path(args.data) if args.data
@@ -412,6 +446,27 @@ def _mistakes_text(r: dict[str, Any]) -> str:
              f"wrong class ({r['checkpoint']}, {r['space']}, k={r['k']}):"]
     lines += [f"{n:>3}. {100 * s['confidence']:.0f}% say {s['suggested']}: {_where(s)}"
               for n, s in enumerate(r["suspects"][:SHOWN], 1)]
+    lines.append(f"  saved {r['path']}")
+    return "\n".join(lines)
+
+
+def _compare_text(r: dict[str, Any]) -> str:
+    a, b = r["a"], r["b"]
+    same = a["run"] == b["run"]
+    name_b = b["checkpoint"] if same else f"{b['name']} {b['checkpoint']}"
+    lines = [f"{a['checkpoint']} ({a['space']}) vs {name_b} ({b['space']}) of {a['name']}: "
+             f"{r['images']:,} images in both"
+             + (f" ({r['only_a']:,} only in A, {r['only_b']:,} only in B)"
+                if r["only_a"] or r["only_b"] else "")
+             + (f", {r['different_content']:,} left out (same path, other content)"
+                if r["different_content"] else ""),
+             f"mean overlap of the {r['k']} nearest neighbours: {r['mean_overlap']:.3f}; "
+             + ", ".join(f"{name} {_pct(r['shares'][key])}" for key, name in (
+                 ("0", "none shared"), ("<0.5", "under half"), (">=0.5", "half or more"),
+                 ("1", "all shared"))),
+             "most changed neighbourhoods:"]
+    lines += [f"{n:>3}. {item['overlap']:.2f}  {_where(item)}"
+              for n, item in enumerate(r["changed"][:SHOWN], 1)]
     lines.append(f"  saved {r['path']}")
     return "\n".join(lines)
 

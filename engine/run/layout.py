@@ -15,7 +15,8 @@ reads it, both through :class:`RunDir`, so no other module spells a file name in
       maps/                computed 2-d maps and their parameters
       probes/              kNN and linear-probe results as JSON
       exports/             exported encoders, each with a metadata JSON beside it
-      curation/            duplicates, outliers and likely label mistakes found, as JSON
+      curation/            duplicates, outliers, likely label mistakes and neighbourhood
+                           comparisons with another embedding, as JSON
 """
 
 from __future__ import annotations
