@@ -228,6 +228,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     bench.add_argument("--method", default=DEFAULT_METHOD, choices=tuple(METHODS),
                        help=f"The method whose steps are timed (default {DEFAULT_METHOD}).")
     bench.add_argument("--json", action="store_true", help="One JSON result on stdout.")
+    plan = sub.add_parser(
+        "plan", help="what a run on a folder will take here, and the settings that fit a time",
+        description="Scan the folder, resolve the settings as train does, and report the "
+        "decoded cache's size and the free space, the decoding time, the time per epoch "
+        "(training steps timed here on random images), the peak memory and the whole run's "
+        "time. With --time, time a few backbones and image sizes and choose the settings "
+        "that fit, with the reason for each.")
+    plan.add_argument("--data", metavar="DIR|LIST", required=True, help="Image folder or "
+                      ".txt/.csv list, as for train.")
+    plan.add_argument("--config", metavar="FILE", help="JSON file of settings.")
+    plan.add_argument("--time", metavar="DURATION", help="The time you have for the run: "
+                      "1h, 90m, 1h30m, 45s (a plain number is minutes).")
+    plan.add_argument("--seconds", type=float, default=20.0, help="Seconds of timed training "
+                      "steps in all (default 20; shared by the candidates with --time).")
+    plan.add_argument("--cache-dir", metavar="DIR", help="Where decoded images are cached "
+                      "(default: $CONTRASTIVE_EXPLORER_CACHE or ~/.cache/contrastive-explorer).")
+    plan.add_argument("--json", action="store_true", help="One JSON result on stdout.")
+    add_settings(plan, TrainConfig, "training settings")
+    add_settings(plan, AugmentConfig, "augmentation settings")
     from engine.cli.explore import VERBS, add_parsers, add_verb_names
 
     if command is None or command in VERBS:
@@ -271,6 +290,26 @@ def _run_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_plan(args: argparse.Namespace) -> int:
+    from engine.config.locations import user_cache_dir
+    from engine.run.events import EventWriter
+    from engine.training.plan import parse_duration, plan_run, plan_text
+
+    if args.seconds <= 0:
+        raise ConfigError(f"--seconds must be positive; got {args.seconds:g}")
+    budget = parse_duration(args.time) if args.time else None
+    cfg = config_from_args(args)
+    check_data(cfg.data)
+    result = plan_run(cfg, cache_dir=Path(args.cache_dir) if args.cache_dir else
+                      user_cache_dir(), budget_s=budget, seconds=args.seconds,
+                      report=lambda line: print(line, file=sys.stderr))
+    if args.json:
+        EventWriter(sys.stdout).emit("result", **result)
+    else:
+        print(plan_text(result))
+    return EXIT_OK
+
+
 def _report_error(args: argparse.Namespace, message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     if getattr(args, "json", False):
@@ -282,7 +321,8 @@ def _report_error(args: argparse.Namespace, message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _command_of(argv)
-    parser = build_parser(command if command in ("train", "demo", "data", "bench") else None)
+    parser = build_parser(command if command in ("train", "demo", "data", "bench", "plan")
+                          else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
@@ -306,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_training(cfg, args)
         if args.command == "bench":
             return _run_bench(args)
+        if args.command == "plan":
+            return _run_plan(args)
         if args.command == "data":
             from engine.data.demo import demo_dataset
 
