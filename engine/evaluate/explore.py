@@ -251,7 +251,7 @@ def duplicates(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
         threshold, nearest = auto_threshold(_vectors(emb, space))
         rule = {"threshold_rule": f"1 - {RELATIVE_DISTANCE:g} x (1 - median nearest-"
                 "neighbour similarity)", "median_nearest_similarity": round(nearest, 6)}
-    threshold = float(threshold)
+    threshold = round(float(threshold), 6)  # grouped at the very threshold it reports
     vectors = _vectors(emb, space)
     floor, note = threshold, ""
     if min_threshold is not None and not -1.0 <= min_threshold <= 1.0:
