@@ -128,21 +128,24 @@ def regroup(n: int, i: np.ndarray, j: np.ndarray, s: np.ndarray, threshold: floa
                                np.zeros(0, np.float32), np.zeros(0, np.float32), empty,
                                np.zeros(0, bool))
     graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n)).tocsr()
-    count, component = connected_components(graph, directed=False)
-    sizes = np.bincount(component, minlength=count)
+    _, component = connected_components(graph, directed=False)
+    sizes = np.bincount(component)
     nodes = np.flatnonzero(sizes[component] >= 2)  # ascending
-    first = np.full(count, n, np.int64)
-    np.minimum.at(first, component[nodes], nodes)
-    members = nodes[np.lexsort((nodes, first[component[nodes]]))]
+    # each group's first member: where its component first appears among the nodes
+    present, first_at = np.unique(component[nodes], return_index=True)
+    first = np.zeros(len(sizes), np.int64)
+    first[present] = nodes[first_at]
+    members = nodes[np.argsort(first[component[nodes]], kind="stable")]  # stable: sorted
     key = first[component[members]]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    firsts = key[starts]  # ascending: group g's first member
-    group_of_edge = np.searchsorted(firsts, first[component[a]])
     groups = len(starts)
-    hi = np.full(groups, -np.inf, np.float32)
-    lo = np.full(groups, np.inf, np.float32)
-    np.maximum.at(hi, group_of_edge, w)
-    np.minimum.at(lo, group_of_edge, w)
+    group_of_component = np.zeros(len(sizes), np.int64)
+    group_of_component[component[members[starts]]] = np.arange(groups)
+    group_of_edge = group_of_component[component[a]]
+    by_group = np.argsort(group_of_edge, kind="stable")
+    edge_starts = np.searchsorted(group_of_edge[by_group], np.arange(groups))
+    hi = np.maximum.reduceat(w[by_group], edge_starts)
+    lo = np.minimum.reduceat(w[by_group], edge_starts)
     pairs = np.bincount(group_of_edge, minlength=groups).astype(np.int64)
     cross = np.zeros(groups, bool)
     if labels is not None:

@@ -105,6 +105,7 @@ class CuratePanel(QWidget):
             view.tag_requested.connect(self._on_tag)
             view.image_activated.connect(self.image_activated)
             view.scores_ready.connect(self.scores_ready)
+        self.duplicates.model.modelReset.connect(self._update_tabs)  # regrouped
         self.mode_box = QComboBox()
         for mode, name in MODE_NAMES:
             self.mode_box.addItem(name, mode)
