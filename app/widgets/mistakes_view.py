@@ -141,11 +141,12 @@ class SuspectsModel(QAbstractTableModel):
             key = np.array(self.suspects.suggested)
         if n == 0:
             return
+        rank = np.unique(key, return_inverse=True)[1].ravel()
+        if order == Qt.DescendingOrder:
+            rank = -rank  # ties keep the engine's order either way
         self.layoutAboutToBeChanged.emit()
         self.requests.reset()
-        self.order = np.argsort(key, kind="stable")
-        if order == Qt.DescendingOrder:
-            self.order = self.order[::-1].copy()
+        self.order = np.argsort(rank, kind="stable")
         self.layoutChanged.emit()
 
     def checked_indices(self) -> np.ndarray:

@@ -319,3 +319,32 @@ def test_views_ignore_a_panel_with_no_run(qtbot):
     assert not panel.duplicates.run_button.isEnabled()
     panel.run("outliers")
     assert not panel.jobs.is_busy()
+
+
+def test_mistakes_table_sorts_each_column_like_a_stable_python_sort(qtbot):
+    from app.model.curation import LabelSuspects
+    from app.widgets.mistakes_view import MistakesView
+
+    rng = np.random.default_rng(1)
+    n = 30
+    images = CurationImages([f"{'ab'[k % 2]}/{rng.integers(5)}-{k}.png" for k in range(n)],
+                            np.arange(n) % 2, ["a", "b"], "/none")
+    index = rng.permutation(n)[:12]
+    confidence = rng.choice([0.6, 0.7, 0.9], 12).astype(np.float32)  # ties
+    suggested = ["b" if images.labels[i] == 0 else "a" for i in index]
+    view = MistakesView(ThumbnailCache())
+    qtbot.addWidget(view)
+    view.show_data(LabelSuspects(n, index, suggested, confidence, 5), images)
+    model = view.model
+    keys = {1: lambda s: images.paths[index[s]].split("/")[1], 2: lambda s: images.paths[
+        index[s]][0], 3: lambda s: suggested[s], 4: lambda s: float(confidence[s])}
+    for column, key in keys.items():
+        for descending in (False, True):
+            model.sort(column, Qt.DescendingOrder if descending else Qt.AscendingOrder)
+            got = [model.image_index(r) for r in range(12)]
+            # a stable sort: ties keep the engine's order in both directions
+            want = sorted(range(12), key=key, reverse=descending)
+            assert got == [int(index[s]) for s in want], (column, descending)
+    view.set_checked([0, 2])
+    assert view.model.checked_indices().tolist() == sorted(
+        [model.image_index(0), model.image_index(2)])
