@@ -395,6 +395,9 @@ def _duplicates_text(r: dict[str, Any]) -> str:
                      + (" ..." if g["size"] > 4 else ""))
     if r["group_count"] > SHOWN:
         lines.append(f"  ... {r['group_count'] - SHOWN:,} more groups")
+    listed = r.get("pairs_list") or {}
+    if listed.get("message"):
+        lines.append(f"  {listed['message']}")
     lines.append(f"  saved {r['path']} (\"redundant\": every member but the first of each "
                  "group)")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QImage
 
 from app.child.engine_jobs import EngineQueue
@@ -156,6 +156,12 @@ def test_duplicates_view_regroups_at_once_and_asks_below_the_pairs(qtbot):
     view.spin.setValue(0.91)
     assert view.groups.as_lists() == [w[0] for w in brute_groups(n, i, j, s, np.float32(0.91),
                                                                  labels)]
+    with qtbot.waitSignal(view.image_activated, timeout=2_000) as clicked:
+        rect, gap, px = view.list.visualRect(view.model.index(0)), view.delegate.GAP, 56
+        second = QPoint(rect.left() + 2 * gap + px + px // 2,
+                        rect.top() + view.list.fontMetrics().height() + 4 + gap + px // 2)
+        qtbot.mouseClick(view.list.viewport(), Qt.LeftButton, pos=second)
+    assert clicked.args == [int(view.groups.group(0)[1])]  # row 0, second thumbnail
     row = next(r for r in range(view.model.rowCount()) if view.groups.cross_class[r])
     assert "across classes" in view.model.data(view.model.index(row), Qt.DisplayRole)
     with qtbot.waitSignal(view.select_requested) as selected:
