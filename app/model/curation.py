@@ -160,7 +160,8 @@ def regroup(n: int, i: np.ndarray, j: np.ndarray, s: np.ndarray, threshold: floa
 @dataclass
 class DuplicatePairs:
     """A duplicates result's pair list ("pairs_list"): every pair with similarity from
-    ``start`` up, and the threshold the engine grouped them at."""
+    ``start`` up, the threshold the engine grouped them at, and its own groups there
+    (``own``: shown at that threshold when the list, capped, starts above it)."""
 
     n: int
     i: np.ndarray
@@ -169,41 +170,51 @@ class DuplicatePairs:
     start: float
     threshold: float
     message: str = ""
+    own: DuplicateGroups | None = None
 
     @classmethod
     def from_result(cls, result: dict[str, Any]) -> DuplicatePairs:
-        """From a duplicates result; one made without a pair list gives the pairs of its
-        groups' members at the threshold only as far as the groups tell (none), so it
-        regroups at its own threshold into its own groups."""
+        """From a duplicates result (one saved without a pair list shows its own groups at
+        its own threshold only)."""
         threshold = float(result["threshold"])
+        own = _own_groups(result, threshold)
         listed = result.get("pairs_list")
         if not listed:
-            i, j, s = _group_chains(result)
-            return cls(int(result["images"]), i, j, s, threshold, threshold,
-                       "this result holds no pair list: run it again to regroup")
+            empty = np.zeros(0, np.int64)
+            return cls(int(result["images"]), empty, empty, np.zeros(0, np.float32),
+                       float("inf"), threshold, "this result holds no pair list: find the "
+                       "duplicates again to move the threshold", own)
         return cls(int(result["images"]), np.asarray(listed["i"], np.int64),
                    np.asarray(listed["j"], np.int64),
                    np.asarray(listed["similarity"], np.float32),
-                   float(listed["from"]), threshold, str(listed.get("message") or ""))
+                   float(listed["from"]), threshold, str(listed.get("message") or ""), own)
 
     def can_regroup(self, threshold: float) -> bool:
-        """Whether the list holds every pair at ``threshold`` (from its start up)."""
-        return threshold >= self.start
+        """Whether the groups at ``threshold`` are known: the list holds every pair there
+        (from its start up), or it is the engine's own threshold."""
+        return threshold >= self.start or (self.own is not None and threshold == self.threshold)
 
     def groups(self, threshold: float, labels: np.ndarray | None = None) -> DuplicateGroups:
+        if threshold < self.start and self.own is not None and threshold == self.threshold:
+            return self.own
         return regroup(self.n, self.i, self.j, self.similarity, threshold, labels)
 
 
-def _group_chains(result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Edges that join each group's members in a chain, at the group's highest similarity
-    (for a result saved before pair lists: its groups, unchanged)."""
-    i, j, s = [], [], []
-    for g in result.get("groups", []):
-        m = [member["index"] for member in g["members"]]
-        i += m[:-1]
-        j += m[1:]
-        s += [g["max_similarity"]] * (len(m) - 1)
-    return np.asarray(i, np.int64), np.asarray(j, np.int64), np.asarray(s, np.float32)
+def _own_groups(result: dict[str, Any], threshold: float) -> DuplicateGroups | None:
+    """The groups a duplicates result lists, as DuplicateGroups (their similarities over
+    all pairs within, as the engine reports them)."""
+    groups = result.get("groups")
+    if groups is None:
+        return None
+    members = [[m["index"] for m in g["members"]] for g in groups]
+    sizes = np.fromiter((len(m) for m in members), np.int64, len(members))
+    return DuplicateGroups(
+        threshold, np.asarray([i for m in members for i in m], np.int64),
+        np.r_[0, np.cumsum(sizes)].astype(np.int64),
+        np.asarray([g["max_similarity"] for g in groups], np.float32),
+        np.asarray([g["min_similarity"] for g in groups], np.float32),
+        np.asarray([g["pairs"] for g in groups], np.int64),
+        np.asarray([bool(g["cross_class"]) for g in groups], bool))
 
 
 # --- outliers and mistakes -----------------------------------------------------------------

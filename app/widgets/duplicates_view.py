@@ -373,8 +373,10 @@ class DuplicatesView(CurationView):
         if not pairs.can_regroup(threshold):
             self.groups = None
             self.model.set_groups(None, self.images)
-            self.show_message(f"The pairs were found from similarity {pairs.start:.4f}: press "
-                              f"Find at this threshold to search from {threshold:.4f}.")
+            found = (f"The pairs were found from similarity {pairs.start:.4f}"
+                     if np.isfinite(pairs.start) else "This result holds no list of pairs")
+            self.show_message(f"{found}: press Find at this threshold to search from "
+                              f"{threshold:.4f}.")
             self._update_buttons()
             return
         labels = self.images.labels if self.images is not None else None

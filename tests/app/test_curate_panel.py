@@ -354,3 +354,24 @@ def test_mistakes_table_sorts_each_column_like_a_stable_python_sort(qtbot):
     view.set_checked([0, 2])
     assert view.model.checked_indices().tolist() == sorted(
         [model.image_index(0), model.image_index(2)])
+
+
+def test_a_capped_pair_list_still_shows_the_engines_groups_at_its_threshold():
+    n, i, j, s, labels = random_pairs(7)
+    order = np.argsort(-s, kind="stable")[:40]  # the 40 most similar: from s[order[-1]] up
+    start = float(s[order[-1]])
+    at = brute_groups(n, i, j, s, np.float32(0.9), labels)
+    result = {"threshold": 0.9, "images": n, "groups": [
+        {"members": [{"index": m} for m in g[0]], "max_similarity": g[1],
+         "min_similarity": g[2], "pairs": g[3], "cross_class": g[4]} for g in at],
+        "pairs_list": {"from": start, "i": i[order].tolist(), "j": j[order].tolist(),
+                       "similarity": s[order].tolist(), "message": "capped"}}
+    pairs = DuplicatePairs.from_result(result)
+    assert pairs.can_regroup(0.9) and not pairs.can_regroup(0.91) and start > 0.91
+    assert pairs.groups(0.9).as_lists() == [g[0] for g in at]  # the engine's own
+    assert pairs.groups(start).as_lists() == [g[0] for g in brute_groups(
+        n, i, j, s, np.float32(start), labels)]
+    del result["pairs_list"]  # saved before pair lists: its own groups only
+    old = DuplicatePairs.from_result(result)
+    assert old.can_regroup(0.9) and not old.can_regroup(0.95)
+    assert old.groups(0.9).as_lists() == [g[0] for g in at]
