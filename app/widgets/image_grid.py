@@ -32,6 +32,8 @@ from app.widgets.neighbours_panel import ThumbnailCache
 GRID_PX = 64
 #: Scaled thumbnails kept for drawing (a few screens of tiles).
 DRAWN_CACHE = 800
+#: Thumbnail decodes one model asks for at once (a screen or two of tiles).
+MAX_IN_FLIGHT = 64
 INDEX_ROLE = Qt.UserRole + 1
 PATH_ROLE = Qt.UserRole + 2
 SCORE_ROLE = Qt.UserRole + 3
@@ -47,13 +49,20 @@ def placeholder(px: int, colour: str = "#8884") -> QPixmap:
 class ThumbnailRequests(QObject):
     """Thumbnails at ``px`` for the rows being drawn: :meth:`pixmap` returns the scaled
     thumbnail of a path (or None, then asks the cache and remembers the row); when the
-    cache has it, ``on_ready`` gets the rows that wait for it."""
+    cache has it, ``on_ready`` gets the rows that wait for it.
+
+    At most MAX_IN_FLIGHT decodes are asked for at once: rows drawn beyond that are told
+    to draw again when one arrives, and only those still in view then ask. So scrolling
+    fast through 100,000 rows queues no decode of the rows scrolled past.
+    """
 
     def __init__(self, thumbnails: ThumbnailCache, px: int,
                  on_ready: Callable[[list[int]], None], parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.thumbnails, self.px, self._on_ready = thumbnails, px, on_ready
         self._waiting: dict[str, set[int]] = {}
+        self._in_flight: set[str] = set()
+        self._deferred: set[int] = set()
         self._drawn: OrderedDict[str, QPixmap] = OrderedDict()
         thumbnails.ready.connect(self._on_thumbnail)
         thumbnails.failed.connect(self._on_thumbnail)
@@ -63,9 +72,16 @@ class ThumbnailRequests(QObject):
         if drawn is not None:
             self._drawn.move_to_end(path)
             return drawn
+        if path in self._in_flight:
+            self._waiting.setdefault(path, set()).add(row)
+            return None
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            self._deferred.add(row)
+            return None
         image = self.thumbnails.get(path)
         if image is None:
             if self.thumbnails.reason(path) is None:
+                self._in_flight.add(path)
                 self._waiting.setdefault(path, set()).add(row)
             return None
         pixmap = QPixmap.fromImage(image)
@@ -80,12 +96,19 @@ class ThumbnailRequests(QObject):
     def reason(self, path: str) -> str | None:
         return self.thumbnails.reason(path)
 
+    def in_flight(self) -> int:
+        """How many decodes this asked for and waits on."""
+        return len(self._in_flight)
+
     def reset(self) -> None:
-        """Forget the waiting rows (the rows changed)."""
+        """Forget the waiting rows (the rows changed; the decodes asked for go on)."""
         self._waiting.clear()
+        self._deferred.clear()
 
     def _on_thumbnail(self, path: str, _reason: str = "") -> None:
-        rows = self._waiting.pop(path, None)
+        self._in_flight.discard(path)
+        rows = self._waiting.pop(path, set()) | self._deferred
+        self._deferred = set()
         if rows:
             self._on_ready(sorted(rows))
 

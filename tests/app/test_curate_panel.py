@@ -375,3 +375,22 @@ def test_a_capped_pair_list_still_shows_the_engines_groups_at_its_threshold():
     old = DuplicatePairs.from_result(result)
     assert old.can_regroup(0.9) and not old.can_regroup(0.95)
     assert old.groups(0.9).as_lists() == [g[0] for g in at]
+
+
+def test_thumbnail_requests_ask_a_bounded_number_and_redraw_the_rest(qtbot, tmp_path,
+                                                                     monkeypatch):
+    from app.widgets import image_grid
+
+    monkeypatch.setattr(image_grid, "MAX_IN_FLIGHT", 4)
+    paths = [str(write_image(tmp_path / f"{k}.png", 16, 16, seed=k)) for k in range(10)]
+    thumbnails = ThumbnailCache(size=16)
+    ready = []
+    requests = image_grid.ThumbnailRequests(thumbnails, 16, ready.extend)
+    assert all(requests.pixmap(p, row) is None for row, p in enumerate(paths))
+    assert requests.in_flight() == 4  # rows 4-9 were told to wait
+    thumbnails.wait()
+    qtbot.waitUntil(lambda: requests.in_flight() == 0, timeout=5_000)
+    assert sorted(set(ready)) == list(range(10))  # each row is told to draw again
+    drawn = [requests.pixmap(p, row) for row, p in enumerate(paths)]
+    assert all(d is not None for d in drawn[:4]) and requests.in_flight() == 4
+    thumbnails.wait()
