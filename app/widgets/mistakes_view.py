@@ -146,7 +146,13 @@ class SuspectsModel(QAbstractTableModel):
             rank = -rank  # ties keep the engine's order either way
         self.layoutAboutToBeChanged.emit()
         self.requests.reset()
+        before = self.persistentIndexList()  # the view's current row and selection
+        suspects = [int(self.order[i.row()]) for i in before]
         self.order = np.argsort(rank, kind="stable")
+        row_of = np.empty(n, np.int64)
+        row_of[self.order] = np.arange(n)
+        self.changePersistentIndexList(before, [self.index(int(row_of[s]), i.column())
+                                                for s, i in zip(suspects, before)])
         self.layoutChanged.emit()
 
     def checked_indices(self) -> np.ndarray:

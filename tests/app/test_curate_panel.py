@@ -342,6 +342,8 @@ def test_mistakes_table_sorts_each_column_like_a_stable_python_sort(qtbot):
     qtbot.addWidget(view)
     view.show_data(LabelSuspects(n, index, suggested, confidence, 5), images)
     model = view.model
+    view.table.selectRow(3)  # the selection follows its suspect through the sorts
+    selected = model.image_index(3)
     keys = {1: lambda s: images.paths[index[s]].split("/")[1], 2: lambda s: images.paths[
         index[s]][0], 3: lambda s: suggested[s], 4: lambda s: float(confidence[s])}
     for column, key in keys.items():
@@ -351,6 +353,8 @@ def test_mistakes_table_sorts_each_column_like_a_stable_python_sort(qtbot):
             # a stable sort: ties keep the engine's order in both directions
             want = sorted(range(12), key=key, reverse=descending)
             assert got == [int(index[s]) for s in want], (column, descending)
+            rows = {i.row() for i in view.table.selectionModel().selectedIndexes()}
+            assert [model.image_index(r) for r in rows] == [selected]
     view.set_checked([0, 2])
     assert view.model.checked_indices().tolist() == sorted(
         [model.image_index(0), model.image_index(2)])
