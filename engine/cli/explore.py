@@ -83,6 +83,10 @@ def add_curation_parsers(sub: argparse._SubParsersAction) -> None:
                    "count as near-duplicates (default: relative to the folder, a cosine "
                    "distance under 0.2 x the median distance of an image to its nearest "
                    "neighbour; give one for a folder of mostly copies).")
+    p.add_argument("--min-threshold", type=float, metavar="S", help="Also list every pair "
+                   "from this lower similarity in the result (\"pairs_list\", the most "
+                   "similar 200,000 at most), so that a viewer can regroup at any threshold "
+                   "from S up without searching again.")
     _block(p)
 
     p = sub.add_parser("outliers", help=HELP["outliers"],
@@ -291,7 +295,9 @@ def _run(args: argparse.Namespace, run_dir: Path, cache_dir: Path | None,
         explore.embeddings(run_dir, args.checkpoint, progress=progress, **common)
         if args.command == "duplicates":
             result = explore.duplicates(run_dir, args.checkpoint, space=args.space,
-                                        threshold=args.threshold, block=args.block, **common)
+                                        threshold=args.threshold,
+                                        min_threshold=args.min_threshold, block=args.block,
+                                        **common)
             _print_result(args, events, report, result, _duplicates_text)
         elif args.command == "outliers":
             result = explore.outliers(run_dir, args.checkpoint, space=args.space, k=args.k,
@@ -423,6 +429,9 @@ def _duplicates_text(r: dict[str, Any]) -> str:
                      + (" ..." if g["size"] > 4 else ""))
     if r["group_count"] > SHOWN:
         lines.append(f"  ... {r['group_count'] - SHOWN:,} more groups")
+    listed = r.get("pairs_list") or {}
+    if listed.get("message"):
+        lines.append(f"  {listed['message']}")
     lines.append(f"  saved {r['path']} (\"redundant\": every member but the first of each "
                  "group)")
     return "\n".join(lines)

@@ -52,6 +52,9 @@ MAX_PAIRS = 20_000_000
 #: Largest group whose full pairwise similarities are reported (min and max); a larger group
 #: reports the range over the pairs found above the threshold.
 MAX_DENSE_GROUP = 2000
+#: The most pairs :func:`listed_pairs` puts in a result (the most similar ones), so that a
+#: viewer can regroup at any higher threshold without searching again: about 6 MB of JSON.
+MAX_LISTED_PAIRS = 200_000
 
 
 def _unit(x: np.ndarray) -> torch.Tensor:
@@ -168,16 +171,22 @@ def auto_threshold(x: np.ndarray, *, relative: float = RELATIVE_DISTANCE,
     return min(1.0, 1.0 - relative * (1.0 - m)), m
 
 
-def duplicate_groups(x: np.ndarray, threshold: float, *, block: int | None = None
+def duplicate_groups(x: np.ndarray, threshold: float, *, block: int | None = None,
+                     pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
                      ) -> list[dict[str, Any]]:
     """Near-duplicate groups: connected components of the pairs above ``threshold``.
 
     Each group is {"members": sorted indices, "max_similarity", "min_similarity" (over all
     pairs within the group, which for a chain can be below the threshold; over the pairs
     found for a group of more than MAX_DENSE_GROUP), "pairs" (how many pairs were above
-    it)}. Groups are ordered by their first member.
+    it)}. Groups are ordered by their first member. ``pairs``: the (i, j, similarity) of
+    :func:`similar_pairs` at this threshold or a lower one, when already found.
     """
-    i, j, s = similar_pairs(x, threshold, block=block)
+    if pairs is None:
+        i, j, s = similar_pairs(x, threshold, block=block)
+    else:
+        keep = pairs[2] >= _check_threshold(threshold)
+        i, j, s = pairs[0][keep], pairs[1][keep], pairs[2][keep]
     groups = connected_components(len(x), i, j)
     x = np.asarray(x)
     where = {}
@@ -199,6 +208,31 @@ def duplicate_groups(x: np.ndarray, threshold: float, *, block: int | None = Non
         out.append({"members": members, "max_similarity": round(hi, 6),
                     "min_similarity": round(lo, 6), "pairs": len(edges[g])})
     return out
+
+
+def listed_pairs(i: np.ndarray, j: np.ndarray, s: np.ndarray, threshold: float, *,
+                 cap: int | None = None) -> dict[str, Any]:
+    """The pairs found at ``threshold`` as a result lists them: {"from", "i", "j",
+    "similarity", "found", "capped", "message"}, the most similar first.
+
+    The list holds every pair whose similarity is at least "from": ``threshold``, or, when
+    more than ``cap`` (MAX_LISTED_PAIRS) pairs were found, the similarity of the least
+    similar pair kept (the ``cap`` most similar pairs, less any tied with the first one left
+    out, so that the list stays complete from "from" up).
+    """
+    cap = MAX_LISTED_PAIRS if cap is None else operator.index(cap)
+    order = np.argsort(-s, kind="stable")
+    capped = len(order) > cap
+    message = ""
+    start = float(threshold)
+    if capped:
+        cut = s[order[cap]]  # the most similar pair left out
+        order = order[:cap][s[order[:cap]] > cut]
+        start = float(s[order[-1]]) if len(order) else 1.0
+        message = (f"{len(s):,} pairs are at least {threshold:g} similar; the {len(order):,} "
+                   f"most similar are listed (every pair from {start:.6g} up)")
+    return {"from": start, "i": i[order], "j": j[order], "similarity": s[order],
+            "found": len(s), "capped": capped, "message": message}
 
 
 @torch.no_grad()

@@ -218,8 +218,9 @@ def _save_curation(run_dir: Path, kind: str, emb: Embeddings, space: str,
 
 
 def duplicates(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
-               threshold: float | None = None, block: int | None = None,
-               device: str = "auto", cache_dir: Path | None = None) -> dict[str, Any]:
+               threshold: float | None = None, min_threshold: float | None = None,
+               block: int | None = None, device: str = "auto",
+               cache_dir: Path | None = None) -> dict[str, Any]:
     """Groups of near-duplicate images (cosine similarity >= ``threshold``; by default
     curate.auto_threshold: cosine distance below 0.2 x the median nearest-neighbour
     distance), found exactly (engine.evaluate.curate); saved as
@@ -229,8 +230,19 @@ def duplicates(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
     within it, whether it spans several classes ("cross_class": the same picture filed
     under two classes) and the member kept (the first in path order); "redundant" lists
     the paths of the others, the ones to tag or leave out.
+
+    "pairs_list" (curate.listed_pairs) holds the pairs found, from ``min_threshold`` when it
+    is below the threshold, so that a viewer can regroup at any threshold from its "from"
+    up without searching again. When the lower threshold finds too many pairs to search
+    (curate.MAX_PAIRS), the pairs at the threshold are listed and "message" says why.
     """
-    from engine.evaluate.curate import RELATIVE_DISTANCE, auto_threshold, duplicate_groups
+    from engine.evaluate.curate import (
+        RELATIVE_DISTANCE,
+        auto_threshold,
+        duplicate_groups,
+        listed_pairs,
+        similar_pairs,
+    )
 
     emb = embeddings(run_dir, checkpoint, device=device, cache_dir=cache_dir)
     started = time.perf_counter()
@@ -239,8 +251,25 @@ def duplicates(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
         threshold, nearest = auto_threshold(_vectors(emb, space))
         rule = {"threshold_rule": f"1 - {RELATIVE_DISTANCE:g} x (1 - median nearest-"
                 "neighbour similarity)", "median_nearest_similarity": round(nearest, 6)}
-    threshold = float(threshold)
-    found = duplicate_groups(_vectors(emb, space), threshold, block=block)
+    threshold = round(float(threshold), 6)  # grouped at the very threshold it reports
+    vectors = _vectors(emb, space)
+    floor, note = threshold, ""
+    if min_threshold is not None and not -1.0 <= min_threshold <= 1.0:
+        raise ValueError(f"min_threshold is a cosine similarity, from -1 to 1; got "
+                         f"{min_threshold}")
+    if min_threshold is not None and min_threshold < threshold:
+        try:
+            pairs = similar_pairs(vectors, min_threshold, block=block)
+            floor = float(min_threshold)
+        except ValueError as exc:  # too many pairs so low (a bad value raises again below)
+            note = f"pairs listed from the threshold only: {exc}"
+            pairs = similar_pairs(vectors, threshold, block=block)
+    else:
+        pairs = similar_pairs(vectors, threshold, block=block)
+    found = duplicate_groups(vectors, threshold, pairs=pairs)
+    listed = listed_pairs(*pairs, floor)
+    if note:
+        listed["message"] = "; ".join(filter(None, [note, listed["message"]]))
     groups, redundant = [], []
     for g in found:
         members = [_image(emb, i) for i in g["members"]]
@@ -255,7 +284,8 @@ def duplicates(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
               "threshold": round(threshold, 6), **rule, "images": len(emb.paths),
               "root": emb.root, "groups": groups, "group_count": len(groups),
               "cross_class_groups": sum(g["cross_class"] for g in groups),
-              "redundant": redundant, "seconds": round(time.perf_counter() - started, 3)}
+              "redundant": redundant, "pairs_list": listed,
+              "seconds": round(time.perf_counter() - started, 3)}
     result["path"] = _save_curation(run_dir, "duplicates", emb, space, result)
     return result
 

@@ -65,6 +65,27 @@ def test_groups_are_connected_components_with_their_similarities():
     assert groups[0]["pairs"] == 1 and 0.99 < groups[0]["min_similarity"] <= 1.0
 
 
+def test_listed_pairs_keep_the_most_similar_and_stay_complete_from_their_start():
+    rng = np.random.default_rng(2)
+    i = rng.integers(0, 50, 40)
+    j = i + 1 + rng.integers(0, 10, 40)
+    s = np.round(rng.uniform(0.5, 1.0, 40), 2).astype(np.float32)  # rounded: many ties
+    whole = curate.listed_pairs(i, j, s, 0.5)
+    assert not whole["capped"] and whole["from"] == 0.5 and len(whole["i"]) == 40
+    assert np.all(np.diff(whole["similarity"]) <= 0)  # the most similar first
+    assert sorted(zip(whole["i"].tolist(), whole["j"].tolist(), whole["similarity"].tolist())) \
+        == sorted(zip(i.tolist(), j.tolist(), s.tolist()))
+    for cap in (1, 7, 13, 39):
+        listed = curate.listed_pairs(i, j, s, 0.5, cap=cap)
+        assert listed["capped"] and len(listed["i"]) <= cap and listed["found"] == 40
+        assert "most similar are listed" in listed["message"]
+        # every pair from "from" up is there, and none below it
+        want = sorted((a, b) for a, b, c in zip(i.tolist(), j.tolist(), s.tolist())
+                      if c >= listed["from"])
+        got = sorted(zip(listed["i"].tolist(), listed["j"].tolist()))
+        assert got == want and (len(got) > 0 or listed["from"] == 1.0)
+
+
 def test_auto_threshold_is_relative_to_the_median_nearest_neighbour():
     x = np.random.default_rng(4).normal(size=(50, 8))
     dense = _unit64(x) @ _unit64(x).T
@@ -172,6 +193,34 @@ def test_duplicates_find_the_planted_groups(planted):
     everything = explore.duplicates(run_dir, "random", threshold=-1, cache_dir=cache)
     assert everything["group_count"] == 1 and everything["groups"][0]["size"] == \
         everything["images"]
+
+
+def test_duplicates_list_the_pairs_from_a_lower_threshold(planted, monkeypatch):
+    run_dir, cache, _, _, _ = planted
+    at = explore.duplicates(run_dir, "random", cache_dir=cache, device="cpu")
+    threshold = at["threshold"]
+    low = round(threshold - 0.01, 4)
+    result = explore.duplicates(run_dir, "random", threshold=threshold, min_threshold=low,
+                                cache_dir=cache, device="cpu")
+    listed = result["pairs_list"]
+    assert listed["from"] == low and not listed["capped"]
+    # the same pairs as an exact search at the lower threshold
+    emb = explore.embeddings(run_dir, "random", cache_dir=cache)
+    i, j, s = curate.similar_pairs(emb.features, low)
+    assert sorted(zip(listed["i"].tolist(), listed["j"].tolist())) == sorted(
+        zip(i.tolist(), j.tolist())) and len(i) > len(at["pairs_list"]["i"])
+    # groups still at the threshold: the same as without the lower one
+    assert [g["members"] for g in result["groups"]] == [g["members"] for g in at["groups"]]
+    saved = json.loads((run_dir / "curation" / "duplicates-random-h.json").read_text())
+    assert saved["pairs_list"]["from"] == low and len(saved["pairs_list"]["i"]) == len(i)
+    # too many pairs that low: the pairs at the threshold, and a message saying so
+    monkeypatch.setattr(curate, "MAX_PAIRS", len(at["pairs_list"]["i"]) + 1)
+    fallback = explore.duplicates(run_dir, "random", threshold=threshold, min_threshold=-1,
+                                  cache_dir=cache, device="cpu")
+    assert fallback["pairs_list"]["from"] == threshold
+    assert "raise the threshold" in fallback["pairs_list"]["message"]
+    with pytest.raises(ValueError, match="min_threshold"):
+        explore.duplicates(run_dir, "random", min_threshold=1.5, cache_dir=cache)
 
 
 def test_mistakes_rank_the_planted_ones_high(planted):
@@ -301,6 +350,8 @@ def test_cli_verbs_print_one_json_result(planted, tmp_path, capsys):
     common = ("--run", run_dir, "--checkpoint", "random", "--cache-dir", cache, "--json")
     dup = _json_result(capsys, "duplicates", *common)
     assert dup["kind"] == "duplicates" and dup["group_count"] >= 1
+    low = _json_result(capsys, "duplicates", *common, "--min-threshold", "0.9")
+    assert low["pairs_list"]["from"] == 0.9 and low["threshold"] == dup["threshold"]
     out = _json_result(capsys, "outliers", *common, "--diverse", "4", "--top", "5")
     assert len(out["ranked"]) == 5 and len(out["diverse"]) == 4
     mis = _json_result(capsys, "mistakes", *common, "-k", "5")
