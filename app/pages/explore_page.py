@@ -14,6 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QThreadPool, QTimer, Signal
 from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import (
@@ -33,18 +34,18 @@ from app.model.explore_data import MapData, saved_map, saved_neighbours
 from app.model.selection import REPLACE
 from app.pages.explore_selection import SelectionActions
 from app.widgets.checkpoint_box import CheckpointBox
+from app.widgets.curate_panel import CuratePanel
 from app.widgets.hover_preview import HoverPreview, HoverTip
+from app.widgets.image_grid import ImageGrid, PathsOf
 from app.widgets.job_status import JobStatus
 from app.widgets.map_settings import MapSettings
 from app.widgets.map_view import MapView
-from app.widgets.neighbours_panel import NeighboursPanel, ThumbnailCache, ThumbnailGrid
+from app.widgets.neighbours_panel import NeighboursPanel, ThumbnailCache
 from app.widgets.space_chooser import SpaceChooser
 from engine.evaluate.embed import checkpoint_name
 from engine.evaluate.maps import MapParams
 from engine.run.layout import LAST, RunDir
 
-#: Thumbnails shown for a selection (the rest are counted, not drawn).
-MAX_SELECTION_TILES = 200
 #: The map's and the side panel's widths at first (the panel's fits four columns of
 #: neighbours); the panel's is kept when the window is resized (the map takes the rest).
 SPLIT = (600, 520)
@@ -140,12 +141,21 @@ class ExplorePage(QWidget):
         self.panel.neighbour_activated.connect(self._on_image_picked)
         self.panel.select_requested.connect(
             lambda indices, what: self.actions.select(indices, self.actions.bar.mode(), what))
-        self.selection_grid = ThumbnailGrid(self.thumbnails, px=64)
-        self.selection_grid.setToolTip("The selected images. Click one to see its neighbours.")
+        self.selection_grid = ImageGrid(self.thumbnails, px=64)
+        self.selection_grid.setToolTip("The selected images (all of them: only those in view "
+                                       "are drawn). Click one to see its neighbours.")
         self.selection_grid.activated.connect(self._on_image_picked)
+        self.curate = CuratePanel(self.jobs, self.thumbnails)
+        self.curate.select_requested.connect(self.actions.select)
+        self.curate.tag_requested.connect(self.actions.tag)
+        self.curate.image_activated.connect(self._on_image_picked)
+        #: per-image scores from the curation views ({"outliers": float32[N], ...})
+        self.scores: dict[str, np.ndarray] = {}
+        self.curate.scores_ready.connect(self._on_scores)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.panel, "Neighbours")
         self.tabs.addTab(self.selection_grid, "Selection")
+        self.tabs.addTab(self.curate, "Curate")
 
         row1 = QHBoxLayout()
         for label, widget in (("Checkpoint", self.checkpoint_box), ("Space", self.space_box)):
@@ -191,7 +201,7 @@ class ExplorePage(QWidget):
         self.query, self.neighbours_result = None, None
         self.panel.show_message("Click a point of the map or drop an image file here.",
                                 clear=True)
-        self.selection_grid.set_tiles([])
+        self.selection_grid.clear()
         self._loading_run = True  # set_run announces its new choice: handled once, below
         try:
             self.checkpoint_box.set_run(self.run_dir)
@@ -305,6 +315,9 @@ class ExplorePage(QWidget):
         self._map_generation += 1
         self.actions.set_map(self.run_dir, None)
         self._on_selection_changed()
+        self.scores = {}
+        self.curate.set_context(self.run_dir if self.can_explore() else None,
+                                self._checkpoint(), self._space())
         if self.run_dir is None:
             self.map_view.clear("Choose a run in the sidebar to explore it.")
             self._say("Choose a run in the sidebar to explore it.")
@@ -416,15 +429,34 @@ class ExplorePage(QWidget):
     def _on_selection_changed(self) -> None:
         data, indices = self.map_view.data, self.selection.indices
         if data is None:
-            self.selection_grid.set_tiles([])
+            self.selection_grid.clear()
             self.tabs.setTabText(1, "Selection")
             return
         self.map_view.set_box_selection(indices)
-        shown = self.selection_grid.show_points(data, indices[:MAX_SELECTION_TILES].tolist())
-        more = f", first {shown} shown" if len(indices) > shown else ""
-        self.tabs.setTabText(1, f"Selection ({len(indices):,}{more})")
-        if len(indices):
+        self.selection_grid.set_images(indices, PathsOf(data.root, data.paths, indices),
+                                       captions=lambda row: self._caption(int(indices[row])),
+                                       tooltips=lambda row: self._tooltip(int(indices[row])))
+        self.tabs.setTabText(1, f"Selection ({len(indices):,})")
+        if len(indices) and self.tabs.currentWidget() is not self.curate:
             self.tabs.setCurrentWidget(self.selection_grid)
+
+    def _caption(self, i: int) -> str:
+        data = self.map_view.data
+        name = data.class_name(i) if data is not None and i < len(data) else None
+        return f"#{i}" + (f"\n{name}" if name else "")
+
+    def _tooltip(self, i: int) -> str:
+        data = self.map_view.data
+        if data is None or i >= len(data):
+            return f"#{i}"
+        tags = [name for name, rows in self.actions.tags.items()
+                if len(rows) and rows[min(np.searchsorted(rows, i), len(rows) - 1)] == i]
+        return (f"#{i} {data.paths[i]}" + (f"\nclass {data.class_name(i)}"
+                                           if data.class_name(i) else "")
+                + (f"\ntags: {', '.join(tags)}" if tags else ""))
+
+    def _on_scores(self, name: str, values: np.ndarray) -> None:
+        self.scores[name] = values
 
     def hideEvent(self, event) -> None:
         self.hover_tip.hide()

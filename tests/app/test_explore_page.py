@@ -103,7 +103,7 @@ def test_saved_map_opens_without_a_child_and_box_selects(qtbot, page, trained_ru
                   QPointF(float(np.median(coords[:, 0])), coords[:, 1].max() + 1))
     inside = np.flatnonzero(coords[:, 0] <= np.median(coords[:, 0]))
     page.map_view.view_box.box_selected.emit(rect)
-    assert [t.info.index for t in page.selection_grid.tiles] == inside.tolist()
+    assert page.selection_grid.indices().tolist() == inside.tolist()
     assert page.tabs.currentWidget() is page.selection_grid
 
     scatter = page.map_view.scatter
