@@ -88,6 +88,8 @@ class RunHistory:
     steps: list[int] = field(default_factory=list)
     curves: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in CURVES})
     smoothed_loss: list[float] = field(default_factory=list)
+    #: The pairs per second, smoothed as the loss is (the raw rate jumps from step to step).
+    smoothed_rate: list[float] = field(default_factory=list)
     epoch_losses: list[tuple[int, float]] = field(default_factory=list)
     #: (step, weighted kNN top-1 accuracy) from the engine's "eval" events, in step order.
     knn: list[tuple[int, float]] = field(default_factory=list)
@@ -105,7 +107,7 @@ class RunHistory:
     bad_events: int = 0
     #: (epoch, step) of the last checkpoint the engine reported writing, or None.
     checkpoint: tuple[int | None, int | None] | None = None
-    smoothing: float = 0.9  # exponential moving average weight of the smoothed loss
+    smoothing: float = 0.9  # exponential moving average weight of the smoothed curves
 
     def add(self, event: dict[str, Any]) -> list[str]:
         """Fold one event in and return what is wrong with it ([] for a good event).
@@ -134,13 +136,8 @@ class RunHistory:
             self.steps.append(step)
             for key in CURVES:
                 self.curves[key].append(_number(event, key))
-            loss = self.curves["loss"][-1]
-            previous = self.smoothed_loss[-1] if self.smoothed_loss else loss
-            if math.isnan(previous):
-                previous = loss
-            # A step without a usable loss leaves a gap in the raw curve, not in the smoothed
-            self.smoothed_loss.append(previous if math.isnan(loss) else
-                                      self.smoothing * previous + (1 - self.smoothing) * loss)
+            self._smooth(self.smoothed_loss, self.curves["loss"][-1])
+            self._smooth(self.smoothed_rate, self.curves["pairs_per_s"][-1])
         elif kind == "epoch_end":
             epoch = _integer(event, "epoch")
             if epoch is not None:
@@ -162,10 +159,20 @@ class RunHistory:
             self.unknown_events += 1
         return problems
 
+    def _smooth(self, smoothed: list[float], value: float) -> None:
+        """Append the exponential moving average of ``smoothed``'s curve with ``value``."""
+        previous = smoothed[-1] if smoothed else value
+        if math.isnan(previous):
+            previous = value
+        # A step without a usable value leaves a gap in the raw curve, not in the smoothed
+        smoothed.append(previous if math.isnan(value) else
+                        self.smoothing * previous + (1 - self.smoothing) * value)
+
     def _truncate(self, step: int) -> None:
         keep = next((i for i, s in enumerate(self.steps) if s >= step), len(self.steps))
         del self.steps[keep:]
         del self.smoothed_loss[keep:]
+        del self.smoothed_rate[keep:]
         for values in self.curves.values():
             del values[keep:]
 
