@@ -81,6 +81,16 @@ def window_words(reason: str) -> str:
     return reason
 
 
+def resume_note(position: int | None, checkpoint_step: int | None) -> str:
+    """Where Resume goes on from when that is not the step the run reached: "resumes from
+    step 30 (the last checkpoint)" (a run that died after steps past its checkpoint); ""
+    when the checkpoint holds the step reached, or either is unknown. The runs list and the
+    Train page both say it in these words."""
+    if position is None or checkpoint_step is None or checkpoint_step >= position:
+        return ""
+    return f"resumes from step {checkpoint_step} (the last checkpoint)"
+
+
 @dataclass
 class RunHistory:
     """The curves and state of one run, built event by event (live or replayed)."""
@@ -198,6 +208,19 @@ class RunHistory:
         steps = [s for s in (self.steps[-1] if self.steps else None, saved) if s is not None]
         return max(steps) if steps else None
 
+    def where(self) -> str:
+        """The step reached for people, "step 37 of 100", and once the run has ended, where
+        Resume goes on from when that is earlier: "step 37 of 100; resumes from step 30
+        (the last checkpoint)". "" before any step."""
+        position = self.position
+        if position is None:
+            return ""
+        text = f"step {position}" + (f" of {self.total_steps}" if self.total_steps else "")
+        if self.status != "running":
+            note = resume_note(position, self.checkpoint[1] if self.checkpoint else None)
+            text += f"; {note}" if note else ""
+        return text
+
     @property
     def progress(self) -> float | None:
         """Fraction of the planned steps done, or None before the run has started."""
@@ -304,8 +327,9 @@ class RunSummary:
     best_knn: float | None = None
     problem: str = ""
     #: The last checkpoint written (checkpoints/last.pt), for people: "checkpoint saved"
-    #: when it holds the step the run reached (``steps``), "checkpoint at step 6" when the
-    #: run went further (a crash after it: resuming goes back there); "" when there is none.
+    #: when it holds the step the run reached (``steps``), "resumes from step 6 (the last
+    #: checkpoint)" when the run went further (a crash after it: resuming goes back there;
+    #: :func:`resume_note`); "" when there is none.
     checkpoint: str = ""
     #: When events.jsonl last changed (Unix seconds), None without one.
     events_mtime: float | None = None
@@ -378,8 +402,7 @@ def summarise_run(path: Path) -> RunSummary:
     checkpoint = ""
     if run.last_checkpoint.is_file():
         step = replayed.checkpoint_step
-        checkpoint = ("checkpoint saved" if step is None or step >= replayed.steps
-                      else f"checkpoint at step {step}")
+        checkpoint = resume_note(replayed.steps, step) or "checkpoint saved"
     status = replayed.status
     if status == "interrupted" and background_process(path) is not None:
         status = "running in the background"  # left going when a window closed
