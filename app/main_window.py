@@ -104,6 +104,14 @@ class MainWindow(RunCommands, QMainWindow):
         self.tabs.addTab(self.explore_page, "Explore")
         self.tabs.addTab(self.probe_page, "Probe")
         self.sidebar = RunsSidebar()
+        # The Data page's tag filter: the selected run's tags, read again when the run or the
+        # folder changes and when the page is shown (tags are made on the Explore page).
+        self.run_selected.connect(self.data_page.show_tags_of)
+        self.data_page.folder_scanned.connect(
+            lambda _manifest: self.data_page.show_tags_of(self.selected_run()))
+        self.tabs.currentChanged.connect(
+            lambda _i: self.tabs.currentWidget() is self.data_page
+            and self.data_page.show_tags_of(self.selected_run()))
         self.train_page.progressed.connect(self.sidebar.show_progress)
         self._connect_sidebar()
         #: The export dialog last opened (it stays open; None once closed).
