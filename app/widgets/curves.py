@@ -35,7 +35,7 @@ NO_KNN_YET = "kNN accuracy: measured\nat the end of each epoch"
 #: Colours of the curves, also used in the plot titles as their key.
 COLOURS = {"loss": (120, 160, 220), "smoothed": (30, 90, 200), "lr": (200, 120, 30),
            "positive_pair_similarity": (40, 160, 80), "embedding_std": (160, 60, 160),
-           "pairs_per_s": (185, 185, 185), "smoothed_rate": (60, 60, 60),
+           "pairs_per_s": (205, 205, 205), "smoothed_rate": (60, 60, 60),
            "knn": (200, 90, 40)}
 #: Raw curves drawn thin and without symbols, behind their smoothed curve.
 RAW_CURVES = ("loss", "pairs_per_s")
