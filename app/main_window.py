@@ -212,13 +212,17 @@ class MainWindow(RunCommands, QMainWindow):
         QThreadPool.globalInstance().start(Task(demo_dataset, 0, relay))
 
     def _open_demo_folder(self, folder: Path | None, problem: str = "") -> None:
+        from engine.config.locations import user_data_dir
         from engine.data.demo import DEMO_SETTINGS
 
-        self._demo_relay = None
+        if self._demo_relay is not None:
+            self._demo_relay.deleteLater()
+            self._demo_relay = None
         if folder is None:
             self.statusBar().clearMessage()
             self._tell("Cannot make the demo dataset", f"The demo dataset could not be "
-                       f"written: {problem}. Free some disk space, then try again.")
+                       f"written to {user_data_dir() / 'demo'}: {problem}. Make room there "
+                       "(or make the folder writable), then try again.")
             return
         self.open_folder(folder)
         self.apply_settings(DEMO_SETTINGS)
