@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QSettings, Qt, QThreadPool, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QSplitter, QTabWidget
 
 from app.child.runs_watcher import RunsWatcher
+from app.child.workers import Relay, Task
 from app.dialogs import run_dialogs
 from app.dialogs.export_dialog import ExportDialog
 from app.model.run_model import RUNNING_ELSEWHERE, list_runs
@@ -72,6 +73,7 @@ class MainWindow(RunCommands, QMainWindow):
         self._closing_after_stop = False
         #: The last message box shown without blocking (see _tell).
         self.message_box: QMessageBox | None = None
+        self._demo_relay: Relay | None = None  # while the demo dataset is being made
         self.setAcceptDrops(True)
         self.train_page = TrainPage(self.runs_root, cache_dir)
         self.train_page.run_changed.connect(self.refresh_runs)
@@ -109,6 +111,14 @@ class MainWindow(RunCommands, QMainWindow):
         self.tabs.addTab(self.compare_page, "Compare")
         self.tabs.addTab(self.probe_page, "Probe")
         self.sidebar = RunsSidebar()
+        # The Data page's tag filter: the selected run's tags, read again when the run or the
+        # folder changes and when the page is shown (tags are made on the Explore page).
+        self.run_selected.connect(self.data_page.show_tags_of)
+        self.data_page.folder_scanned.connect(
+            lambda _manifest: self.data_page.show_tags_of(self.selected_run()))
+        self.tabs.currentChanged.connect(
+            lambda _i: self.tabs.currentWidget() is self.data_page
+            and self.data_page.show_tags_of(self.selected_run()))
         self.train_page.progressed.connect(self.sidebar.show_progress)
         self._connect_sidebar()
         #: The export dialog last opened (it stays open; None once closed).
@@ -194,11 +204,32 @@ class MainWindow(RunCommands, QMainWindow):
             self.tabs.setCurrentWidget(self.data_page)
 
     def open_demo(self) -> None:
-        """Open the demo dataset (made on first use) with its settings."""
-        from engine.data.demo import DEMO_SETTINGS, demo_dataset
+        """Open the demo dataset with its settings. It is made on first use in a worker
+        thread (1,797 PNG files: seconds), so the window stays responsive meanwhile."""
+        from engine.data.demo import demo_dataset
 
+        if self._demo_relay is not None:
+            return  # being made
         self.statusBar().showMessage("Preparing the demo dataset…")
-        self.open_folder(demo_dataset())
+        self._demo_relay = relay = Relay(self)
+        relay.done.connect(lambda _generation, folder: self._open_demo_folder(folder))
+        relay.failed.connect(lambda _generation, message: self._open_demo_folder(None, message))
+        QThreadPool.globalInstance().start(Task(demo_dataset, 0, relay))
+
+    def _open_demo_folder(self, folder: Path | None, problem: str = "") -> None:
+        from engine.config.locations import user_data_dir
+        from engine.data.demo import DEMO_SETTINGS
+
+        if self._demo_relay is not None:
+            self._demo_relay.deleteLater()
+            self._demo_relay = None
+        if folder is None:
+            self.statusBar().clearMessage()
+            self._tell("Cannot make the demo dataset", f"The demo dataset could not be "
+                       f"written to {user_data_dir() / 'demo'}: {problem}. Make room there "
+                       "(or make the folder writable), then try again.")
+            return
+        self.open_folder(folder)
         self.apply_settings(DEMO_SETTINGS)
         self.statusBar().showMessage("The demo: 1,797 handwritten digits in 10 classes. "
                                      "Press Start on the Train page to train on them.", 15_000)

@@ -81,6 +81,16 @@ def window_words(reason: str) -> str:
     return reason
 
 
+def resume_note(position: int | None, checkpoint_step: int | None) -> str:
+    """Where Resume goes on from when that is not the step the run reached: "resumes from
+    step 30 (the last checkpoint)" (a run that died after steps past its checkpoint); ""
+    when the checkpoint holds the step reached, or either is unknown. The runs list and the
+    Train page both say it in these words."""
+    if position is None or checkpoint_step is None or checkpoint_step >= position:
+        return ""
+    return f"resumes from step {checkpoint_step} (the last checkpoint)"
+
+
 @dataclass
 class RunHistory:
     """The curves and state of one run, built event by event (live or replayed)."""
@@ -88,6 +98,8 @@ class RunHistory:
     steps: list[int] = field(default_factory=list)
     curves: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in CURVES})
     smoothed_loss: list[float] = field(default_factory=list)
+    #: The pairs per second, smoothed as the loss is (the raw rate jumps from step to step).
+    smoothed_rate: list[float] = field(default_factory=list)
     epoch_losses: list[tuple[int, float]] = field(default_factory=list)
     #: (step, weighted kNN top-1 accuracy) from the engine's "eval" events, in step order.
     knn: list[tuple[int, float]] = field(default_factory=list)
@@ -105,7 +117,7 @@ class RunHistory:
     bad_events: int = 0
     #: (epoch, step) of the last checkpoint the engine reported writing, or None.
     checkpoint: tuple[int | None, int | None] | None = None
-    smoothing: float = 0.9  # exponential moving average weight of the smoothed loss
+    smoothing: float = 0.9  # exponential moving average weight of the smoothed curves
 
     def add(self, event: dict[str, Any]) -> list[str]:
         """Fold one event in and return what is wrong with it ([] for a good event).
@@ -134,13 +146,8 @@ class RunHistory:
             self.steps.append(step)
             for key in CURVES:
                 self.curves[key].append(_number(event, key))
-            loss = self.curves["loss"][-1]
-            previous = self.smoothed_loss[-1] if self.smoothed_loss else loss
-            if math.isnan(previous):
-                previous = loss
-            # A step without a usable loss leaves a gap in the raw curve, not in the smoothed
-            self.smoothed_loss.append(previous if math.isnan(loss) else
-                                      self.smoothing * previous + (1 - self.smoothing) * loss)
+            self._smooth(self.smoothed_loss, self.curves["loss"][-1])
+            self._smooth(self.smoothed_rate, self.curves["pairs_per_s"][-1])
         elif kind == "epoch_end":
             epoch = _integer(event, "epoch")
             if epoch is not None:
@@ -162,10 +169,20 @@ class RunHistory:
             self.unknown_events += 1
         return problems
 
+    def _smooth(self, smoothed: list[float], value: float) -> None:
+        """Append the exponential moving average of ``smoothed``'s curve with ``value``."""
+        previous = smoothed[-1] if smoothed else value
+        if math.isnan(previous):
+            previous = value
+        # A step without a usable value leaves a gap in the raw curve, not in the smoothed
+        smoothed.append(previous if math.isnan(value) else
+                        self.smoothing * previous + (1 - self.smoothing) * value)
+
     def _truncate(self, step: int) -> None:
         keep = next((i for i, s in enumerate(self.steps) if s >= step), len(self.steps))
         del self.steps[keep:]
         del self.smoothed_loss[keep:]
+        del self.smoothed_rate[keep:]
         for values in self.curves.values():
             del values[keep:]
 
@@ -190,6 +207,19 @@ class RunHistory:
         saved = self.checkpoint[1] if self.checkpoint else None
         steps = [s for s in (self.steps[-1] if self.steps else None, saved) if s is not None]
         return max(steps) if steps else None
+
+    def where(self) -> str:
+        """The step reached for people, "step 37 of 100", and once the run has ended, where
+        Resume goes on from when that is earlier: "step 37 of 100; resumes from step 30
+        (the last checkpoint)". "" before any step."""
+        position = self.position
+        if position is None:
+            return ""
+        text = f"step {position}" + (f" of {self.total_steps}" if self.total_steps else "")
+        if self.status != "running":
+            note = resume_note(position, self.checkpoint[1] if self.checkpoint else None)
+            text += f"; {note}" if note else ""
+        return text
 
     @property
     def progress(self) -> float | None:
@@ -297,8 +327,9 @@ class RunSummary:
     best_knn: float | None = None
     problem: str = ""
     #: The last checkpoint written (checkpoints/last.pt), for people: "checkpoint saved"
-    #: when it holds the step the run reached (``steps``), "checkpoint at step 6" when the
-    #: run went further (a crash after it: resuming goes back there); "" when there is none.
+    #: when it holds the step the run reached (``steps``), "resumes from step 6 (the last
+    #: checkpoint)" when the run went further (a crash after it: resuming goes back there;
+    #: :func:`resume_note`); "" when there is none.
     checkpoint: str = ""
     #: When events.jsonl last changed (Unix seconds), None without one.
     events_mtime: float | None = None
@@ -371,8 +402,7 @@ def summarise_run(path: Path) -> RunSummary:
     checkpoint = ""
     if run.last_checkpoint.is_file():
         step = replayed.checkpoint_step
-        checkpoint = ("checkpoint saved" if step is None or step >= replayed.steps
-                      else f"checkpoint at step {step}")
+        checkpoint = resume_note(replayed.steps, step) or "checkpoint saved"
     status = replayed.status
     if status == "interrupted" and background_process(path) is not None:
         status = "running in the background"  # left going when a window closed

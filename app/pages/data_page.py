@@ -1,9 +1,10 @@
 """The Data page: choose an image folder and see what is in it (counts per class, file and
-pixel sizes, skipped files) and scroll through its thumbnails.
+pixel sizes, skipped files) and scroll through its thumbnails, in the order chosen and
+filtered to a tag of the selected run (app.pages.data_choices).
 
-Scanning and thumbnail decoding (app.widgets.folder_thumbnails) run in worker threads;
-results come back to the GUI thread through Qt signals, and only the GUI thread touches
-widgets.
+Scanning, reading file dates, reading a run's tags and thumbnail decoding
+(app.widgets.folder_thumbnails) run in worker threads; results come back to the GUI thread
+through Qt signals, and only the GUI thread touches widgets.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.child.workers import Call
+from app.pages.data_choices import ThumbnailChoices
 from app.style import set_role
 from app.widgets.folder_thumbnails import THUMBNAIL_SIZE, FolderThumbnails, ThumbnailModel
 from engine.data.scan import DataError, Manifest, scan_folder
@@ -105,18 +107,24 @@ def _table(headers: list[str]) -> QTableWidget:
     return table
 
 
-class DataPage(QWidget):
-    """A folder's contents: counts, sizes, skipped files and a thumbnail grid.
+class DataPage(ThumbnailChoices, QWidget):
+    """A folder's contents: counts, sizes, skipped files and a thumbnail grid, in the order
+    chosen in :attr:`order` (:meth:`set_order`; a shuffle stays the same while the page is
+    open, until "Shuffle again") and filtered to the tag chosen in :attr:`tag_filter`
+    (:meth:`set_tags` gives the tags; :meth:`show_tags_of` reads a run's). Tagged
+    thumbnails carry a marker, and their tooltips name the tags.
 
     Signals:
         folder_scanned(Manifest): a scan finished (the latest one asked for).
         scan_failed(str): the folder cannot be scanned; the message says why.
         image_activated(str): the absolute path of a double-clicked thumbnail.
+        order_shown(str): the thumbnails are in a new order now (its key in ORDERS).
     """
 
     folder_scanned = Signal(object)
     scan_failed = Signal(str)
     image_activated = Signal(str)
+    order_shown = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -166,9 +174,15 @@ class DataPage(QWidget):
         left_layout.addWidget(self.sizes)
         left_layout.addWidget(self.classes_table, 2)
         left_layout.addWidget(self.skipped_table, 1)
+        choices = self._init_choices()
+        grid = QWidget()
+        grid_layout = QVBoxLayout(grid)
+        grid_layout.setContentsMargins(0, 0, 0, 0)
+        grid_layout.addLayout(choices)
+        grid_layout.addWidget(self.thumbnails, 1)
         body = QSplitter()
         body.addWidget(left)
-        body.addWidget(self.thumbnails)
+        body.addWidget(grid)
         body.setSizes([380, 900])
         layout = QVBoxLayout(self)
         layout.addLayout(top)
@@ -214,6 +228,8 @@ class DataPage(QWidget):
     def shutdown(self, msecs: int = 10_000) -> None:
         """Drop pending thumbnails and wait for the worker threads (before closing)."""
         self._generation += 1
+        self._order_generation += 1
+        self._tags_generation += 1
         self.model.loader.wait(msecs)
         self._pool.waitForDone(msecs)
 
@@ -239,6 +255,8 @@ class DataPage(QWidget):
             self._show_error(result)
             self.scan_failed.emit(result)
             return
+        if self.report is None or self.report.manifest.root != result.manifest.root:
+            self._tag_paths = None  # another folder's: until the window gives its own
         self.report = result
         self._show_report(result)
         self.folder_scanned.emit(result.manifest)
@@ -284,3 +302,8 @@ class DataPage(QWidget):
             self.skipped_table.setItem(row, 1, QTableWidgetItem(skip.reason))
         self.status.setText(m.summary())
         self.model.set_manifest(m)
+        self._order = np.arange(len(m.images), dtype=np.int64)  # until _reorder's
+        self._mtimes = None  # read again, if asked for: files may have changed
+        self._index_of = None
+        self._map_tags()
+        self._reorder()

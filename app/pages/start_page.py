@@ -65,8 +65,9 @@ class StartPage(QWidget):
         self.settings = settings
         title = QLabel("Contrastive Explorer")
         set_role(title, "heading")
-        intro = QLabel("Learn image representations from your own folder with SimCLR or MoCo, "
-                       "without labels, then explore what was learned: a map of the images, "
+        intro = QLabel("Learn image representations from your own folder with SimCLR, MoCo, "
+                       "BYOL and other self-supervised methods, without labels, then explore "
+                       "what was learned: a map of the images, "
                        "nearest neighbours, a linear probe against the folder's classes, and "
                        "an encoder to export. Class sub-folders give labels.")
         intro.setWordWrap(True)

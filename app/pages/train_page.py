@@ -301,6 +301,17 @@ class TrainPage(FollowingRuns, QWidget):
         """A new history: the curves shown so far are dropped."""
         self.history = RunHistory()
         self.curves.show_history(self.history)
+        self.progress.setFormat("%p%")
+
+    def _show_progress(self) -> None:
+        """The progress bar: the step reached of the planned steps and, once the run has
+        ended, where Resume goes on from when that is an earlier checkpoint, in the runs
+        list's words (RunHistory.where)."""
+        fraction = self.history.progress
+        if fraction is None:
+            return
+        self.progress.setValue(int(round(100 * fraction)))
+        self.progress.setFormat(f"{self.history.where()} · %p%")
 
     def _launch(self, args: list[str], *, fresh: bool) -> None:
         self.stop_following(quiet=True)
@@ -334,9 +345,7 @@ class TrainPage(FollowingRuns, QWidget):
             if not self.history.steps or self.history.steps[-1] != event.get("step"):
                 return  # no usable step number: reported, nothing to show
             self.curves.mark_dirty()
-            fraction = self.history.progress
-            if fraction is not None:
-                self.progress.setValue(int(round(100 * fraction)))
+            self._show_progress()
             eta = self.history.eta_seconds()
             warning = ("  Embeddings may be collapsing (spread below 0.2)."
                        if self.curves.collapsing() else "")
@@ -381,13 +390,9 @@ class TrainPage(FollowingRuns, QWidget):
         reason = window_words(reason)
         self.curves.mark_dirty()
         self.log.stream_summary(self.history)
-        position = self.history.position
-        if position is not None and self.history.total_steps:
-            self.progress.setValue(int(round(100 * (self.history.progress or 0))))
+        self._show_progress()
         if status == "stopped":
-            at = (f" at step {position}" + (f" of {self.history.total_steps}"
-                                             if self.history.total_steps else "")
-                  if position is not None else "")
+            at = f" at {self.history.where()}" if self.history.position is not None else ""
             self._say(f"Run stopped{at}: {reason}")
         elif status == "finished":
             self._say(f"Run finished: {reason}")

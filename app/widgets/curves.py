@@ -1,5 +1,6 @@
 """Live training curves: loss (raw and smoothed), learning rate, positive-pair similarity
-with the embedding spread, kNN accuracy per epoch (with labels), and throughput.
+with the embedding spread, kNN accuracy per epoch (with labels), and throughput (raw, faint,
+and smoothed as the loss is; the title gives the smoothed rate).
 
 Each plot's title names its curves in their colours (a key that covers no data, unlike a
 legend); the points carry symbols while there are few of them, so the first logged steps
@@ -34,12 +35,17 @@ NO_KNN_YET = "kNN accuracy: measured\nat the end of each epoch"
 #: Colours of the curves, also used in the plot titles as their key.
 COLOURS = {"loss": (120, 160, 220), "smoothed": (30, 90, 200), "lr": (200, 120, 30),
            "positive_pair_similarity": (40, 160, 80), "embedding_std": (160, 60, 160),
-           "pairs_per_s": (90, 90, 90), "knn": (200, 90, 40)}
+           "pairs_per_s": (205, 205, 205), "smoothed_rate": (60, 60, 60),
+           "knn": (200, 90, 40)}
+#: Raw curves drawn thin and without symbols, behind their smoothed curve.
+RAW_CURVES = ("loss", "pairs_per_s")
 TITLE_SIZE = "10pt"
 #: The curves of each plot, in the order the plots are redrawn.
 PLOT_CURVES = {"loss": ("loss", "smoothed"), "lr": ("lr",),
                "health": ("positive_pair_similarity", "embedding_std"),
-               "speed": ("pairs_per_s",), "knn": ("knn",)}
+               "speed": ("pairs_per_s", "smoothed_rate"), "knn": ("knn",)}
+#: The smoothed curves and the RunHistory lists they are drawn from.
+SMOOTHED = {"smoothed": "smoothed_loss", "smoothed_rate": "smoothed_rate"}
 
 
 class TrainingCurves(QWidget):
@@ -50,6 +56,8 @@ class TrainingCurves(QWidget):
         self.history: RunHistory | None = None
         self._dirty: set[str] = set()
         self._overlay_names: list[str] = []
+        #: The smoothed pairs per second in the speed plot's title (rounded), or None.
+        self._rate_shown: int | None = None
         layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.plots: dict[str, pg.PlotWidget] = {}
@@ -76,7 +84,8 @@ class TrainingCurves(QWidget):
             "lr": self._curve("lr", "lr"),
             "positive_pair_similarity": self._curve("health", "positive_pair_similarity"),
             "embedding_std": self._curve("health", "embedding_std"),
-            "pairs_per_s": self._curve("speed", "pairs_per_s"),
+            "pairs_per_s": self._curve("speed", "pairs_per_s", width=1),
+            "smoothed_rate": self._curve("speed", "smoothed_rate"),
             "knn": self._curve("knn", "knn"),
         }
         self.curves["knn"].setSymbol("o")  # one point per evaluation: always marked
@@ -91,7 +100,9 @@ class TrainingCurves(QWidget):
             f"space; below the dashed line ({COLLAPSE_STD}) every image is being mapped to "
             "nearly the same point (collapse).")
         self.plots["speed"].setToolTip("Image pairs trained per second, not counting the "
-                                       "checkpoints and the kNN evaluations.")
+                                       "checkpoints and the kNN evaluations: each logged "
+                                       "step (light grey) and smoothed (dark grey; the "
+                                       "title's figure).")
         self.no_labels = pg.TextItem(NO_LABELS, anchor=(0.5, 0.5), color=(130, 130, 130))
         self.no_labels.setPos(0.5, 0.5)  # the middle of an empty plot's default range
         self.plots["knn"].addItem(self.no_labels, ignoreBounds=True)
@@ -115,7 +126,8 @@ class TrainingCurves(QWidget):
                                      symbolPen=colour)
 
     def _set_titles(self) -> None:
-        """Each plot's title, naming its curves in their colours (and the overlays)."""
+        """Each plot's title, naming its curves in their colours (and the overlays), and
+        the latest smoothed rate in the speed plot's."""
         def key(name: str, text: str) -> str:
             r, g, b = COLOURS[name]
             return f"<span style='color:#{r:02x}{g:02x}{b:02x}'>{text}</span>"
@@ -128,7 +140,9 @@ class TrainingCurves(QWidget):
                   "health": f"{key('positive_pair_similarity', 'Pair cosine')}, "
                             f"{key('embedding_std', 'spread')}",
                   "knn": "kNN accuracy (%)" + earlier,
-                  "speed": "Pairs per second"}
+                  "speed": "Pairs per second" + (
+                      f": {key('smoothed_rate', format(self._rate_shown, ','))}"
+                      if self._rate_shown is not None else "")}
         for name, title in titles.items():
             self.plots[name].setTitle(title, size=TITLE_SIZE)
 
@@ -176,15 +190,16 @@ class TrainingCurves(QWidget):
         few = len(steps) <= SYMBOLS_UP_TO
         drawn = []
         for key in PLOT_CURVES[plot]:
-            values = np.asarray(h.smoothed_loss if key == "smoothed" else h.curves[key],
-                                dtype=np.float64)
+            values = np.asarray(getattr(h, SMOOTHED[key]) if key in SMOOTHED
+                                else h.curves[key], dtype=np.float64)
             curve = self.curves[key]
-            curve.setSymbol("o" if few and key != "loss" else None)
+            curve.setSymbol("o" if few and key not in RAW_CURVES else None)
             curve.setSymbolSize(5)
             curve.setData(steps, values)
             drawn.append(values)
         if plot == "speed":
-            self._rate_range(drawn[0])
+            self._rate_range(drawn[0], drawn[1])
+            self._show_rate(drawn[1][-1] if len(drawn[1]) else None)
         elif plot == "health":
             self._health_range(np.concatenate(drawn))
 
@@ -195,11 +210,21 @@ class TrainingCurves(QWidget):
         high = max(1.0, float(finite.max())) if finite.size else 1.0
         self.plots["health"].setYRange(low, high, padding=0.04)
 
-    def _rate_range(self, rates: np.ndarray) -> None:
-        """Pairs per second from zero, so a few percent of noise reads as noise."""
-        finite = rates[np.isfinite(rates)]
-        top = float(finite.max()) if finite.size else 0.0
+    def _rate_range(self, rates: np.ndarray, smoothed: np.ndarray) -> None:
+        """Pairs per second from zero, so a few percent of noise reads as noise; the top
+        follows the smoothed rate and most raw points (a rare spike goes off the top)."""
+        raw = rates[np.isfinite(rates)]
+        finite = smoothed[np.isfinite(smoothed)]
+        top = max(float(finite.max()) if finite.size else 0.0,
+                  float(np.percentile(raw, 90)) if raw.size else 0.0)
         self.plots["speed"].setYRange(0.0, max(top, 1.0) * 1.15, padding=0)
+
+    def _show_rate(self, rate: float | None) -> None:
+        """The smoothed rate in the speed plot's title (set again only when it changes)."""
+        shown = None if rate is None or not np.isfinite(rate) else round(rate)
+        if shown != self._rate_shown:
+            self._rate_shown = shown
+            self._set_titles()
 
     def _keep_span(self, plot: str, values: np.ndarray, *, low: float | None = None,
                    high: float | None = None) -> None:

@@ -1,12 +1,15 @@
 """The thumbnails of an image folder (the Data page's grid): a list model over a manifest's
-images whose decorations are decoded lazily in one worker thread, newest request first,
-and kept in a small LRU cache; and the icon-mode view that shows it.
+images, in the order the page chose and filtered to a tag (an index array: the manifest's
+images are never copied), whose decorations are decoded lazily in one worker thread,
+newest request first, and kept in a small LRU cache; and the icon-mode view that shows it,
+with a marker on tagged images.
 
 Only QImage crosses threads; pixmaps are made on the GUI thread.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -22,8 +25,14 @@ from PySide6.QtCore import (
     QThreadPool,
     Signal,
 )
-from PySide6.QtGui import QColor, QImage, QPixmap
-from PySide6.QtWidgets import QAbstractItemView, QListView, QWidget
+from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QListView,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QWidget,
+)
 
 from app.child.workers import Call
 from engine.data.cache import BadImage, decode_image
@@ -36,14 +45,19 @@ THUMBNAIL_CACHE = 2000
 MAX_PENDING = 512
 #: The same guard as training (engine.config.train_config.TrainConfig.max_image_pixels).
 MAX_PIXELS = 178_956_970
+#: Item data: the tag names of an image (a list, empty when untagged).
+TAGS_ROLE = Qt.UserRole + 1
+#: The colour of the marker on a tagged thumbnail.
+TAG_MARK = QColor(230, 140, 20)
 
 
 class ThumbnailLoader(QObject):
-    """Decodes requested rows' thumbnails in one worker thread, newest request first.
+    """Decodes requested images' thumbnails in one worker thread, newest request first.
+    An image is its index in the paths given to :meth:`reset` (the manifest's order).
 
     Signals:
-        loaded(int generation, int row, QImage): a thumbnail is ready.
-        failed(int generation, int row, str reason): the file is not a usable image.
+        loaded(int generation, int image, QImage): a thumbnail is ready.
+        failed(int generation, int image, str reason): the file is not a usable image.
     """
 
     loaded = Signal(int, int, QImage)
@@ -61,16 +75,16 @@ class ThumbnailLoader(QObject):
         self._pool.setMaxThreadCount(1)
 
     def reset(self, paths: list[str]) -> None:
-        """Forget pending work; decode rows of ``paths`` from now on."""
+        """Forget pending work; decode images of ``paths`` from now on."""
         with self._lock:
             self.generation += 1
             self._paths = list(paths)
             self._pending.clear()
 
-    def request(self, row: int) -> None:
+    def request(self, image: int) -> None:
         with self._lock:
-            self._pending[row] = None
-            self._pending.move_to_end(row)
+            self._pending[image] = None
+            self._pending.move_to_end(image)
             while len(self._pending) > MAX_PENDING:
                 self._pending.popitem(last=False)
             if self._running:
@@ -89,20 +103,20 @@ class ThumbnailLoader(QObject):
                 if not self._pending:
                     self._running = False
                     return
-                row, _ = self._pending.popitem(last=True)
-                generation, path = self.generation, self._paths[row]
+                image, _ = self._pending.popitem(last=True)
+                generation, path = self.generation, self._paths[image]
             try:
                 rgb = decode_image(path, self.size, max_pixels=MAX_PIXELS)
             except BadImage as exc:
-                self.failed.emit(generation, row, str(exc))
+                self.failed.emit(generation, image, str(exc))
                 continue
             except Exception as exc:
-                self.failed.emit(generation, row, f"cannot be read ({exc})")
+                self.failed.emit(generation, image, f"cannot be read ({exc})")
                 continue
             h, w = rgb.shape[:2]
-            image = QImage(np.ascontiguousarray(rgb).data, w, h, 3 * w,
-                           QImage.Format_RGB888).copy()  # copy: own the pixels
-            self.loaded.emit(generation, row, image)
+            thumbnail = QImage(np.ascontiguousarray(rgb).data, w, h, 3 * w,
+                               QImage.Format_RGB888).copy()  # copy: own the pixels
+            self.loaded.emit(generation, image, thumbnail)
 
 
 def _placeholder(size: int, colour: str) -> QPixmap:
@@ -112,14 +126,22 @@ def _placeholder(size: int, colour: str) -> QPixmap:
 
 
 class ThumbnailModel(QAbstractListModel):
-    """The manifest's images as a list; decorations are decoded lazily, only for the rows
-    a view asks for, and kept in a small LRU cache. Qt.UserRole is the absolute path."""
+    """The manifest's images as a list, in the order of :meth:`set_rows` (all of them in the
+    manifest's order until then); decorations are decoded lazily, only for the rows a view
+    asks for, and kept in a small LRU cache by image, so a new order or filter keeps them.
+    Qt.UserRole is the absolute path, TAGS_ROLE the image's tags (:meth:`set_tags`)."""
 
     def __init__(self, size: int = THUMBNAIL_SIZE, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.size = size
         self.manifest: Manifest | None = None
         self._paths: list[str] = []
+        #: The manifest index of each row shown, and the row of each image (-1: not shown).
+        self._rows = np.zeros(0, dtype=np.int64)
+        self._row_of = np.zeros(0, dtype=np.int64)
+        #: Manifest index -> the names of the tags on that image.
+        self._tags: dict[int, list[str]] = {}
+        # Both by manifest index.
         self._cache: OrderedDict[int, QPixmap] = OrderedDict()
         self._failed: dict[int, str] = {}
         self.placeholder = _placeholder(size, "#d0d0d0")
@@ -131,63 +153,121 @@ class ThumbnailModel(QAbstractListModel):
     def set_manifest(self, manifest: Manifest | None) -> None:
         self.beginResetModel()
         self.manifest = manifest
-        root = Path(manifest.root) if manifest else Path()
-        self._paths = [str(root / r.path) for r in manifest.images] if manifest else []
+        # Joined as text: pathlib takes about a second for 100,000 paths in the GUI thread.
+        prefix = os.path.join(str(Path(manifest.root)), "") if manifest else ""
+        self._paths = ([prefix + r.path.replace("/", os.sep) for r in manifest.images]
+                       if manifest else [])
+        self._rows = np.arange(len(self._paths), dtype=np.int64)
+        self._row_of = self._rows.copy()
+        self._tags = {}
         self._cache.clear()
         self._failed.clear()
         self.loader.reset(self._paths)
         self.endResetModel()
 
+    def set_rows(self, rows: np.ndarray) -> None:
+        """Show the images at manifest indices ``rows``, in that order (an order, perhaps
+        filtered to a tag); the thumbnails decoded so far are kept."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self._paths)):
+            raise ValueError(f"rows must index the {len(self._paths)} images")
+        self.beginResetModel()
+        self._rows = rows
+        self._row_of = np.full(len(self._paths), -1, dtype=np.int64)
+        self._row_of[rows] = np.arange(rows.size)
+        self.endResetModel()
+
+    def set_tags(self, tags: dict[int, list[str]]) -> None:
+        """The tags of the images (manifest index -> tag names; untagged images left out)."""
+        self._tags = tags
+        if self._rows.size:
+            self.dataChanged.emit(self.index(0), self.index(self._rows.size - 1),
+                                  [TAGS_ROLE, Qt.ToolTipRole])
+
+    def paths(self) -> list[str]:
+        """The absolute path of every image of the manifest, in the manifest's order."""
+        return self._paths
+
+    def image(self, row: int) -> int:
+        """The manifest index of the image shown at ``row``."""
+        return int(self._rows[row])
+
     def path(self, row: int) -> str:
-        return self._paths[row]
+        return self._paths[self._rows[row]]
 
     def is_loaded(self, row: int) -> bool:
-        return row in self._cache
+        return int(self._rows[row]) in self._cache
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._paths)
+        return 0 if parent.isValid() else int(self._rows.size)
 
     def data(self, index: QModelIndex | QPersistentModelIndex,
              role: int = Qt.DisplayRole) -> object:
         if not index.isValid() or self.manifest is None:
             return None
-        row = index.row()
+        image = int(self._rows[index.row()])
         if role == Qt.DecorationRole:
-            if row in self._cache:
-                self._cache.move_to_end(row)
-                return self._cache[row]
-            if row in self._failed:
+            if image in self._cache:
+                self._cache.move_to_end(image)
+                return self._cache[image]
+            if image in self._failed:
                 return self.broken
-            self.loader.request(row)
+            self.loader.request(image)
             return self.placeholder
         if role == Qt.ToolTipRole:
-            label = self.manifest.images[row].label
-            text = self._paths[row] + "\nclass: " + (
+            label = self.manifest.images[image].label
+            text = self._paths[image] + "\nclass: " + (
                 "none (unlabelled)" if label is None else self.manifest.classes[label])
-            if row in self._failed:
-                text += "\ncannot show: " + self._failed[row]
+            if image in self._tags:
+                text += "\ntags: " + ", ".join(self._tags[image])
+            if image in self._failed:
+                text += "\ncannot show: " + self._failed[image]
             return text
         if role == Qt.UserRole:
-            return self._paths[row]
+            return self._paths[image]
+        if role == TAGS_ROLE:
+            return self._tags.get(image, [])
         return None
 
-    def _on_loaded(self, generation: int, row: int, image: QImage) -> None:
+    def _changed(self, image: int, roles: list[int]) -> None:
+        row = int(self._row_of[image]) if image < self._row_of.size else -1
+        if row >= 0:
+            index = self.index(row)
+            self.dataChanged.emit(index, index, roles)
+
+    def _on_loaded(self, generation: int, image: int, thumbnail: QImage) -> None:
         if generation != self.loader.generation:
             return  # for a folder no longer shown
-        self._cache[row] = QPixmap.fromImage(image)
-        self._cache.move_to_end(row)
+        self._cache[image] = QPixmap.fromImage(thumbnail)
+        self._cache.move_to_end(image)
         while len(self._cache) > THUMBNAIL_CACHE:
             self._cache.popitem(last=False)
-        index = self.index(row)
-        self.dataChanged.emit(index, index, [Qt.DecorationRole])
+        self._changed(image, [Qt.DecorationRole])
 
-    def _on_failed(self, generation: int, row: int, reason: str) -> None:
+    def _on_failed(self, generation: int, image: int, reason: str) -> None:
         if generation != self.loader.generation:
             return
-        self._failed[row] = reason
-        index = self.index(row)
-        self.dataChanged.emit(index, index, [Qt.DecorationRole, Qt.ToolTipRole])
+        self._failed[image] = reason
+        self._changed(image, [Qt.DecorationRole, Qt.ToolTipRole])
 
+
+class TagMarkDelegate(QStyledItemDelegate):
+    """Draws a thumbnail as usual, and a small marker in its corner when the image has tags
+    (which its tooltip names)."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
+              index: QModelIndex | QPersistentModelIndex) -> None:
+        super().paint(painter, option, index)
+        if not index.data(TAGS_ROLE):
+            return
+        r = option.rect
+        side = max(8, r.width() // 6)
+        painter.save()
+        painter.setRenderHint(QPainter.Antialiasing)
+        painter.setPen(QColor("white"))
+        painter.setBrush(TAG_MARK)
+        painter.drawEllipse(r.right() - side - 3, r.top() + 3, side, side)
+        painter.restore()
 
 
 
@@ -206,4 +286,5 @@ class FolderThumbnails(QListView):
         self.setGridSize(QSize(size + 8, size + 8))
         self.setSelectionMode(QAbstractItemView.SingleSelection)
         self.setToolTip("")
+        self.setItemDelegate(TagMarkDelegate(self))
         self.setModel(model)

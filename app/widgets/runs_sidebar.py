@@ -21,6 +21,9 @@ SELECTED_RUN_CHECK_MS = 5000
 STATUS_ROLE = Qt.UserRole + 1
 HINT = ("Runs in the runs folder. Select one to explore it; double-click to show its curves; "
         "right-click to rename or delete it.")
+#: Statuses whose line says nothing of the checkpoint: finished, or still going (the
+#: checkpoint lags the steps then, and is not where a resume would start).
+NO_CHECKPOINT_WORDS = ("finished", "running", RUNNING_ELSEWHERE, "running in the background")
 #: What the empty list says.
 EMPTY_HINT = "No runs yet: open a folder and press Start, or try the demo."
 
@@ -34,8 +37,8 @@ def run_text(run: RunSummary) -> str:
         text += f" · step {run.steps}{total}{loss}"
     if run.best_knn is not None:
         text += f" · best kNN {100 * run.best_knn:.1f}%"
-    if run.checkpoint and run.status not in ("finished", "running"):
-        text += f" · {run.checkpoint}"
+    if run.checkpoint and run.status not in NO_CHECKPOINT_WORDS:
+        text += f" · {run.checkpoint}"  # (the Train page's progress bar says the same)
     return text
 
 

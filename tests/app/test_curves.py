@@ -144,7 +144,8 @@ def test_few_points_are_marked_and_the_axes_are_not_overzoomed(qtbot):
     many_steps(history, 2)
     widget.show_history(history)
     assert widget.curves["smoothed"].opts["symbol"] == "o"
-    assert widget.curves["pairs_per_s"].opts["symbol"] == "o"
+    assert widget.curves["smoothed_rate"].opts["symbol"] == "o"
+    assert widget.curves["pairs_per_s"].opts["symbol"] is None  # the raw rate: faint
     assert widget.no_labels.isVisible() and "end of each epoch" in widget.no_labels.toPlainText()
     many_steps(history, 60)
     history.add({"type": "eval", "epoch": 1, "step": 41, "knn_top1": 0.86, "knn_k": 20})
@@ -161,3 +162,34 @@ def test_few_points_are_marked_and_the_axes_are_not_overzoomed(qtbot):
     assert low <= 0 < 0.2 < 1 <= high  # the collapse line is in view
     assert widget.collapse_line.label.toPlainText() == "collapse below 0.2"
     assert not widget.no_labels.isVisible()
+
+
+def test_the_rate_is_smoothed_as_the_loss_and_its_title_gives_the_smoothed_value(qtbot):
+    widget = TrainingCurves()
+    qtbot.addWidget(widget)
+    history = RunHistory()
+    rates = np.random.default_rng(0).uniform(10, 100, size=300)  # jumps from step to step
+    rates[40] = np.nan  # a step without a rate (the engine writes NaN as null)
+    for n, rate in enumerate(rates, start=1):
+        event = step(n, 5.0)
+        event["pairs_per_s"] = None if np.isnan(rate) else float(rate)
+        history.add(event)
+    widget.show_history(history)
+    # The reference: an exponential moving average with weight 0.9 on the past, written out.
+    expected, previous = [], rates[0]
+    for rate in rates:
+        previous = previous if np.isnan(rate) else 0.9 * previous + 0.1 * rate
+        expected.append(previous)
+    x, y = widget.curves["smoothed_rate"].getData()
+    np.testing.assert_array_equal(x, np.arange(1, 301))
+    np.testing.assert_allclose(y, expected)
+    assert np.all(np.isfinite(y))  # the gap is bridged in the smoothed curve, as the loss's
+    _, raw = widget.curves["pairs_per_s"].getData()  # the raw rate is still drawn, thin
+    assert np.isnan(raw[40]) and raw[0] == rates[0]
+    assert widget.curves["pairs_per_s"].opts["pen"].width() < (
+        widget.curves["smoothed_rate"].opts["pen"].width())
+    assert np.std(np.diff(y)) < np.std(np.diff(rates[np.isfinite(rates)])) / 5
+    title = widget.plots["speed"].getPlotItem().titleLabel.text
+    assert "Pairs per second: " in title and f">{round(expected[-1])}<" in title
+    low, high = widget.plots["speed"].getPlotItem().viewRange()[1]
+    assert low == 0 and high >= max(expected)

@@ -79,7 +79,7 @@ def test_a_killed_engine_leaves_the_window_up_and_the_run_listed(qtbot, window, 
     if saved["step"] >= page.history.steps[-1]:  # killed before a step past the checkpoint
         assert f"step {saved['step']} of" in text and "checkpoint saved" in text
     else:
-        assert f"checkpoint at step {saved['step']}" in text
+        assert f"resumes from step {saved['step']} (the last checkpoint)" in text
 
 
 CRASHING_TRAINER = r"""
@@ -125,7 +125,7 @@ def test_an_engine_crash_mid_run_is_shown_with_the_log_and_listed(
     assert page.history.steps == [1, 2, 3, 4]
     assert window.sidebar.runs.count() == 1
     text = window.sidebar.runs.item(0).text()
-    assert "interrupted" in text and "checkpoint at step 3" in text and "step 4" in text
+    assert "interrupted" in text and "resumes from step 3" in text and "step 4" in text
 
 
 # --- 4. an image folder unplugged ---------------------------------------------------------

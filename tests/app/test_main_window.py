@@ -289,8 +289,8 @@ def test_the_start_page_opens_recent_runs_and_the_demo(qtbot, window, tmp_path, 
     folder = make_folder(tmp_path / "digits")
     monkeypatch.setattr(demo, "demo_dataset", lambda: folder)
     window.tabs.setCurrentWidget(window.start_page)
-    window.start_page.demo_requested.emit()
-    assert window.tabs.currentWidget() is window.data_page
+    window.start_page.demo_requested.emit()  # made in a worker thread: the window goes on
+    qtbot.waitUntil(lambda: window.tabs.currentWidget() is window.data_page, timeout=10_000)
     assert window.train_page.folder.text() == str(folder)
     assert window.train_page.form.values().epochs == demo.DEMO_SETTINGS["epochs"]
     assert window.start_page.recent_folders()[0] == str(folder)

@@ -98,4 +98,5 @@ def test_a_run_stopped_between_logged_steps_is_where_its_checkpoint_is(tmp_path)
     events.insert(3, step(60, 1.4))
     (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     (summary,) = list_runs(tmp_path)
-    assert (summary.steps, summary.checkpoint) == (60, "checkpoint at step 57")
+    assert (summary.steps, summary.checkpoint) == (
+        60, "resumes from step 57 (the last checkpoint)")
