@@ -44,6 +44,7 @@ from app.model.curation import CurationImages, DuplicateGroups, DuplicatePairs
 from app.widgets.curation_view import CurationView
 from app.widgets.image_grid import ThumbnailRequests, placeholder
 from app.widgets.neighbours_panel import ThumbnailCache
+from engine.evaluate.curate import split_of
 
 GROUP_PX = 56
 #: Steps of the threshold slider between its lowest value and 1.
@@ -106,6 +107,10 @@ class GroupListModel(QAbstractListModel):
                 f"{g.min_similarity[row]:.4f}-{g.max_similarity[row]:.4f}")
         if g.cross_class[row]:
             text += ", across classes " + "/".join(self.classes_of(row))
+        if self.images is not None:
+            splits = {split_of(self.images.paths[int(i)]) for i in self.members(row)} - {None}
+            if len(splits) > 1:
+                text += ", across splits " + "/".join(sorted(splits)) + " (a leak)"
         return text
 
     def data(self, index: QModelIndex | QPersistentModelIndex,

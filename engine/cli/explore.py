@@ -420,9 +420,12 @@ SHOWN = 10  # rows of a ranked result printed for people
 def _duplicates_text(r: dict[str, Any]) -> str:
     lines = [f"{r['group_count']:,} groups of near-duplicates among {r['images']:,} images "
              f"({r['checkpoint']}, {r['space']}, similarity >= {r['threshold']:g}): "
-             f"{len(r['redundant']):,} redundant, {r['cross_class_groups']:,} across classes"]
+             f"{len(r['redundant']):,} redundant, {r['cross_class_groups']:,} across classes"
+             + (f", {r['cross_split_groups']:,} across the splits {'/'.join(r['splits'])}"
+                if r.get("splits") else "")]
     for n, g in enumerate(r["groups"][:SHOWN], 1):
-        flag = "  CROSS-CLASS" if g["cross_class"] else ""
+        flag = ("  CROSS-CLASS" if g["cross_class"] else "") + (
+            "  CROSS-SPLIT " + "/".join(g["splits"]) if g.get("cross_split") else "")
         lines.append(f"{n:>3}. {g['size']} images, similarity {g['min_similarity']:.4f}-"
                      f"{g['max_similarity']:.4f}{flag}: "
                      + ", ".join(_where(m) for m in g["members"][:4])

@@ -49,6 +49,19 @@ THRESHOLD_SAMPLE = 2000
 #: The most pairs :func:`similar_pairs` collects (20 bytes each: 400 MB) before it stops
 #: and asks for a higher threshold.
 MAX_PAIRS = 20_000_000
+#: Folder names (any depth, any case) that mark a split of the data: a near-duplicate in
+#: two of them is a leak between the splits (a test image also trained on).
+SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "dev", "test",
+                         "testing", "holdout"})
+
+
+def split_of(path: str) -> str | None:
+    """The split a relative image path lies in (the first of its folders named as one of
+    :data:`SPLIT_NAMES`, in lower case), or None."""
+    for part in path.replace("\\", "/").split("/")[:-1]:
+        if part.lower() in SPLIT_NAMES:
+            return part.lower()
+    return None
 #: Largest group whose full pairwise similarities are reported (min and max); a larger group
 #: reports the range over the pairs found above the threshold.
 MAX_DENSE_GROUP = 2000

@@ -228,8 +228,10 @@ def duplicates(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
 
     Each group lists its members (index, path, class), the highest and lowest similarity
     within it, whether it spans several classes ("cross_class": the same picture filed
-    under two classes) and the member kept (the first in path order); "redundant" lists
-    the paths of the others, the ones to tag or leave out.
+    under two classes) or splits ("cross_split": in two of train/, val/, test/... folders,
+    at any depth: a leak between the splits; "splits" names the folder's), and the member
+    kept (the first in path order); "redundant" lists the paths of the others, the ones to
+    tag or leave out.
 
     "pairs_list" (curate.listed_pairs) holds the pairs found, from ``min_threshold`` when it
     is below the threshold, so that a viewer can regroup at any threshold from its "from"
@@ -242,6 +244,7 @@ def duplicates(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
         duplicate_groups,
         listed_pairs,
         similar_pairs,
+        split_of,
     )
 
     emb = embeddings(run_dir, checkpoint, device=device, cache_dir=cache_dir)
@@ -276,14 +279,18 @@ def duplicates(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
         classes = {int(emb.labels[i]) for i in g["members"] if emb.labels[i] >= 0}
         keep = g["members"][0]
         redundant.extend(emb.paths[i] for i in g["members"][1:])
+        splits = sorted({split_of(emb.paths[i]) for i in g["members"]} - {None})
         groups.append({"members": members, "size": len(members),
                        "max_similarity": g["max_similarity"],
                        "min_similarity": g["min_similarity"], "pairs": g["pairs"],
-                       "cross_class": len(classes) > 1, "keep": keep})
+                       "cross_class": len(classes) > 1, "splits": splits,
+                       "cross_split": len(splits) > 1, "keep": keep})
     result = {"kind": "duplicates", "checkpoint": emb.checkpoint, "space": space,
               "threshold": round(threshold, 6), **rule, "images": len(emb.paths),
               "root": emb.root, "groups": groups, "group_count": len(groups),
               "cross_class_groups": sum(g["cross_class"] for g in groups),
+              "splits": sorted({split_of(p) for p in emb.paths} - {None}),
+              "cross_split_groups": sum(g["cross_split"] for g in groups),
               "redundant": redundant, "pairs_list": listed,
               "seconds": round(time.perf_counter() - started, 3)}
     result["path"] = _save_curation(run_dir, "duplicates", emb, space, result)

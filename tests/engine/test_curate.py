@@ -372,3 +372,35 @@ def test_cli_verbs_print_one_json_result(planted, tmp_path, capsys):
                  "--cache-dir", str(cache)]) == 0
     assert "groups of near-duplicates among" in capsys.readouterr().out
     tags.remove_tag(run_dir, "cli")
+
+
+def test_split_of_finds_the_split_folder_at_any_depth():
+    assert curate.split_of("train/cat/1.png") == "train"
+    assert curate.split_of("photos/Test/dog/2.jpg") == "test"
+    assert curate.split_of("cat/train.png") is None  # a file named so is no split
+    assert curate.split_of("cat/1.png") is None
+
+
+def test_duplicates_across_a_train_test_split_are_leaks(planted, tmp_path):
+    from tests.helpers.copied_runs import run_on_folder
+
+    run_dir, cache, root, _, _ = planted
+    split = tmp_path / "split"
+    originals = sorted((root / "red").glob("*.png"))[:6] + sorted((root / "blue").glob("*.png"))[:6]
+    for n, src in enumerate(originals):
+        where = "train" if n % 2 == 0 else "test"
+        dest = split / where / src.parent.name / src.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dest)
+    leaked = split / "train" / "red" / originals[0].name
+    shutil.copy(leaked, split / "test" / "red" / "leak.png")  # a test image also in train
+    copy = run_on_folder(run_dir, split, tmp_path / "run")
+    result = explore.duplicates(copy, "random", cache_dir=cache, device="cpu")
+    assert result["splits"] == ["test", "train"]
+    leaks = [g for g in result["groups"] if g["cross_split"]]
+    assert result["cross_split_groups"] == len(leaks) >= 1
+    paths = {m["path"] for g in leaks for m in g["members"]}
+    assert {f"train/red/{originals[0].name}", "test/red/leak.png"} <= paths
+    assert all(g["splits"] == ["test", "train"] for g in leaks)
+    # within one split, no group is a leak
+    assert all(not g["cross_split"] for g in result["groups"] if len(g["splits"]) < 2)
