@@ -47,6 +47,11 @@ LOADING_UMAP = "Loading UMAP (first use compiles code, about a minute; later run
 # Below this many points UMAP's spectral initialisation fails (scipy's eigh needs k < N),
 # and a "neighbourhood graph" of 2 points says nothing: such maps are made with PCA.
 MIN_UMAP_POINTS = 4
+#: UMAP fits on at most this many points and transforms the rest (fit_sample's default).
+#: umap-learn's single-threaded (seeded, reproducible) fit grows faster than linearly with
+#: the points; its transform of the others is a nearest-neighbour search in the fitted data
+#: plus a short optimisation of the new points only.
+UMAP_FIT_SAMPLE = 20_000
 
 # Exact PCA (float64 eigendecomposition of the D x D covariance or the N x N Gram matrix,
 # min(N, D)^2 x max(N, D) operations) up to this size: 50k x 512 takes about 0.3 s on two
@@ -69,6 +74,10 @@ class MapParams:
         "them; PCA then uses unit-length rows).", choices=METRICS)
     seed: int = setting(0, "Random seed; the same seed gives the same map.",
                         min=0, max=2**32 - 1)
+    fit_sample: int = setting(
+        UMAP_FIT_SAMPLE, "UMAP: fit the map on at most this many points (a seeded sample) "
+        "and place the others with the fitted map's transform, so large folders map in "
+        "minutes.", min=100, max=10**7)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -78,10 +87,14 @@ class MapParams:
 
     def relevant(self) -> dict[str, Any]:
         """The parameters that change the result: PCA ignores the UMAP-only ones, so
-        changing n_neighbors does not make a PCA map be computed again."""
+        changing n_neighbors does not make a PCA map be computed again. ``fit_sample`` at
+        its default is left out (maps saved before it existed keep their key; it changes
+        only maps of more points than it)."""
         values = self.to_dict()
         if self.method == "pca":
             del values["n_neighbors"], values["min_dist"]
+        if self.method == "pca" or self.fit_sample == UMAP_FIT_SAMPLE:
+            del values["fit_sample"]
         return values
 
     def key(self) -> str:
@@ -246,7 +259,9 @@ def pca_map(features: np.ndarray, metric: str = "cosine", seed: int = 0) -> np.n
 
 def umap_map(features: np.ndarray, params: MapParams,
              progress: Progress | None = None) -> np.ndarray:
-    """UMAP of ``features`` into (N, 2) float32; fewer than 4 points fall back to PCA."""
+    """UMAP of ``features`` into (N, 2) float32; fewer than 4 points fall back to PCA.
+    Above ``params.fit_sample`` points, UMAP is fitted on a seeded sample of that many and
+    the other points are placed with the fitted map's transform."""
     x = check_features(features)
     n = x.shape[0]
     if n < MIN_UMAP_POINTS:
@@ -264,8 +279,21 @@ def umap_map(features: np.ndarray, params: MapParams,
     with warnings.catch_warnings():
         # Duplicate or disconnected points make umap-learn warn; the map is still drawn.
         warnings.simplefilter("ignore", UserWarning)
-        out = reducer.fit_transform(x)
-    return np.ascontiguousarray(out, dtype=np.float32)
+        if n <= params.fit_sample:
+            return np.ascontiguousarray(reducer.fit_transform(x), dtype=np.float32)
+        fit = np.sort(np.random.default_rng(params.seed).choice(n, params.fit_sample,
+                                                                replace=False))
+        rest = np.setdiff1d(np.arange(n), fit, assume_unique=True)
+        out = np.zeros((n, 2), np.float32)
+        out[fit] = reducer.fit_transform(x[fit])
+        chunk = max(1, params.fit_sample)
+        for start in range(0, len(rest), chunk):
+            rows = rest[start:start + chunk]
+            if progress is not None:
+                progress(f"Placing {start + len(rows):,} of {len(rest):,} more points on the "
+                         f"map fitted on {params.fit_sample:,}")
+            out[rows] = reducer.transform(x[rows])
+    return out
 
 
 def compute_map(features: np.ndarray, params: MapParams, *,

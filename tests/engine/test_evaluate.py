@@ -440,3 +440,24 @@ def test_map_cache_is_reused_and_keyed_by_params_and_features(tmp_path, monkeypa
     assert len(computed) == 3
     with pytest.raises(ValueError, match="map tag"):
         load_or_compute_map(x, params, tmp_path, "a/b")
+
+
+def test_umap_of_many_points_is_fitted_on_a_sample(numba_cache):
+    """Above fit_sample points, the sample's coordinates are a UMAP fit of the sample alone
+    and the other points are placed by its transform, near their own cluster."""
+    x, y = clusters(60, 3)  # 180 points
+    params = MapParams(n_neighbors=10, seed=3, fit_sample=100)
+    messages = []
+    out = compute_map(x, params, progress=messages.append)
+    assert out.shape == (180, 2) and np.isfinite(out).all()
+    fit = np.sort(np.random.default_rng(3).choice(180, 100, replace=False))
+    alone = compute_map(x[fit], MapParams(n_neighbors=10, seed=3))
+    np.testing.assert_array_equal(out[fit], alone)
+    assert any("Placing 80 of 80 more points" in m for m in messages)
+    centres = np.stack([out[fit][y[fit] == c].mean(0) for c in range(3)])
+    rest = np.setdiff1d(np.arange(180), fit)
+    nearest = np.argmin(((out[rest][:, None] - centres[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == y[rest]).mean() >= 0.95
+    # the default sample size keeps the key of maps saved before it was a setting
+    assert "fit_sample" not in MapParams().relevant()
+    assert MapParams(fit_sample=100).key() != MapParams().key()
