@@ -49,6 +49,12 @@ THRESHOLD_SAMPLE = 2000
 #: The most pairs :func:`similar_pairs` collects (20 bytes each: 400 MB) before it stops
 #: and asks for a higher threshold.
 MAX_PAIRS = 20_000_000
+#: Largest group whose full pairwise similarities are reported (min and max); a larger group
+#: reports the range over the pairs found above the threshold.
+MAX_DENSE_GROUP = 2000
+#: The most pairs :func:`listed_pairs` puts in a result (the most similar ones), so that a
+#: viewer can regroup at any higher threshold without searching again: about 6 MB of JSON.
+MAX_LISTED_PAIRS = 200_000
 #: Folder names (any depth, any case) that mark a split of the data: a near-duplicate in
 #: two of them is a leak between the splits (a test image also trained on).
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "dev", "test",
@@ -62,12 +68,6 @@ def split_of(path: str) -> str | None:
         if part.lower() in SPLIT_NAMES:
             return part.lower()
     return None
-#: Largest group whose full pairwise similarities are reported (min and max); a larger group
-#: reports the range over the pairs found above the threshold.
-MAX_DENSE_GROUP = 2000
-#: The most pairs :func:`listed_pairs` puts in a result (the most similar ones), so that a
-#: viewer can regroup at any higher threshold without searching again: about 6 MB of JSON.
-MAX_LISTED_PAIRS = 200_000
 
 
 def _unit(x: np.ndarray) -> torch.Tensor:
