@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.child.engine_jobs import EngineQueue
 from app.child.engine_process import EngineProcess
 from app.child.run_follower import RunFollower
 from app.model.estimate import duration
@@ -33,6 +34,7 @@ from app.pages.train_plan import CHOOSE_FOLDER, TrainPlan, is_data_source
 from app.widgets.curves import TrainingCurves
 from app.widgets.run_log import RunLog
 from app.widgets.settings_form import SettingsForm
+from app.widgets.time_plan import TimePlan
 from engine.cli.args import to_arguments
 from engine.config.train_config import AugmentConfig, TrainConfig, preset
 from engine.methods import DEFAULT_METHOD, METHODS
@@ -102,6 +104,8 @@ class TrainPage(FollowingRuns, QWidget):
                              ".safetensors)").clicked.connect(self._on_choose_init)
         self.plan = TrainPlan(self.folder, self.form, self.runs_root, cache_dir, self)
         self.estimate = self.plan.estimate
+        self.time_plan = TimePlan(EngineQueue(cache_dir, self), self._plan_arguments)
+        self.time_plan.apply_requested.connect(self._apply_plan)
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Start a new run in a background process (Ctrl+Return)")
         self.stop_button = QPushButton("Stop")
@@ -132,6 +136,7 @@ class TrainPage(FollowingRuns, QWidget):
         left_layout.addWidget(scroll, 1)
         left_layout.addLayout(buttons)
         left_layout.addWidget(self.estimate)
+        left_layout.addWidget(self.time_plan)
         right = QSplitter(Qt.Vertical)
         right.addWidget(self.curves)
         right.addWidget(self.log)
@@ -217,6 +222,23 @@ class TrainPage(FollowingRuns, QWidget):
             "Weights (*.pt *.pth *.safetensors);;All files (*)")
         if path:
             self.form.set_value("init", path)
+
+    def _plan_arguments(self) -> list[str] | str:
+        """The ``plan`` verb's arguments for the folder and settings shown, or why there
+        are none."""
+        folder = self.folder.text().strip()
+        if not folder or not is_data_source(folder):
+            return "Choose an image folder first: the plan scans it."
+        if not self.form.is_valid():
+            return "Fix the highlighted settings first: " + "; ".join(
+                self.form.errors().values())
+        cfg = dataclasses.replace(self.form.values(), data=folder)
+        return ["--data", folder] + self._settings_arguments(cfg)
+
+    def _apply_plan(self, values: dict) -> None:
+        """Put a plan's settings in the form (the epochs count as chosen by the person)."""
+        self.apply_settings(values)
+        self._say("The planned settings are in the form: press Start to train with them.")
 
     def _settings_arguments(self, cfg: TrainConfig) -> list[str]:
         return (to_arguments(TrainConfig, {name: getattr(cfg, name) for name in FORM_FIELDS})
