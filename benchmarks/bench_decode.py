@@ -150,7 +150,8 @@ def main() -> None:
         with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
             add(f"PIL, process pool of {args.workers}", args.workers,
                 lambda: pil_pool(pool, paths, args.size, args.workers))
-        add(f"decode_jpeg batched, CPU ({args.threads} threads)", args.threads,
+        threads = f"{args.threads} thread" + ("s" if args.threads != 1 else "")
+        add(f"decode_jpeg batched, CPU ({threads})", args.threads,
             lambda: torch_decode(paths, args.size, torch.device("cpu")))
         if gpu is not None:
             name = torch.cuda.get_device_name(gpu)

@@ -252,7 +252,8 @@ def main() -> None:
                              "peak_gflops": peaks.get(r.precision, peaks["fp32"]) / 1e9,
                              "peak_memory_gb": r.peak_memory_gb,
                              "wall_s": wall})
-                append_jsonl(args.jsonl, {"kind": "row", **rows[-1]})
+                append_jsonl(args.jsonl, {"kind": "row", **rows[-1], "compile_backend": (
+                    args.compile_backend or "inductor") if r.compiled else None})
     if rows:
         record("throughput", rows, args.results)
     if args.largest_batch:

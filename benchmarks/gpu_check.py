@@ -145,7 +145,7 @@ def grid_table(rows: list[dict], title: str, status: str) -> list[str]:
         for r in measured:
             memory = "-" if r.get("peak_memory_gb") is None else f"{r['peak_memory_gb']:.1f} GB"
             lines.append(f"| {r['backbone']} | {r['size']} | {r['batch']} | {r['precision']} | "
-                         f"{'yes' if r.get('compiled') else 'no'} | {r['pairs_per_s']:,.1f} | "
+                         f"{r.get('compile_backend') or 'no'} | {r['pairs_per_s']:,.1f} | "
                          f"{r['gflops_per_pair']:.2f} | {r['fraction_of_peak']:.1%} | {memory} "
                          f"| {r.get('wall_s', 0):.0f} |")
         lines.append("")
