@@ -153,11 +153,17 @@ def main() -> None:
         threads = f"{args.threads} thread" + ("s" if args.threads != 1 else "")
         add(f"decode_jpeg batched, CPU ({threads})", args.threads,
             lambda: torch_decode(paths, args.size, torch.device("cpu")))
+        gpu_failed = False
         if gpu is not None:
             name = torch.cuda.get_device_name(gpu)
-            add(f"decode_jpeg batched, GPU ({name})", 0,
-                lambda: torch_decode(paths, args.size, gpu))
-            gpu_note = f"ran on {name}"
+            try:
+                add(f"decode_jpeg batched, GPU ({name})", 0,
+                    lambda: torch_decode(paths, args.size, gpu))
+                gpu_note = f"ran on {name}"
+            except RuntimeError as error:  # recorded with the CPU figures; exit status 1
+                gpu_failed = True
+                gpu_note = f"failed on {name}: {str(error).splitlines()[0][:300]}"
+                print(f"decode_jpeg batched, GPU: {gpu_note}")
         else:
             gpu_note = "not run: no CUDA device" if args.device == "auto" else \
                 f"not run: --device {args.device}"
@@ -166,7 +172,7 @@ def main() -> None:
     speedup = variants[1]["images_per_s"] / single
     print(f"process pool: {speedup:.2f}x one process on {args.workers} processes, "
           f"{speedup / args.workers:.2f}x per core")
-    if gpu is not None:
+    if gpu is not None and not gpu_failed:
         print(f"GPU decode_jpeg: {variants[-1]['images_per_s'] / single:.1f}x PIL in one "
               f"process, {variants[-1]['images_per_s'] / variants[1]['images_per_s']:.1f}x "
               "the process pool")
@@ -176,6 +182,8 @@ def main() -> None:
             "megabytes": mb, "cores": cores, "variants": variants, "gpu": gpu_note,
             "pool_speedup": speedup, "pool_speedup_per_core": speedup / args.workers},
             indent=1) + "\n")
+    if gpu_failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

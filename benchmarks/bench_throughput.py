@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
 import os
 import sys
@@ -122,6 +123,9 @@ def search_largest(args: argparse.Namespace, device: torch.device, info: object)
     trials: list[dict] = []
 
     def fits(units: int) -> bool:
+        if device.type == "cuda":  # the last trial's tensors are gone before the next
+            gc.collect()
+            torch.cuda.empty_cache()
         started = time.perf_counter()
         ok = step_fits(args.largest_backbone, size, units * step, args.device)
         trials.append({"kind": "largest_batch_trial", "batch": units * step, "fits": ok,

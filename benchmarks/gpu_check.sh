@@ -26,7 +26,7 @@
 # machine make the CPU parts short):
 #   env 15 (one torch import, nvidia-smi) + cuda_tests 45 (collecting tests/engine, ~10
 #   tests) + grid 80 (matmul peaks 3 x 2 s; 4 configurations x 8 s plus a warm-up step and a
-#   FLOP count each) + largest 60 (about 6 trials of one step each, batches in multiples of
+#   FLOP count each; 8192-square products, long enough to time one by one on a GPU) + largest 60 (about 6 trials of one step each, batches in multiples of
 #   128 from 512) + augment 20 (2 settings) + decode 35 (512 JPEGs, PIL once and in a pool,
 #   decode_jpeg on CPU and GPU, 2 timed runs each) + lightly 105 (2048 JPEGs written, the
 #   cache built, 3 training runs of 10 steps, lightly's 16 DataLoader workers started twice)
@@ -64,7 +64,9 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export QT_QPA_PLATFORM=offscreen PYTHONUNBUFFERED=1
 # Nothing may reach the network (the lent machine has none): no hub downloads, no telemetry.
 export HF_HUB_OFFLINE=1 TORCHINDUCTOR_FX_GRAPH_REMOTE_CACHE=0
-rm -f "$OUT"/pieces.tsv "$OUT"/*.jsonl "$OUT"/*.json "$OUT"/cuda_tests.txt "$OUT"/summary.md
+# A rerun into the same folder starts afresh: the files this check writes, and only those.
+for f in pieces.tsv env.json cuda_tests.txt throughput.jsonl largest_batch.jsonl augment.json \
+    decode.json vs_lightly.json throughput_compile.jsonl summary.md; do rm -f "$OUT/$f"; done
 printf 'piece\tstatus\tseconds\tlimit_s\n' >"$OUT/pieces.tsv"
 
 if [ "$SMOKE" = 1 ]; then
@@ -130,7 +132,8 @@ if [ "$SMOKE" = 1 ]; then
             compile 45)
 else
     TESTS=(tests/engine)
-    GRID=(--backbones resnet50 resnet18 --sizes 224 96 --seconds 8 --peak-seconds 2)
+    GRID=(--backbones resnet50 resnet18 --sizes 224 96 --seconds 8 --peak-n 8192
+          --peak-seconds 2)
     LARGEST=(--largest-size 224 --largest-start 512 --largest-limit 8192 --largest-step 128)
     AUGMENT=(--batch 256 --settings 256:224 110:96 --repeats 5)
     DECODE=(--n 512 --min-px 300 --max-px 500 --size 224 --repeats 2)
@@ -145,6 +148,11 @@ for ((i = 0; i < ${#LIMITS[@]}; i += 2)); do LIMIT[${LIMITS[i]}]=${LIMITS[i + 1]
 
 echo "GPU check$([ "$SMOKE" = 1 ] && echo ' (smoke, CPU)') -> $OUT; python: $PY"
 piece env "${LIMIT[env]}" no "$PY" benchmarks/gpu_check.py env "$OUT/env.json"
+if [ "$SMOKE" = 0 ] && ! grep -q '"cuda_available": true' "$OUT/env.json" 2>/dev/null; then
+    echo "GPU check: PyTorch finds no CUDA GPU here (see $OUT/env.json and logs/env.log);" \
+        "the check needs one. benchmarks/gpu_check.sh --smoke OUT_DIR runs it on the CPU." >&2
+    exit 1
+fi
 piece cuda_tests "${LIMIT[cuda_tests]}" no \
     "$PY" benchmarks/gpu_check.py tests "$OUT/cuda_tests.txt" -- -q -m "not slow" \
     -p no:cacheprovider -rs --basetemp "$OUT/pytest-tmp" -k cuda "${TESTS[@]}"

@@ -16,6 +16,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import gpu_check  # noqa: E402
+
 PIECES = ["env", "cuda_tests", "grid", "largest", "augment", "decode", "lightly", "compile"]
 
 
@@ -162,3 +166,74 @@ def test_usage_errors():
     done = subprocess.run(["bash", str(SCRIPT), "--fast", "out"], capture_output=True,
                           text=True)
     assert done.returncode == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_without_a_gpu_the_full_check_stops_after_the_environment(tmp_path):
+    done = run_check(tmp_path / "figures", sys.executable)
+    assert done.returncode == 1
+    assert "finds no CUDA GPU" in done.stderr and "--smoke" in done.stderr
+    lines = (tmp_path / "figures" / "pieces.tsv").read_text().splitlines()[1:]
+    assert [line.split("\t")[:2] for line in lines] == [["env", "ok"]]
+
+
+def write_lines(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_summary_of_gpu_figures_marks_the_targets(tmp_path):
+    """The summary of figures shaped as a GPU run writes them (made up here, to test the
+    arithmetic: 224 px rows, a GPU decode variant, an unfinished batch search)."""
+    (tmp_path / "env.json").write_text(json.dumps({
+        "date": "D", "gpus": [{"name": "Some GPU", "memory_gb": 80.0}],
+        "nvidia_smi": [{"driver_version": "999.1"}], "torch_cuda": "13.0", "cudnn": 1,
+        "torch": "T", "torchvision": "V", "lightly": "1.6.0", "cpu": "C", "cpu_cores": 16,
+        "memory_gb": 128}))
+    (tmp_path / "pieces.tsv").write_text("piece\tstatus\tseconds\tlimit_s\n"
+                                         "grid\tok\t60\t80\nlargest\ttimeout\t60\t60\n"
+                                         "compile\ttimeout\t100\t100\n")
+    row = {"kind": "row", "backbone": "resnet50", "size": 224, "batch": 256,
+           "precision": "bf16 channels-last", "compiled": False, "pairs_per_s": 2500.0,
+           "gflops_per_pair": 25.0, "fraction_of_peak": 0.1, "peak_memory_gb": 40.0,
+           "wall_s": 12.0}
+    write_lines(tmp_path / "throughput.jsonl", [
+        {"kind": "peak", "matrix_side": 8192, "fp32_gflops": 50000.0, "bf16_gflops": 600000.0},
+        row, {**row, "backbone": "resnet18", "size": 96, "pairs_per_s": 20000.0}])
+    write_lines(tmp_path / "throughput_compile.jsonl", [
+        {"kind": "error", "backbone": "resnet50", "size": 224, "batch": 256,
+         "error": "BackendCompilerFailed: x"}])
+    write_lines(tmp_path / "largest_batch.jsonl", [
+        {"kind": "largest_batch_trial", "batch": 512, "fits": True},
+        {"kind": "largest_batch_trial", "batch": 1024, "fits": True},
+        {"kind": "largest_batch_trial", "batch": 2048, "fits": False}])
+    (tmp_path / "augment.json").write_text(json.dumps([
+        {"cache_px": 256, "size": 224, "batch": 256, "pairs_per_s": 10000.0},
+        {"cache_px": 110, "size": 96, "batch": 256, "pairs_per_s": 200000.0}]))
+    (tmp_path / "decode.json").write_text(json.dumps({
+        "images": 512, "min_px": 300, "max_px": 500, "size": 224, "cores": 16,
+        "variants": [{"name": "PIL, 1 process", "images_per_s": 200.0},
+                     {"name": "decode_jpeg batched, GPU (Some GPU)", "images_per_s": 9000.0}],
+        "gpu": "ran on Some GPU", "pool_speedup": 12.0, "pool_speedup_per_core": 0.75}))
+    (tmp_path / "vs_lightly.json").write_text(json.dumps({"lightly": "ran", "rows": [
+        {"method": "simclr", "size": 224, "batch": 256, "device": "cuda",
+         "backbone": "resnet50", "small_stem": False, "ours": 2500.0,
+         "ours_precision": "bf16 channels-last", "lightly": 1000.0, "lightly_bf16": 1250.0,
+         "ratio": 2.5, "ratio_vs_lightly_bf16": 2.0}]}))
+    text = gpu_check.summarize(tmp_path)
+    assert "D: Some GPU (80.0 GB), driver 999.1, CUDA 13.0" in text
+    assert "| resnet50 | 224 | 256 | bf16 channels-last | no | 2,500.0 | 25.00 | 10.0% | " \
+        "40.0 GB | 12 |" in text
+    assert "measured matrix-product peak: fp32 50,000 GFLOP/s, bf16 600,000 GFLOP/s" in text
+    assert "- resnet50 224 px batch 256: failed: BackendCompilerFailed: x" in text
+    assert "- the piece ended: timeout" in text
+    assert "search not finished (timeout); at least 1024 fits." in text
+    # Augmentation over the slowest training at the same view size: 10000 / 2500, and at
+    # 96 px (no ResNet-50 row there) over ResNet-18's 20000.
+    assert "| 256 | 224 | 256 | 10,000 | 2,500.0 (resnet50) | 4.0x |" in text
+    assert "| 110 | 96 | 256 | 200,000 | 20,000.0 (resnet18) | 10.0x |" in text
+    assert "| decode_jpeg batched, GPU (Some GPU) | 9,000 |" in text
+    assert "12.00x one process, 0.75x per core" in text
+    assert "| simclr | 2,500.0 (bf16 channels-last) | 1,000.0 | 1,250.0 | 2.50 | 2.00 |" in text
+    assert "- at least 3,000 pairs/s: 2,500, not met" in text
+    assert "- at least 2x lightly + PIL: 2.50x, met (resnet50)" in text
+    assert "- augmentation at least 5x the training rate: 4.0x, not met" in text
