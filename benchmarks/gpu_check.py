@@ -90,7 +90,7 @@ def environment() -> dict:
                          "multiprocessors": p.multi_processor_count})
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "gpus": gpus, "nvidia_smi": nvidia_smi(),
         "cuda_available": torch.cuda.is_available(), "torch_cuda": torch.version.cuda,
         "cudnn": cudnn, "torch": torch.__version__, "torchvision": torchvision.__version__,

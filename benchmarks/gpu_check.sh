@@ -22,16 +22,21 @@
 # that fails or runs out of time is recorded (its rows, an error row, or "timeout" in
 # pieces.tsv) and does not fail the check.
 #
-# Time limits on an H100/H200 (seconds, with what they cover; the 16 CPU cores of the lent
-# machine make the CPU parts short):
-#   env 15 (one torch import, nvidia-smi) + cuda_tests 45 (collecting tests/engine, ~10
-#   tests) + grid 80 (matmul peaks 3 x 2 s; 4 configurations x 8 s plus a warm-up step and a
-#   FLOP count each; 8192-square products, long enough to time one by one on a GPU) + largest 60 (about 6 trials of one step each, batches in multiples of
-#   128 from 512) + augment 20 (2 settings) + decode 35 (512 JPEGs, PIL once and in a pool,
-#   decode_jpeg on CPU and GPU, 2 timed runs each) + lightly 105 (2048 JPEGs written, the
-#   cache built, 3 training runs of 10 steps, lightly's 16 DataLoader workers started twice)
-#   + compile 100 (ResNet-50 at 224 px first; each configuration compiles for about a
-#   minute) = 460 s, under the 470 s the whole check is held to; summary.md takes a second.
+# Time limits on an H100/H200 (seconds, with what they cover; estimates, since no GPU has run
+# this yet; the 16 CPU cores of the lent machine make the CPU parts short):
+#   env 15 (one torch import, nvidia-smi)
+#   + cuda_tests 45 (collecting tests/engine, ~10 tests)
+#   + grid 80 (matmul peaks, 8192-square products for 3 precisions x 2 s; 4 configurations x
+#     8 s plus a warm-up step and a FLOP count each)
+#   + largest 60 (about 6 trials of one step each, batches in multiples of 128 from 512)
+#   + augment 20 (2 settings, 5 timed runs each)
+#   + decode 35 (512 JPEGs written; PIL once and in a pool, decode_jpeg on CPU and GPU, a
+#     warm-up and 2 timed runs each)
+#   + lightly 105 (2048 JPEGs written, the cache built, 3 training runs of 10 steps, lightly's
+#     16 DataLoader workers started twice)
+#   + compile 100 (ResNet-50 at 224 px first; inductor compiles each configuration's forward
+#     and backward, expected to take about a minute each)
+#   = 460 s, under the 470 s the whole check is held to; summary.md takes a second.
 #
 # Exits 0 when every piece ran; otherwise 1, naming the pieces that did not. Nothing here
 # uses the network. Python: $GPU_CHECK_PYTHON, else .venv/bin/python, else python3.
