@@ -212,10 +212,10 @@ def summarize(out: Path) -> str:
     final = next((r for r in largest if r.get("kind") == "largest_batch"), None)
     lines += ["## Largest training batch", ""]
     if final:
-        capped = " (the search's limit; larger batches were not tried)" \
+        capped = "; the search's limit: larger batches were not tried" \
             if final["capped_at_limit"] else ""
         lines.append(f"{final['backbone']}: {final['batch']} at {final['size']} px (searched "
-                     f"in multiples of {final['step']}, {final['trials']} trials){capped}.")
+                     f"in multiples of {final['step']}, {final['trials']} trials{capped}).")
     else:
         fitted = [t["batch"] for t in largest if t.get("fits")]
         lines.append(f"search not finished ({status.get('largest', 'not run')}); at least "

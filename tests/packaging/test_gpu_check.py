@@ -146,6 +146,8 @@ def test_summary_has_a_table_per_piece(smoke):
     assert f"| resnet18 | 32 | 4 | {grid['precision']} | no | {grid['pairs_per_s']:,.1f} |" \
         in text
     assert all(f"| {piece} | ok |" in text for piece in PIECES)
+    assert "resnet18: 8 at 32 px (searched in multiples of 2, 2 trials; the search's limit" \
+        in text
 
 
 def test_failing_pieces_are_named_and_fail_the_check(tmp_path):
