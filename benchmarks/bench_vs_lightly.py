@@ -1,14 +1,16 @@
 """The same SimCLR and MoCo v2 training, side by side in one run: this project against the
 lightly library with torchvision's standard PIL augmentation pipeline.
 
-Both train ResNet-18 with the small-image stem (3x3 conv, no max-pool) on the same folder of
+Both train ResNet-18 with the small-image stem (3x3 conv, no max-pool; ``--backbone
+resnet50`` and ``--standard-stem`` for the ImageNet model at large sizes) on the same folder of
 JPEGs, at the same image size and batch, for the same number of steps, with SGD (momentum
 0.9), the same augmentations (random resized crop, flip, colour jitter 0.8/0.8/0.8/0.2 with
-p=0.8, grayscale p=0.2; no blur at these sizes) and the same heads and losses:
+p=0.8, grayscale p=0.2; blur off on both sides) and the same heads and losses:
 
-- SimCLR: 512-512-128 projection head with batch norm, NT-Xent at temperature 0.5;
-- MoCo v2: 512-512-128 head, momentum key encoder (m = 0.99), a queue of 4096 negatives,
-  InfoNCE at temperature 0.2.
+- SimCLR: 512-512-128 projection head with batch norm (2048-512-128 on ResNet-50), NT-Xent
+  at temperature 0.5;
+- MoCo v2: 512-512-128 head (2048-512-128), momentum key encoder (m = 0.99), a queue of 4096
+  negatives, InfoNCE at temperature 0.2.
 
 Variants:
 
@@ -18,7 +20,7 @@ Variants:
 - ours fp32: the same with precision fp32 and the NCHW layout, lightly's numerics;
 - lightly: `LightlyDataset` + lightly's `SimCLRTransform`/`MoCoV2Transform` (PIL,
   torchvision transforms) in a torch DataLoader with one worker per core, torchvision's
-  resnet18, lightly's projection heads, `NTXentLoss` (with `memory_bank_size` for MoCo),
+  resnet18 (resnet50), lightly's projection heads, `NTXentLoss` (with `memory_bank_size` for MoCo),
   `update_momentum`; fp32, as lightly trains by default; pairs per second timed per step
   the same way (data wait included, as in any training loop);
 - lightly bf16 (where the CPU has bf16 instructions, or on a GPU): the same loop with
@@ -26,13 +28,16 @@ Variants:
 
 Rounds alternate the variants so that all see the same machine state; the report gives each
 round's figures and the ratios against lightly from the same round, and appends them to
-benchmarks/results/vs_lightly.csv. It also checks that our NT-Xent equals lightly's
-NTXentLoss on the same inputs.
+benchmarks/results/vs_lightly.csv (``--results`` names another folder; ``--json FILE`` also
+writes them to FILE). It also checks that our NT-Xent equals lightly's NTXentLoss on the same
+inputs.
 
-Needs the benchmark extra: pip install -e '.[bench]'.
+Needs the benchmark extra: pip install -e '.[bench]'. Without lightly only our side runs and
+the report says so (``--require-lightly`` makes that an error, exit status 3).
 
 Run:  .venv/bin/python benchmarks/bench_vs_lightly.py [--methods simclr moco] [--size 32]
-      [--batch 64] [--steps 10] [--rounds 2]
+      [--batch 64] [--steps 10] [--rounds 2] [--device cpu|cuda] [--backbone resnet50]
+      [--standard-stem] [--json FILE]
 """
 
 from __future__ import annotations
@@ -87,21 +92,22 @@ class Collect:
 
 
 def ours(method: str, folder: Path, size: int, batch: int, steps: int, warmup: int,
-         work: Path, device: str, fp32: bool) -> tuple[float, str]:
+         work: Path, device: str, fp32: bool, backbone: str = "resnet18",
+         small_stem: bool = True, threads: int | None = None) -> tuple[float, str]:
     """Median pairs/s of the engine's own training, and the precision it used."""
     settings = {
-        "data": str(folder), "method": method, "backbone": "resnet18", "image_size": size,
+        "data": str(folder), "method": method, "backbone": backbone, "image_size": size,
         "batch_size": batch, "epochs": 1000, "max_steps": warmup + steps, "log_every": 1,
         "temperature": TEMPERATURE[method], "optimizer": "sgd", "lr": LR,
         "weight_decay": WEIGHT_DECAY, "sgd_momentum": MOMENTUM, "proj_hidden_dim": 512,
-        "proj_out_dim": 128, "knn_every": 0, "device": device, "small_stem": True,
+        "proj_out_dim": 128, "knn_every": 0, "device": device, "small_stem": small_stem,
         "augment": {"crop_scale_min": 0.08, "blur_p": 0.0}}
     if method == "moco":
         settings.update(queue_size=QUEUE, moco_momentum=KEY_MOMENTUM)
     if fp32:
         settings.update(precision="fp32", channels_last=False)
     if device == "cpu":
-        settings["num_threads"] = os.cpu_count()
+        settings["num_threads"] = threads or os.cpu_count()
     stream = Collect()
     result = train(TrainConfig.from_dict(settings), runs_root=work / "runs",
                    cache_dir=work / "cache", events=EventWriter(stream))
@@ -114,7 +120,8 @@ def ours(method: str, folder: Path, size: int, batch: int, steps: int, warmup: i
 
 
 def lightly_rate(method: str, folder: Path, size: int, batch: int, steps: int, warmup: int,
-                 device_name: str, bf16: bool) -> float:
+                 device_name: str, bf16: bool, backbone_name: str = "resnet18",
+                 small_stem: bool = True, workers: int | None = None) -> float:
     """Median pairs/s of lightly's building blocks in a plain PyTorch training loop."""
     import torchvision
     from lightly.data import LightlyDataset
@@ -124,23 +131,25 @@ def lightly_rate(method: str, folder: Path, size: int, batch: int, steps: int, w
     from lightly.transforms import MoCoV2Transform, SimCLRTransform
 
     device = torch.device(device_name)
+    backbone = getattr(torchvision.models, backbone_name)()
+    features = backbone.fc.in_features
     if method == "simclr":
         transform = SimCLRTransform(input_size=size, **JITTER)
-        head = SimCLRProjectionHead(512, 512, 128)
+        head = SimCLRProjectionHead(features, 512, 128)
         criterion = NTXentLoss(temperature=TEMPERATURE[method])
     else:
         transform = MoCoV2Transform(input_size=size, **JITTER)
-        head = MoCoProjectionHead(512, 512, 128)
+        head = MoCoProjectionHead(features, 512, 128)
         criterion = NTXentLoss(temperature=TEMPERATURE[method], memory_bank_size=(QUEUE, 128))
     dataset = LightlyDataset(str(folder), transform=transform)
-    workers = os.cpu_count() or 1
+    workers = workers or os.cpu_count() or 1
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True,
                                          drop_last=True, num_workers=workers,
                                          persistent_workers=True,
                                          pin_memory=device.type == "cuda")
-    backbone = torchvision.models.resnet18()
-    backbone.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-    backbone.maxpool = torch.nn.Identity()
+    if small_stem:
+        backbone.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        backbone.maxpool = torch.nn.Identity()
     backbone.fc = torch.nn.Identity()
     model = torch.nn.Sequential(backbone, head).to(device)
     memory_format = torch.channels_last if bf16 else torch.contiguous_format
@@ -203,6 +212,15 @@ def check_nt_xent() -> float:
     return worst
 
 
+def lightly_missing() -> str | None:
+    """Why lightly cannot be imported here, or None when it can."""
+    try:
+        import lightly  # noqa: F401
+    except ImportError as error:
+        return f"lightly is not installed ({error}); pip install -e '.[bench]'"
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=["simclr", "moco"],
@@ -216,51 +234,89 @@ def main() -> None:
     parser.add_argument("--source-px", type=int, default=96,
                         help="side of the JPEGs (the crops are resized from them)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet50"])
+    parser.add_argument("--standard-stem", action="store_true",
+                        help="the ImageNet stem (7x7 conv, max-pool) instead of the small one")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="lightly's DataLoader workers (default: one per core)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="PyTorch CPU threads of the training (default: one per core)")
+    parser.add_argument("--no-fp32", action="store_true", help="skip the 'ours fp32' variant")
+    parser.add_argument("--require-lightly", action="store_true",
+                        help="without lightly, exit with status 3 (after our side ran)")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help="folder of the results tables (default: benchmarks/results)")
     args = parser.parse_args()
     if args.device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(args.threads)
     low_precision = cpu_has_native_bf16() if args.device == "cpu" else \
         torch.cuda.is_bf16_supported()
-    print(f"NT-Xent: ours vs lightly NTXentLoss, largest difference {check_nt_xent():.2e} "
-          "(float32, 3 shapes and temperatures)")
+    missing = lightly_missing()
+    if missing:
+        print(f"{missing}: only our side runs")
+    else:
+        print(f"NT-Xent: ours vs lightly NTXentLoss, largest difference {check_nt_xent():.2e} "
+              "(float32, 3 shapes and temperatures)")
+    small_stem = not args.standard_stem
+    model = f"{'ResNet-50' if args.backbone == 'resnet50' else 'ResNet-18'} " \
+        f"{'small' if small_stem else 'standard'} stem"
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, device {args.device}; "
-          f"ResNet-18 small stem, {args.size} px, batch {args.batch}, {args.steps} timed "
-          f"steps after {args.warmup}, {args.images} JPEGs of {args.source_px} px")
+          f"{model}, {args.size} px, batch {args.batch}, {args.steps} timed "
+          f"steps after {args.warmup}, {args.images} JPEGs of {args.source_px} px", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         folder = make_jpeg_folder(work / "images" / "all", args.images, args.source_px,
                                   args.source_px).parent
         common = (folder, args.size, args.batch, args.steps, args.warmup)
+        model_args = {"backbone": args.backbone, "small_stem": small_stem,
+                      "threads": args.threads}
+        lightly_args = {"backbone_name": args.backbone, "small_stem": small_stem,
+                        "workers": args.workers}
         for method in args.methods:
             for r in range(args.rounds):
                 rates: dict[str, float] = {}
                 rates["ours"], precision = ours(method, *common, work / f"{method}{r}a",
-                                                args.device, fp32=False)
-                rates["lightly"] = lightly_rate(method, *common, args.device, bf16=False)
-                rates["ours fp32"], _ = ours(method, *common, work / f"{method}{r}b",
-                                             args.device, fp32=True)
-                if low_precision:
+                                                args.device, fp32=False, **model_args)
+                if not missing:
+                    rates["lightly"] = lightly_rate(method, *common, args.device, bf16=False,
+                                                    **lightly_args)
+                if not args.no_fp32:
+                    rates["ours fp32"], _ = ours(method, *common, work / f"{method}{r}b",
+                                                 args.device, fp32=True, **model_args)
+                if low_precision and not missing:
                     rates["lightly bf16"] = lightly_rate(method, *common, args.device,
-                                                         bf16=True)
+                                                         bf16=True, **lightly_args)
+                ratios = {}
+                if not missing:
+                    ratios["ratio"] = rates["ours"] / rates["lightly"]
+                    if "ours fp32" in rates:
+                        ratios["ratio_fp32"] = rates["ours fp32"] / rates["lightly"]
+                    if "lightly bf16" in rates:
+                        ratios["ratio_vs_lightly_bf16"] = rates["ours"] / rates["lightly bf16"]
                 line = ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
-                print(f"{method} round {r + 1} (pairs/s; ours: {precision}): {line}; "
-                      f"ratio ours/lightly {rates['ours'] / rates['lightly']:.2f}, fp32 vs "
-                      f"fp32 {rates['ours fp32'] / rates['lightly']:.2f}", flush=True)
+                told = ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()) or "no lightly"
+                print(f"{method} round {r + 1} (pairs/s; ours: {precision}): {line}; {told}",
+                      flush=True)
                 rows.append({"method": method, "size": args.size, "batch": args.batch,
-                             "device": args.device, "round": r + 1,
+                             "device": args.device, "backbone": args.backbone,
+                             "small_stem": small_stem, "round": r + 1,
                              "ours_precision": precision,
-                             **{k.replace(" ", "_"): v for k, v in rates.items()},
-                             "ratio": rates["ours"] / rates["lightly"],
-                             "ratio_fp32": rates["ours fp32"] / rates["lightly"]})
+                             **{k.replace(" ", "_"): v for k, v in rates.items()}, **ratios})
     for method in args.methods:
         mine = [row for row in rows if row["method"] == method]
-        print(f"{method}: median ratio ours/lightly "
-              f"{statistics.median(row['ratio'] for row in mine):.2f}, fp32 vs fp32 "
-              f"{statistics.median(row['ratio_fp32'] for row in mine):.2f}")
+        if not missing:
+            print(f"{method}: median ratio ours/lightly "
+                  f"{statistics.median(row['ratio'] for row in mine):.2f}"
+                  + ("" if args.no_fp32 else ", fp32 vs fp32 "
+                     f"{statistics.median(row['ratio_fp32'] for row in mine):.2f}"))
     record("vs_lightly", rows, args.results)
+    if args.json:
+        args.json.write_text(json.dumps({"lightly": missing or "ran", "rows": rows},
+                                        indent=1) + "\n")
+    if missing and args.require_lightly:
+        sys.exit(3)
 
 
 if __name__ == "__main__":
