@@ -323,8 +323,17 @@ def _run(args: argparse.Namespace, run_dir: Path, cache_dir: Path | None,
         _print_result(args, events, report, result, _compare_text)
         return 0
     if args.command == "embed":
-        emb = explore.embeddings(run_dir, args.checkpoint, data=Path(args.data) if args.data
-                                 else None, force=args.force, progress=progress, **common)
+        from engine.training import distributed
+
+        ctx = distributed.from_env()  # under torchrun: one shard a process, one result
+        try:
+            emb = explore.embeddings(run_dir, args.checkpoint, data=Path(args.data)
+                                     if args.data else None, force=args.force,
+                                     progress=progress, ctx=ctx, **common)
+        finally:
+            distributed.shutdown()
+        if not ctx.is_main:
+            return 0
         _print_result(args, events, report, explore.embed_summary(emb), lambda r: (
             f"{r['images']:,} images embedded with {r['checkpoint']}: h {r['h_dim']}-d, "
             f"z {r['z_dim']}-d\n  saved in {r['folder']}"))

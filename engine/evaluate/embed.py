@@ -26,6 +26,7 @@ from engine.models.encoder import Encoder
 from engine.run.checkpoint import CheckpointError, load_checkpoint, model_weights
 from engine.run.io import write_atomic, write_json_atomic
 from engine.run.layout import CHECKPOINT_SUFFIX, LAST, RANDOM_INIT, EmbeddingFiles, RunDir
+from engine.training.distributed import DistContext, local_device
 
 
 class RunError(Exception):
@@ -126,19 +127,26 @@ def encode(encoder: Encoder, images: torch.Tensor, cfg: TrainConfig) -> tuple[np
 
 
 def embed_cache(encoder: Encoder, cache: ImageCache, cfg: TrainConfig, *, batch_size: int = 256,
-                progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray,
-                                                                             np.ndarray]:
-    """h (N, D_h) and z (N, D_z) for every image in the cache, in cache order."""
+                progress: Callable[[int, int], None] | None = None,
+                rows: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """h (N, D_h) and z (N, D_z) for every image in the cache (or the cache rows
+    [``rows[0]``, ``rows[1]``): one process's shard), in cache order."""
     device = next(encoder.parameters()).device
-    n = len(cache.labels)
+    first, last = rows if rows is not None else (0, len(cache.labels))
+    n = last - first
     hs, zs = [], []
-    for start in range(0, n, batch_size):
-        batch = torch.from_numpy(np.array(cache.images[start:start + batch_size]))  # a copy
+    for start in range(first, last, batch_size):
+        stop = min(start + batch_size, last)
+        batch = torch.from_numpy(np.array(cache.images[start:stop]))  # a copy
         h, z = encode(encoder, batch.to(device).permute(0, 3, 1, 2), cfg)
         hs.append(h)
         zs.append(z)
         if progress is not None:
-            progress(min(start + batch_size, n), n)
+            progress(stop - first, n)
+    if not hs:  # an empty shard
+        probe = torch.from_numpy(np.array(cache.images[:1])).to(device).permute(0, 3, 1, 2)
+        h, z = encode(encoder, probe, cfg)
+        return h[:0], z[:0]
     return np.concatenate(hs), np.concatenate(zs)
 
 
@@ -201,9 +209,14 @@ def load_embeddings(folder: Path) -> Embeddings:
 def embed_run(run_dir: Path, checkpoint: str = LAST, *, data: Path | None = None,
               device: str = "auto", batch_size: int = 256, cache_dir: Path | None = None,
               force: bool = False,
-              progress: Callable[[str, int, int], None] | None = None) -> Embeddings:
+              progress: Callable[[str, int, int], None] | None = None,
+              ctx: DistContext | None = None) -> Embeddings:
     """Embed the run's folder (or ``data``) at ``checkpoint`` and save the result under
     ``run_dir/embeddings/<checkpoint>/`` (``<checkpoint>-<folder>`` for another folder).
+
+    Under torchrun (``ctx``: engine.training.distributed.from_env) each process embeds a
+    contiguous shard of the images on its own device, rank 0 gathers the shards and writes
+    the one result, and every process returns it.
 
     A saved result is reused when it was made from the same checkpoint file and the same
     folder content, unless ``force``.
@@ -228,23 +241,40 @@ def embed_run(run_dir: Path, checkpoint: str = LAST, *, data: Path | None = None
             pass  # unreadable: compute again
 
     assert cfg.cache_size is not None
-    cache = build_cache(manifest, cfg.cache_size, Path(cache_dir) if cache_dir else
-                        user_cache_dir(), max_image_pixels=cfg.max_image_pixels)
-    torch_device, _ = resolve_device(device)
+    ctx = ctx if ctx is not None else DistContext()
+    cache = ctx.local_leaders_first(lambda: build_cache(
+        manifest, cfg.cache_size, Path(cache_dir) if cache_dir else user_cache_dir(),
+        max_image_pixels=cfg.max_image_pixels))
+    torch_device, _ = resolve_device(local_device(device, ctx))
     encoder, cfg, info = load_encoder(run_dir, checkpoint, torch_device)
     started = time.perf_counter()
-    h, z = embed_cache(encoder, cache, cfg, batch_size=batch_size,
-                       progress=(lambda d, t: progress("embed", d, t)) if progress else None)
-    folder.mkdir(parents=True, exist_ok=True)
-    index_path.unlink(missing_ok=True)  # the index is written last: it marks a complete set
-    _save_npy(files.features, h.astype(np.float32))
-    _save_npy(files.projections, z.astype(np.float32))
-    records = cache.manifest.images
-    write_json_atomic(index_path, {
-        "checkpoint": name, "checkpoint_sha256": ckpt_sha, "step": info["step"],
-        "epoch": info["epoch"], "root": cache.manifest.root, "data_key": manifest.key(),
-        "classes": cache.manifest.classes, "paths": [r.path for r in records],
-        "labels": cache.labels.tolist(), "skipped": len(cache.manifest.skipped),
-        "image_size": cfg.image_size, "seconds": round(time.perf_counter() - started, 3),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    bounds = np.linspace(0, len(cache.labels), ctx.world_size + 1).astype(int)
+    shard = (int(bounds[ctx.rank]), int(bounds[ctx.rank + 1]))
+    h, z = embed_cache(encoder, cache, cfg, batch_size=batch_size, rows=shard,
+                       progress=(lambda d, t: progress("embed", d, t))
+                       if progress and ctx.is_main else None)
+    parts = ctx.gather_to_main((h, z))
+    error = None
+    if ctx.is_main:
+        assert parts is not None
+        try:
+            h = np.concatenate([part[0] for part in parts])
+            z = np.concatenate([part[1] for part in parts])
+            folder.mkdir(parents=True, exist_ok=True)
+            index_path.unlink(missing_ok=True)  # written last: it marks a complete set
+            _save_npy(files.features, h.astype(np.float32))
+            _save_npy(files.projections, z.astype(np.float32))
+            records = cache.manifest.images
+            write_json_atomic(index_path, {
+                "checkpoint": name, "checkpoint_sha256": ckpt_sha, "step": info["step"],
+                "epoch": info["epoch"], "root": cache.manifest.root,
+                "data_key": manifest.key(), "classes": cache.manifest.classes,
+                "paths": [r.path for r in records], "labels": cache.labels.tolist(),
+                "skipped": len(cache.manifest.skipped), "image_size": cfg.image_size,
+                "processes": ctx.world_size,
+                "seconds": round(time.perf_counter() - started, 3),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        except OSError as exc:
+            error = exc
+    ctx.raise_if_any(error)  # every rank waits for rank 0's files, or fails with it
     return load_embeddings(folder)

@@ -48,10 +48,11 @@ def _vectors(emb: Embeddings, space: str) -> np.ndarray:
 
 def embeddings(run_dir: Path, checkpoint: str = "last", *, data: Path | None = None,
                device: str = "auto", force: bool = False, cache_dir: Path | None = None,
-               progress: Progress | None = None) -> Embeddings:
-    """The embeddings of a checkpoint, computed once and reused."""
+               progress: Progress | None = None, ctx: Any = None) -> Embeddings:
+    """The embeddings of a checkpoint, computed once and reused (``ctx``: the processes
+    of a torchrun launch, each embedding a shard; engine.evaluate.embed.embed_run)."""
     return embed_run(Path(run_dir), checkpoint, data=data, device=device, force=force,
-                     cache_dir=cache_dir, progress=progress)
+                     cache_dir=cache_dir, progress=progress, ctx=ctx)
 
 
 def embed_summary(emb: Embeddings) -> dict[str, Any]:

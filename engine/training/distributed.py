@@ -141,6 +141,16 @@ class DistContext:
         dist.all_gather_object(out, value, group=self.control)
         return out
 
+    def gather_to_main(self, value: Any) -> list[Any] | None:
+        """``value`` of every rank, in rank order, on rank 0 only (None elsewhere;
+        collective). Unlike :meth:`gather_objects`, only rank 0 receives the others'
+        values: for large results such as a shard of embeddings."""
+        if not self.enabled:
+            return [value]
+        out: list[Any] | None = [None] * self.world_size if self.is_main else None
+        dist.gather_object(value, out, dst=0, group=self.control)
+        return out
+
     def any(self, flag: bool) -> bool:
         """Whether ``flag`` is true on any rank (collective; a CPU message, so it never
         waits for a GPU)."""
