@@ -349,6 +349,7 @@ class MapView(QWidget):
                                                 pen=pg.mkPen(outline, width=3))
         for item in (self.box_marks, self.hover_mark, self.neighbour_marks,
                      self.selected_halo, self.selected_mark):
+            item.setEnabled(False)  # clicks go through a mark to the point under it
             self.plot.addItem(item, ignoreBounds=True)
         self.neighbour_numbers: list[pg.TextItem] = []
         #: image indices of the marked neighbours, nearest first
