@@ -65,10 +65,11 @@ def lasso_around(data, target: int) -> np.ndarray:
     return np.stack([centre[0] + r * np.cos(angles), centre[1] + r * np.sin(angles)], 1)
 
 
-def stalls(app, steps: list[Callable[[], None]], step_ms: int) -> dict:
+def stalls(steps: list[Callable[[], None]], step_ms: int) -> dict:
     """Run ``steps`` one per ``step_ms`` on the event loop; the stalls of a 5 ms timer."""
-    from PySide6.QtCore import QElapsedTimer, Qt, QTimer
+    from PySide6.QtCore import QElapsedTimer, QEventLoop, Qt, QTimer
 
+    loop = QEventLoop()  # not app.exec(): quitting the application closes its windows
     gaps: list[float] = []
     clock = QElapsedTimer()
     tick = QTimer()
@@ -84,13 +85,13 @@ def stalls(app, steps: list[Callable[[], None]], step_ms: int) -> dict:
             queue.pop(0)()
         else:
             driver.stop()
-            QTimer.singleShot(100, app.quit)  # let the last repaint land
+            QTimer.singleShot(100, loop.quit)  # let the last repaint land
 
     driver.timeout.connect(step)
     clock.start()
     tick.start()
     driver.start()
-    app.exec()
+    loop.exec()
     tick.stop()
     over = sorted(max(0.0, g - TICK_MS) for g in gaps)
     return {"ticks": len(gaps), "max": over[-1], "p99": over[int(0.99 * (len(over) - 1))],
@@ -168,7 +169,7 @@ def main() -> None:
     no_mod = Qt.NoModifier
     moves = [lambda p=p: mouse(viewport, QEvent.MouseMove, p, none, none, no_mod)
              for p in path]
-    result = stalls(app, moves, args.move_ms)
+    result = stalls(moves, args.move_ms)
     print(f"hover, {len(moves)} moves ({sum(i >= 0 for i in hovered)} points hovered): max "
           f"{result['max']:.1f} ms, p99 {result['p99']:.1f} ms, median "
           f"{result['median']:.2f} ms, {result['over_50ms']} over 50 ms")
@@ -183,7 +184,7 @@ def main() -> None:
         return steps
 
     view.set_tool(PAN)
-    result = stalls(app, drag(no_mod), args.move_ms)
+    result = stalls(drag(no_mod), args.move_ms)
     print(f"pan, a drag of {len(path)} moves: max {result['max']:.1f} ms, p99 "
           f"{result['p99']:.1f} ms, median {result['median']:.2f} ms, "
           f"{result['over_50ms']} over 50 ms")
@@ -198,7 +199,7 @@ def main() -> None:
             Qt.NoModifier, Qt.NoScrollPhase, False))
         ranges.append(view.view_box.viewRange()[0][1] - view.view_box.viewRange()[0][0])
 
-    result = stalls(app, [lambda d=d: wheel(d) for d in [120] * 5 + [-120] * 5], 60)
+    result = stalls([lambda d=d: wheel(d) for d in [120] * 5 + [-120] * 5], 60)
     print(f"zoom, 10 wheel steps (each redraws every point; width "
           f"{' '.join(f'{w:.1f}' for w in ranges)}): max {result['max']:.1f} ms, p99 "
           f"{result['p99']:.1f} ms, median {result['median']:.2f} ms, "
@@ -208,7 +209,7 @@ def main() -> None:
     view.set_tool(LASSO)
     made = []
     view.selection_made.connect(lambda indices, mode: made.append(len(indices)))
-    result = stalls(app, drag(no_mod), args.move_ms)
+    result = stalls(drag(no_mod), args.move_ms)
     print(f"lasso, a drag of {len(path)} moves then the selection ({made[-1] if made else 0:,}"
           f" points): max {result['max']:.1f} ms, p99 {result['p99']:.1f} ms, median "
           f"{result['median']:.2f} ms, {result['over_50ms']} over 50 ms")

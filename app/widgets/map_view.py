@@ -88,9 +88,10 @@ def selection_mode(modifiers: Qt.KeyboardModifier) -> str:
 
 class MapScatter(pg.ScatterPlotItem):
     """A ScatterPlotItem whose points share one symbol, size and pen and take their brushes
-    from a small palette (an index per point): styles are set with numpy instead of
-    pyqtgraph's per-point look-up, and the point under the mouse is found among the few
-    near it (:class:`NearestPoint`) instead of testing every point on each move.
+    from a small palette (an index per point): styles are set, and the points drawn, with
+    numpy over arrays kept for the purpose instead of pyqtgraph's per-point records, and the
+    point under the mouse is found among the few near it (:class:`NearestPoint`) instead
+    of testing every point on each move.
 
     Signals (pyqtgraph's, with at most one point, the nearest):
         sigHovered(object, object, object): (item, [SpotItem] or [], event), when the point
@@ -104,12 +105,16 @@ class MapScatter(pg.ScatterPlotItem):
         self._index = np.zeros(0, np.intp)
         self._picker: NearestPoint | None = None
         self._hovered = -1
+        self._xy = np.zeros((0, 2))
+        #: each point's symbol in the atlas pixmap (left, top, width, height), as floats
+        self._frag_rects: np.ndarray | None = None
 
     def set_points(self, coords: np.ndarray, palette: list[QBrush],
                    index: np.ndarray) -> None:
         """Show the points ``coords`` (N, 2), point i filled with ``palette[index[i]]``."""
         self._palette, self._index = list(palette), np.asarray(index, np.intp)
         self._hovered = -1
+        self._xy = np.ascontiguousarray(coords, dtype=np.float64).reshape(-1, 2)
         if len(coords) and len(coords) == len(self.data):
             # as many points as before (the same images on a new map): moved in place,
             # sparing pyqtgraph's new per-point records (50 ms at 100,000 points)
@@ -144,12 +149,44 @@ class MapScatter(pg.ScatterPlotItem):
         table = np.empty(len(self._palette), object)
         table[:] = self._palette
         data["brush"] = table[self._index]
+        self._frag_rects = np.array(rects, dtype=np.float64).reshape(-1, 4)[self._index]
         rects = np.array(rects, dtype=data["sourceRect"].dtype)
         source = data["sourceRect"]
         for part in rects.dtype.names:  # field by field: 5x faster than whole records
             source[part] = rects[part][self._index]
         self._updateMaxSpotSizes(data=data)
         self.invalidate()
+
+    def paint(self, p, option, widget) -> None:
+        rects, atlas = self._frag_rects, self.fragmentAtlas
+        view = self.viewRect()
+        px, py = self.pixelVectors()
+        if (self._exportOpts is not False or rects is None or len(rects) != len(self._xy)
+                or len(self._xy) != len(self.data) or view is None or px is None
+                or py is None or not (self.opts["pxMode"] and self.opts["useCache"])
+                or (widget is not None
+                    and widget.devicePixelRatioF() != atlas.devicePixelRatio())):
+            super().paint(p, option, widget)  # exports; a screen of another pixel ratio
+            return
+        # pyqtgraph's fragment drawing, from the kept arrays: the points in view (padded by
+        # half a symbol), mapped to device pixels, each a fragment of the symbol atlas
+        half = atlas.maxWidth / 2
+        pad_x, pad_y = half * px.length(), half * py.length()
+        x, y = self._xy[:, 0], self._xy[:, 1]
+        shown = ((x > view.left() - pad_x) & (x < view.right() + pad_x)
+                 & (y > view.top() - pad_y) & (y < view.bottom() + pad_y))
+        if not shown.all():
+            x, y, rects = x[shown], y[shown], rects[shown]
+        t = p.transform()
+        self._pixmapFragments.resize(len(x))
+        frags = self._pixmapFragments.ndarray()
+        frags[:, 0] = np.clip(t.m11() * x + t.m21() * y + t.dx(), -2 ** 30, 2 ** 30)
+        frags[:, 1] = np.clip(t.m12() * x + t.m22() * y + t.dy(), -2 ** 30, 2 ** 30)
+        frags[:, 2:6] = rects
+        dpr = atlas.devicePixelRatio()
+        frags[:, 6:10] = [1 / dpr, 1 / dpr, 0.0, 1.0]
+        p.resetTransform()
+        p.drawPixmapFragments(*self._pixmapFragments.drawargs(), atlas.pixmap)
 
     def index_at(self, pos: QPointF) -> int:
         """The point drawn at ``pos`` (item coordinates), the nearest when several are;

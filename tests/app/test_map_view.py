@@ -3,12 +3,13 @@ inside, the modifiers combine it with the selection, every point gets its colour
 colour (grey for none), the legend follows, and a selection dims the rest of the map."""
 
 import numpy as np
+import pyqtgraph as pg
 import pytest
 
 pytest.importorskip("PySide6")
 
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QMouseEvent
+from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
@@ -39,6 +40,7 @@ from app.widgets.map_view import (
     LASSO,
     MAX_OUTLINED,
     PAN,
+    MapScatter,
     MapView,
     selection_mode,
 )
@@ -468,3 +470,25 @@ def test_a_new_map_of_the_same_images_moves_the_points(qtbot, view):
     i = 40
     assert view.scatter._picker.nearest(float(moved.coords[i, 0]), float(moved.coords[i, 1]),
                                         1e-6, 1e-6) == i
+
+
+def test_points_are_drawn_as_pyqtgraph_draws_them(qtbot, view):
+    view.set_colouring(by_score("x", view.data.coords[:, 0]))
+    view.set_selection(np.arange(0, len(view.data), 4))
+    view.view_box.setRange(xRange=(-4, 2), yRange=(-3, 3), padding=0)  # some out of view
+    qtbot.wait(20)
+    scatter, viewport = view.scatter, view.plot.viewport()
+
+    def render(paint) -> QImage:
+        image = QImage(viewport.size(), QImage.Format_ARGB32)
+        image.fill(0)
+        painter = QPainter(image)
+        painter.setTransform(scatter.deviceTransform(view.plot.viewportTransform()))
+        paint(scatter, painter, None, viewport)
+        painter.end()
+        return image
+
+    ours = render(MapScatter.paint)
+    assert ours == render(pg.ScatterPlotItem.paint)
+    view.set_selection([])
+    assert render(MapScatter.paint) != ours  # the comparison sees a change
