@@ -41,7 +41,7 @@ from app.model.map_regions import (
     simplify_path,
 )
 from app.model.selection import ADD, INTERSECT, REMOVE, REPLACE, Selection
-from app.widgets.map_colours import (  # noqa: F401  (PALETTE, UNLABELLED: this module's API)
+from app.widgets.map_colours import (  # noqa: F401 (the class palette, importable from here too)
     PALETTE,
     UNLABELLED,
     Colouring,
@@ -259,11 +259,6 @@ class MapViewBox(pg.ViewBox):
         for item in (self._band, self._lasso_item):
             item.hide()
             self.addItem(item, ignoreBounds=True)
-
-    @property
-    def select_mode(self) -> bool:
-        """Whether a plain drag selects (the box or lasso tool) rather than pans."""
-        return self.tool != PAN
 
     def mouseDragEvent(self, ev, axis=None) -> None:
         if ev.isStart():
