@@ -161,16 +161,22 @@ class MapScatter(pg.ScatterPlotItem):
         rects, atlas = self._frag_rects, self.fragmentAtlas
         view = self.viewRect()
         px, py = self.pixelVectors()
-        if (self._exportOpts is not False or rects is None or len(rects) != len(self._xy)
-                or len(self._xy) != len(self.data) or view is None or px is None
-                or py is None or not (self.opts["pxMode"] and self.opts["useCache"])
+        if (rects is None or len(rects) != len(self._xy) or len(self._xy) != len(self.data)
+                or view is None or px is None or py is None
+                or not (self.opts["pxMode"] and self.opts["useCache"])
                 or (widget is not None
                     and widget.devicePixelRatioF() != atlas.devicePixelRatio())):
-            super().paint(p, option, widget)  # exports; a screen of another pixel ratio
+            super().paint(p, option, widget)  # e.g. a screen of another pixel ratio
             return
         # pyqtgraph's fragment drawing, from the kept arrays: the points in view (padded by
-        # half a symbol), mapped to device pixels, each a fragment of the symbol atlas
-        half = atlas.maxWidth / 2
+        # half a symbol), mapped to device pixels, each a fragment of the symbol atlas. An
+        # export (a PNG wider than the screen) scales the fragments: pyqtgraph's own export
+        # draws each point with a Python call, and at 100,000 points PySide crashes there
+        # ("deallocating None")
+        scale = 1.0
+        if self._exportOpts is not False:
+            scale = float(self._exportOpts.get("resolutionScale", 1.0))
+        half = atlas.maxWidth / 2 * max(scale, 1.0)
         pad_x, pad_y = half * px.length(), half * py.length()
         x, y = self._xy[:, 0], self._xy[:, 1]
         shown = ((x > view.left() - pad_x) & (x < view.right() + pad_x)
@@ -184,7 +190,7 @@ class MapScatter(pg.ScatterPlotItem):
         frags[:, 1] = np.clip(t.m12() * x + t.m22() * y + t.dy(), -2 ** 30, 2 ** 30)
         frags[:, 2:6] = rects
         dpr = atlas.devicePixelRatio()
-        frags[:, 6:10] = [1 / dpr, 1 / dpr, 0.0, 1.0]
+        frags[:, 6:10] = [scale / dpr, scale / dpr, 0.0, 1.0]
         p.resetTransform()
         p.drawPixmapFragments(*self._pixmapFragments.drawargs(), atlas.pixmap)
 

@@ -492,3 +492,28 @@ def test_points_are_drawn_as_pyqtgraph_draws_them(qtbot, view):
     assert ours == render(pg.ScatterPlotItem.paint)
     view.set_selection([])
     assert render(MapScatter.paint) != ours  # the comparison sees a change
+
+
+def test_a_map_of_100k_points_exports_as_png(qtbot, tmp_path):
+    # pyqtgraph's export draws each point with its own Python call, which PySide ends in a
+    # crash ("deallocating None") at this size; the map exports its fragments instead
+    n = 100_000
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, n)
+    coords = (np.array([[-5, 0], [5, 0]])[labels] + rng.normal(0, 1, (n, 2))).astype(np.float32)
+    view = MapView()
+    qtbot.addWidget(view)
+    view.resize(500, 400)
+    view.show()
+    view.set_map(MapData(coords, [f"{i}.png" for i in range(n)], labels, ["a", "b"], "/data",
+                         "last", "h", "umap"))
+    path = tmp_path / "map.png"
+    view.export_png(path, width=800)
+    image = QImage(str(path))
+    assert image.width() == 800
+    centre = view.plot.plotItem.vb.mapViewToScene(QPointF(-5, 0))
+    scale = 800 / view.plot.plotItem.sceneBoundingRect().width()
+    offset = view.plot.plotItem.sceneBoundingRect().topLeft()
+    pixel = image.pixelColor(int((centre.x() - offset.x()) * scale),
+                             int((centre.y() - offset.y()) * scale))
+    assert pixel.rgb() == class_colour(0, 2).rgb()  # the middle of class a's cluster
