@@ -103,6 +103,17 @@ def test_lasso_follows_the_even_odd_rule_on_a_self_crossing_path():
     assert points_in_polygon(coords, polygon).tolist() == reference_inside(coords, polygon)
 
 
+def test_lasso_in_small_chunks_gives_the_same(monkeypatch):
+    from app.model import map_regions
+
+    rng = np.random.default_rng(6)
+    coords = rng.uniform(-5, 5, (400, 2))
+    polygon = rng.uniform(-5, 5, (40, 2))
+    expected = reference_inside(coords, polygon)
+    monkeypatch.setattr(map_regions, "PAIRS_PER_CHUNK", 7)
+    assert points_in_polygon(coords, polygon).tolist() == expected
+
+
 def test_degenerate_lassos_select_nothing():
     coords = np.random.default_rng(0).uniform(-1, 1, (50, 2))
     assert points_in_polygon(coords, np.zeros((0, 2))).tolist() == []
