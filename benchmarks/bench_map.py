@@ -121,7 +121,8 @@ def main() -> None:
 
     from app.model.map_regions import points_in_polygon
     from app.widgets.map_colours import by_score, by_subfolder
-    from app.widgets.map_view import LASSO, PAN, MapView
+    from app.widgets.map_items import LASSO, PAN
+    from app.widgets.map_view import MapView
 
     app = QApplication.instance() or QApplication([])
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

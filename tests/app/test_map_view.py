@@ -34,16 +34,8 @@ from app.widgets.map_colours import (
     class_colour,
     score_colours,
 )
-from app.widgets.map_view import (
-    BOX,
-    DIM_ALPHA,
-    LASSO,
-    MAX_OUTLINED,
-    PAN,
-    MapScatter,
-    MapView,
-    selection_mode,
-)
+from app.widgets.map_items import BOX, LASSO, PAN, MapScatter, selection_mode
+from app.widgets.map_view import DIM_ALPHA, MAX_OUTLINED, MapView
 
 
 def ray_cast(x: float, y: float, polygon: list[tuple[float, float]]) -> bool:
