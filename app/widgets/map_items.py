@@ -74,18 +74,19 @@ class MapScatter(pg.ScatterPlotItem):
         self._palette, self._index = list(palette), np.asarray(index, np.intp)
         self._hovered = -1
         self._xy = np.ascontiguousarray(coords, dtype=np.float64).reshape(-1, 2)
-        if len(coords) and len(coords) == len(self.data):
-            # as many points as before (the same images on a new map): moved in place,
-            # sparing pyqtgraph's new per-point records (50 ms at 100,000 points)
-            self.data["x"], self.data["y"] = coords[:, 0], coords[:, 1]
-            self.data["item"] = None  # SpotItems of the old positions
-            self.prepareGeometryChange()
-            self.informViewBoundsChanged()
-            self.bounds = [None, None]
-            self.updateSpots()
-            self.sigPlotChanged.emit(self)
-        else:
-            self.setData(pos=coords)  # styled by updateSpots below, from the palette
+        if len(coords) != len(self.data):
+            # pyqtgraph's setData fills each object field of its new per-point records one
+            # by one (50 ms at 100,000 points); repeating one blank record is 4x faster
+            blank = np.empty(1, self.data.dtype)
+            blank["size"], blank["visible"] = -1, True
+            self.data = np.repeat(blank, len(coords))
+        self.data["x"], self.data["y"] = coords[:, 0], coords[:, 1]
+        self.data["item"] = None  # SpotItems of old positions
+        self.prepareGeometryChange()
+        self.informViewBoundsChanged()
+        self.bounds = [None, None]
+        self.updateSpots()
+        self.sigPlotChanged.emit(self)
         self._picker = NearestPoint(coords) if len(coords) else None
 
     def set_brushes(self, palette: list[QBrush], index: np.ndarray) -> None:
