@@ -31,13 +31,13 @@ from PySide6.QtWidgets import (
 from app.child.engine_jobs import EngineJob, EngineQueue
 from app.child.workers import Relay, Task
 from app.model.explore_data import MapData, saved_map, saved_neighbours
-from app.model.selection import REPLACE
 from app.pages.explore_selection import SelectionActions
 from app.widgets.checkpoint_box import CheckpointBox
 from app.widgets.curate_panel import CuratePanel
 from app.widgets.hover_preview import HoverPreview, HoverTip
 from app.widgets.image_grid import ImageGrid, PathsOf
 from app.widgets.job_status import JobStatus
+from app.widgets.map_colours import ColourByBox, by_class, by_score, by_subfolder, by_tags
 from app.widgets.map_settings import MapSettings
 from app.widgets.map_view import MapView
 from app.widgets.neighbours_panel import NeighboursPanel, ThumbnailCache
@@ -124,10 +124,13 @@ class ExplorePage(QWidget):
         self.map_view = MapView()
         self.map_view.point_clicked.connect(self._on_image_picked)
         self.map_view.point_hovered.connect(self._on_point_hovered)
-        self.map_view.box_selected.connect(
-            lambda indices: self.actions.select(indices, REPLACE, "box"))
         self.actions = SelectionActions(self.jobs, self)
         self.selection = self.actions.selection
+        self.map_view.use_selection(self.selection)  # drags on the map select into it
+        self.colour_box = ColourByBox()
+        self.colour_box.colouring_chosen.connect(self._on_colouring)
+        self.colour_box.failed.connect(self._fail)
+        self.actions.tags_changed.connect(lambda _tags: self._update_colourings())
         self.selection.changed.connect(self._on_selection_changed)
         self.actions.said.connect(self._say)
         self.actions.failed.connect(self._fail)
@@ -162,6 +165,8 @@ class ExplorePage(QWidget):
             row1.addWidget(QLabel(label))
             row1.addWidget(widget)
         row1.addWidget(self.map_settings)
+        row1.addWidget(QLabel("Colour by"))
+        row1.addWidget(self.colour_box)
         row1.addWidget(self.compute_button)
         row1.addWidget(self.cancel_button)
         row1.addStretch(1)
@@ -400,6 +405,7 @@ class ExplorePage(QWidget):
         self.map_view.set_map(data)
         self.actions.set_map(self.run_dir, data)
         self._on_selection_changed()
+        self._update_colourings()
         if self.query is not None and self.query[0] == "index":
             self.map_view.set_selected(self.query[1])
         self.map_view.mark_neighbours_of(self.neighbours_result)
@@ -432,7 +438,6 @@ class ExplorePage(QWidget):
             self.selection_grid.clear()
             self.tabs.setTabText(1, "Selection")
             return
-        self.map_view.set_box_selection(indices)
         self.selection_grid.set_images(indices, PathsOf(data.root, data.paths, indices),
                                        captions=lambda row: self._caption(int(indices[row])),
                                        tooltips=lambda row: self._tooltip(int(indices[row])))
@@ -457,6 +462,41 @@ class ExplorePage(QWidget):
 
     def _on_scores(self, name: str, values: np.ndarray) -> None:
         self.scores[name] = values
+        self._update_colourings()
+
+    # --- colouring -------------------------------------------------------------------------
+
+    #: What each curation score is called in the Colour by box.
+    SCORE_NAMES = {"outliers": "outlier score (low: unusual)",
+                   "mistakes": "label-mistake confidence"}
+
+    def colourings(self) -> dict:
+        """The Colour by entries for the map shown: name -> a function making the Colouring
+        (made when chosen, so it uses the tags and scores of that moment)."""
+        data = self.map_view.data
+        if data is None:
+            return {}
+        entries = {"class": lambda: by_class(data), "sub-folder": lambda: by_subfolder(data)}
+        if self.actions.tags:
+            entries["tags"] = lambda: by_tags(data, self.actions.tags)
+        for name, values in self.scores.items():
+            if len(values) == len(data):
+                entries[self.SCORE_NAMES.get(name, name)] = (
+                    lambda name=name, values=values: by_score(self.SCORE_NAMES.get(name, name),
+                                                              values))
+        return entries
+
+    def _update_colourings(self) -> None:
+        """List the colourings of the map shown; the one chosen is drawn again (a new map
+        of the same images, new tags or new scores change what it shows)."""
+        self.colour_box.set_entries(self.colourings())
+        current = self.colour_box.currentText()
+        if current and current != "class":
+            self.colour_box.choose(current)
+
+    def _on_colouring(self, colouring) -> None:
+        if self.map_view.data is not None:
+            self.map_view.set_colouring(colouring)
 
     def hideEvent(self, event) -> None:
         self.hover_tip.hide()

@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("PySide6")
 
 from PySide6.QtCore import QSettings
+from PySide6.QtGui import QColor
 
 from app.main_window import MainWindow
 from app.pages.explore_page import ExplorePage
@@ -166,3 +167,41 @@ def test_select_the_neighbours_of_an_image(qtbot, page_on_map):
     page.panel.select_button.click()
     assert page.selection.indices.tolist() == sorted([7, *shown])
     assert page.selection.source == "neighbours of #7"
+
+
+def test_colour_the_map_by_tag_and_by_a_curation_score(qtbot, page_on_map):
+    from app.widgets.map_colours import UNLABELLED
+
+    page, run_dir, result = page_on_map
+    box = page.colour_box
+    assert [box.itemText(i) for i in range(box.count())] == ["class", "sub-folder"]
+    with qtbot.waitSignal(page.actions.tags_changed, timeout=10_000):
+        page.actions.tag("blurry", [2, 3])
+    assert box.findText("tags") >= 0
+    box.choose("tags")
+    assert page.map_view.colouring.name == "tag"
+    grey = page.map_view.point_colour(0)
+    assert grey.name() == QColor(UNLABELLED).name()
+    assert page.map_view.point_colour(2) == page.map_view.point_colour(3) != grey
+    # a new tag redraws the colouring chosen
+    with qtbot.waitSignal(page.actions.tags_changed, timeout=10_000):
+        page.actions.tag("blurry", [5])
+    assert page.map_view.point_colour(5) == page.map_view.point_colour(2)
+
+    scores = np.linspace(0, 1, 24, dtype=np.float32)
+    page.curate.scores_ready.emit("outliers", scores)
+    name = page.SCORE_NAMES["outliers"]
+    box.choose(name)
+    assert page.map_view.colouring.continuous
+    assert page.map_view.point_colour(0) != page.map_view.point_colour(23)
+
+
+def test_a_lasso_on_the_map_is_the_pages_selection(qtbot, page_on_map):
+    page, run_dir, result = page_on_map
+    coords = np.asarray(result["coords"])
+    lo, hi = coords.min(0) - 1, coords.max(0) + 1
+    polygon = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
+    page.map_view.view_box.region_selected.emit(polygon, "replace")
+    assert len(page.selection) == 24 and page.selection.source == "lasso"
+    assert page.selection_grid.count() == 24
+    assert page.actions.bar.count_label.text().startswith("24 of 24 selected (lasso)")
