@@ -161,7 +161,8 @@ def _open_cache(setup: SetUp, cache_dir: Path, ctx: DistContext) -> ImageCache:
 def _evaluate(events: EventWriter, encoder: Encoder, monitor: KnnMonitor | None,
               live_map: LiveMap | None, *, epoch: int, step: int) -> None:
     """The kNN accuracy and the live map's next frame, from one embedding of the sample.
-    A live map that cannot be written is given up with a warning: training goes on."""
+    A live map that cannot be made or written is given up with a warning: training goes
+    on."""
     started = time.perf_counter()
     features = None
     if monitor is not None:
@@ -171,10 +172,10 @@ def _evaluate(events: EventWriter, encoder: Encoder, monitor: KnnMonitor | None,
         try:
             events.emit("live_map", epoch=epoch, step=step,
                         **live_map.update(encoder, epoch=epoch, step=step, features=features))
-        except OSError as exc:
-            live_map.failed = str(exc.strerror or exc)
-            events.emit("warning", message=f"the live map cannot be written to "
-                        f"{live_map.files.path} ({live_map.failed}); training goes on "
+        except (OSError, ValueError) as exc:  # a disk problem, or features not finite
+            live_map.failed = str(getattr(exc, "strerror", None) or exc)
+            events.emit("warning", message=f"the live map stops at epoch {epoch} "
+                        f"({live_map.failed}; {live_map.files.path}); training goes on "
                         "without it")
 
 

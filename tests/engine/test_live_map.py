@@ -186,3 +186,21 @@ def test_a_resumed_run_appends_to_its_map_as_if_never_stopped(folder, tmp_path):
         np.testing.assert_allclose(np.load(files.frame(epoch)),
                                    np.load(RunDir(whole.run_dir).live_map.frame(epoch)),
                                    atol=1e-6)
+
+
+def test_a_map_that_cannot_be_written_is_given_up_and_training_goes_on(tmp_path, monkeypatch):
+    import engine.evaluate.live_map as live_map
+
+    def full(path, write):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(live_map, "write_atomic", full)
+    flat = make_flat_folder(tmp_path / "flat", 16)
+    result = run({"data": str(flat), "epochs": 2}, tmp_path)
+    assert result.status == "finished", result.reason
+    events = events_of(result.run_dir)
+    assert not [e for e in events if e["type"] == "live_map"]
+    warnings = [e["message"] for e in events if e["type"] == "warning"
+                and "live map" in e["message"]]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0]
+    assert "epoch 1" in warnings[0]
