@@ -293,9 +293,10 @@ class TrainConfig:
     live_map: str = setting(
         "pca", "A 2-D map of a fixed sample of at most 2,000 images, made every knn_every "
         "epochs and at the end and kept in the run's live_map/ folder, so the clusters can "
-        "be watched forming: pca (a fraction of a second per update), umap (seconds per "
-        "update, and about a minute to load the first time) or off. Each map is turned to "
-        "fit the one before. It only reads the model: training is unchanged.",
+        "be watched forming: pca (a fraction of a second per update), umap (several seconds "
+        "per update, and up to a minute to load the first time) or off. Each map is turned "
+        "to fit the one before. With labels it reuses the kNN evaluation's features; "
+        "without, it embeds its sample. It only reads the model: training is unchanged.",
         choices=LIVE_MAP_LAYOUTS)
     num_threads: int | None = setting(
         None, "CPU threads for PyTorch.", min=1, max=1024, auto="every core")
