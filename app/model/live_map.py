@@ -142,6 +142,6 @@ def why_no_live_map(run_dir: Path) -> str:
         return ("This run makes no live map: it is made at each kNN evaluation, and the "
                 "run's knn_every is 0.")
     if "live_map" not in config and RunDir(run_dir).config.is_file():
-        return "This run has no live map: it was trained before the engine made one."
+        return "This run has no live map: the engine that trained it made none."
     return ("No live map yet: its first frame comes with the first kNN evaluation (every "
             "knn_every epochs, labels or not).")
