@@ -61,9 +61,9 @@ def pca_layout(features: np.ndarray, seed: int = 0) -> np.ndarray:
     first two principal components, each component's largest-magnitude loading positive
     (columns beyond the data's rank are zero). The Explore map's PCA
     (:func:`engine.evaluate.maps.pca_map`): exact from the smaller of the covariance and
-    Gram matrices, a ``seed``-ed randomised SVD for large samples (its own numpy generator);
-    about 0.1 s at 2,000 x 2,048 on two cores, where a full SVD of the sample takes tens of
-    seconds."""
+    Gram matrices, a ``seed``-ed randomised SVD for large samples (its own numpy generator):
+    about 0.04 s at 2,000 x 2,048 on two cores, where a full SVD of the sample takes 1.5 s
+    (float64), and far longer on busy cores."""
     return pca_map(features, metric="cosine", seed=seed)
 
 
