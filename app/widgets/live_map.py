@@ -190,7 +190,7 @@ class LiveMapView(QWidget):
         if data is None or self.current < 0:
             return self.caption.text()
         epoch = data.epochs[self.current]
-        total = data.total_epochs or data.epochs[-1]
+        total = max(data.total_epochs or 0, data.epochs[-1])  # (a resumed run may go on)
         text = f"epoch {epoch} of {total}, {data.n:,} images"
         if len(data) > 1:
             text += f" (frame {self.current + 1} of {len(data)})"

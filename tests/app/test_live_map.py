@@ -95,7 +95,7 @@ def test_live_events_append_frames_and_show_the_newest(qtbot, trained_run):
     qtbot.waitUntil(lambda: not view.tween_timer.isActive(), timeout=3000)
     np.testing.assert_array_equal(shown(view), new)
     assert not np.allclose(start, new)
-    assert view.caption.text() == "epoch 3 of 2, 24 images (frame 3 of 3)"
+    assert view.caption.text() == "epoch 3 of 3, 24 images (frame 3 of 3)"
 
 
 def test_a_run_whose_map_is_not_written_yet_loads_it_with_its_first_frame(qtbot,
