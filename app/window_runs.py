@@ -104,7 +104,8 @@ class RunCommands:
         return True
 
     def show_run_curves(self, path: Path) -> None:
-        """Draw a run's curves behind the Train page's own (replayed once)."""
+        """Draw a run's curves behind the Train page's own (replayed once), and play its
+        live map when the Train page has no run of its own going."""
         path = Path(path)
         events = RunDir(path).events
         if not path.is_dir():
@@ -116,6 +117,7 @@ class RunCommands:
             return
         self.train_page.curves.clear_overlays()
         self.train_page.curves.add_overlay(path.name, RunHistory.replay(events))
+        self.train_page.show_live_map(path)
         self.tabs.setCurrentWidget(self.train_page)
 
     def retrain_on_list(self, list_path: Path, run_dir: Path, what: str) -> bool:

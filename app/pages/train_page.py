@@ -1,5 +1,5 @@
 """The Train page: choose a folder and settings, start, stop or resume a run in a child
-process, and watch its curves."""
+process, and watch its curves and its live map."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -32,6 +33,7 @@ from app.model.run_model import RunHistory, window_words
 from app.pages.train_following import FollowingRuns
 from app.pages.train_plan import CHOOSE_FOLDER, TrainPlan, is_data_source
 from app.widgets.curves import TrainingCurves
+from app.widgets.live_map import LiveMapView
 from app.widgets.run_log import RunLog
 from app.widgets.settings_form import SettingsForm
 from app.widgets.time_plan import TimePlan
@@ -121,6 +123,12 @@ class TrainPage(FollowingRuns, QWidget):
         self.status.setWordWrap(True)
         self.log = RunLog()
         self.curves = TrainingCurves()
+        self.live_map = LiveMapView()
+        self.charts = QTabWidget()
+        self.charts.addTab(self.curves, "Curves")
+        self.charts.addTab(self.live_map, "Live map")
+        self.charts.setTabToolTip(1, "How a fixed sample of the images moves on a 2-D map, "
+                                  "a frame per kNN evaluation: play it epoch by epoch")
 
         top = QHBoxLayout()
         top.addWidget(self.folder, 1)
@@ -138,7 +146,7 @@ class TrainPage(FollowingRuns, QWidget):
         left_layout.addWidget(self.estimate)
         left_layout.addWidget(self.time_plan)
         right = QSplitter(Qt.Vertical)
-        right.addWidget(self.curves)
+        right.addWidget(self.charts)
         right.addWidget(self.log)
         right.setSizes([600, 120])
         body = QSplitter()
@@ -320,10 +328,11 @@ class TrainPage(FollowingRuns, QWidget):
                 and not self.resume_button.isEnabled())
 
     def _forget_shown(self) -> None:
-        """A new history: the curves shown so far are dropped."""
+        """A new history: the curves and the live map shown so far are dropped."""
         self.history = RunHistory()
         self.curves.show_history(self.history)
         self.progress.setFormat("%p%")
+        self.live_map.clear()
 
     def _show_progress(self) -> None:
         """The progress bar: the step reached of the planned steps and, once the run has
@@ -334,6 +343,12 @@ class TrainPage(FollowingRuns, QWidget):
             return
         self.progress.setValue(int(round(100 * fraction)))
         self.progress.setFormat(f"{self.history.where()} · %p%")
+
+    def show_live_map(self, run_dir: Path) -> None:
+        """Play the live map of ``run_dir`` (a run opened from the runs list), unless this
+        page trains or follows a run: that run's own map stays."""
+        if not self.engine.is_running() and self.following is None:
+            self.live_map.set_run(run_dir)
 
     def _launch(self, args: list[str], *, fresh: bool) -> None:
         self.stop_following(quiet=True)
@@ -360,6 +375,8 @@ class TrainPage(FollowingRuns, QWidget):
                     and event["run_dir"]):
                 self.run_dir = Path(event["run_dir"])
                 self.own_runs[self.run_dir] = math.inf
+            if self.run_dir is not None:
+                self.live_map.set_run(self.run_dir)
             self._say(f"Training on {self.history.device.get('name', 'the device')}: "
                       f"{self.history.dataset.get('summary', '')}")
             self.run_changed.emit()
@@ -384,6 +401,8 @@ class TrainPage(FollowingRuns, QWidget):
             self.progressed.emit(self.run_dir, self.history)
         elif kind == "checkpoint":
             self.progressed.emit(self.run_dir, self.history)
+        elif kind == "live_map":
+            self.live_map.on_event(event)
 
     def _checkpoint_note(self) -> str:
         """Where the run can go on from after it failed or crashed."""

@@ -271,6 +271,7 @@ class RunSettings:
     checkpoint_minutes: float
     knn_every: int
     knn_max_images: int
+    live_map: str
     num_threads: int | None
     decode_workers: int | None
     max_image_pixels: int

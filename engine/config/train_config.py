@@ -24,6 +24,7 @@ from engine.methods import METHODS as METHOD_SPECS
 
 METHODS = tuple(METHOD_SPECS)  # the method names, as --method takes them
 BACKBONES = ("resnet18", "resnet34", "resnet50")
+LIVE_MAP_LAYOUTS = ("pca", "umap", "off")  # how the live map lays out its points, or off
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -289,6 +290,14 @@ class TrainConfig:
     knn_max_images: int = setting(
         5000, "Images used for the per-epoch kNN accuracy at most (a fixed random "
         "sample of larger folders).", min=10, max=10**7)
+    live_map: str = setting(
+        "pca", "A 2-D map of a fixed sample of at most 2,000 images, made every knn_every "
+        "epochs and at the end and kept in the run's live_map/ folder, so the clusters can "
+        "be watched forming: pca (a fraction of a second per update), umap (several seconds "
+        "per update, and up to a minute to load the first time) or off. Each map is turned "
+        "to fit the one before. With labels it reuses the kNN evaluation's features; "
+        "without, it embeds its sample. It only reads the model: training is unchanged.",
+        choices=LIVE_MAP_LAYOUTS)
     num_threads: int | None = setting(
         None, "CPU threads for PyTorch.", min=1, max=1024, auto="every core")
     decode_workers: int | None = setting(

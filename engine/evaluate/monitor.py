@@ -52,24 +52,40 @@ class KnnMonitor:
             return None
         return cls(cache, cfg, device, max_images=cfg.knn_max_images, seed=cfg.seed)
 
-    @torch.no_grad()
     def measure(self, encoder: Encoder) -> dict[str, Any]:
         """{"knn_top1", "knn_k", "images", "seconds"} for ``encoder`` as it is now."""
         started = time.perf_counter()
-        was_training = encoder.training
-        encoder.eval()
-        try:
-            features = []
-            for start in range(0, len(self.indices), self.batch_size):
-                rows = self.indices[start:start + self.batch_size]
-                batch = torch.from_numpy(np.asarray(self.cache.images[rows]))
-                h, _ = encode(encoder, batch.to(self.device).permute(0, 3, 1, 2), self.cfg)
-                features.append(h)
-        finally:
-            encoder.train(was_training)
-        result = knn_accuracy(np.concatenate(features), self.labels, k=K,
-                              temperature=TEMPERATURE, test_fraction=TEST_FRACTION,
-                              seed=self.seed)
+        return self.score(self.embed(encoder), started)
+
+    def embed(self, encoder: Encoder) -> np.ndarray:
+        """h (float32, one row per image of :attr:`indices`) of ``encoder`` as it is now."""
+        return embed_rows(encoder, self.cache, self.indices, self.cfg, self.device,
+                          batch_size=self.batch_size)
+
+    def score(self, features: np.ndarray, started: float) -> dict[str, Any]:
+        """What :meth:`measure` gives for ``features`` from :meth:`embed`, timed from
+        ``started`` (a ``time.perf_counter()`` value)."""
+        result = knn_accuracy(features, self.labels, k=K, temperature=TEMPERATURE,
+                              test_fraction=TEST_FRACTION, seed=self.seed)
         return {"knn_top1": result["top1"], "knn_k": result["k"],
                 "images": int(len(self.indices)),
                 "seconds": round(time.perf_counter() - started, 3)}
+
+
+@torch.no_grad()
+def embed_rows(encoder: Encoder, cache: ImageCache, rows: np.ndarray, cfg: TrainConfig,
+               device: torch.device, *, batch_size: int = 256) -> np.ndarray:
+    """h (float32, one row per entry of ``rows``) of the cached images ``rows``, with the
+    evaluation transform, the encoder in eval mode (batch-norm statistics untouched) and
+    put back in the mode it was in."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        features = []
+        for start in range(0, len(rows), batch_size):
+            batch = torch.from_numpy(np.asarray(cache.images[rows[start:start + batch_size]]))
+            h, _ = encode(encoder, batch.to(device).permute(0, 3, 1, 2), cfg)
+            features.append(h)
+    finally:
+        encoder.train(was_training)
+    return np.concatenate(features)

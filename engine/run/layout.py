@@ -13,6 +13,7 @@ reads it, both through :class:`RunDir`, so no other module spells a file name in
       checkpoints/         last.pt (rewritten), epoch-NNNN.pt (kept)
       embeddings/<name>/   index.json, features.npy (h), projections.npy (z)
       maps/                computed 2-d maps and their parameters
+      live_map/            index.json, epoch-NNNN.npy: the 2-d map made while training
       probes/              kNN and linear-probe results as JSON
       exports/             exported encoders, each with a metadata JSON beside it
       curation/            duplicates, outliers, likely label mistakes and neighbourhood
@@ -56,6 +57,22 @@ class EmbeddingFiles:
     def projections(self) -> Path:
         """float32 (N, projection dim): the projection head's output z."""
         return self.path / "projections.npy"
+
+
+@dataclass(frozen=True)
+class LiveMapFiles:
+    """The map a run draws while it trains (engine.evaluate.live_map): ``live_map/``."""
+
+    path: Path
+
+    @property
+    def index(self) -> Path:
+        """JSON: the sample's images (indices, paths, labels, classes) and its frames."""
+        return self.path / "index.json"
+
+    def frame(self, epoch: int) -> Path:
+        """float32 (n, 2): the map after ``epoch`` epochs, "epoch-0010.npy"."""
+        return self.path / f"{epoch_checkpoint_name(epoch)}.npy"
 
 
 @dataclass(frozen=True)
@@ -196,6 +213,11 @@ class RunDir:
     @property
     def maps(self) -> Path:
         return self.path / "maps"
+
+    @property
+    def live_map(self) -> LiveMapFiles:
+        """The map made while training (index.json and one .npy per frame)."""
+        return LiveMapFiles(self.path / "live_map")
 
     @property
     def probes(self) -> Path:

@@ -136,6 +136,17 @@ _TYPES = (
         _f("images", "integer", "the labelled images embedded"),
         _f("seconds", "number", "how long the evaluation took"),
     )),
+    EventType("live_map", "a new frame of the live map, a 2-D layout of a fixed sample of "
+              "the images turned to fit the frame before, every --knn-every epochs and at "
+              "the end (not with --live-map off)", (
+        _f("epoch", "integer", "epochs done"),
+        _f("step", "integer", "optimiser steps done", True),
+        _f("path", "text", "the frame: a float32 (n, 2) .npy file; live_map/index.json "
+           "beside it names the images and lists the frames", True),
+        _f("n", "integer", "the points on the map"),
+        _f("seconds", "number", "how long the update took (with embedding the sample when "
+           "no kNN evaluation embedded it)"),
+    )),
     EventType("checkpoint", "a checkpoint was written", (
         _f("path", "text", "the checkpoint file", True),
         _f("epoch", "integer", "epochs done"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,10 @@ from engine.data.cache import (
 )
 from engine.data.loader import BatchLoader, typical_side
 from engine.data.scan import DataError, is_list_file, scan_data
+from engine.evaluate.live_map import LiveMap
 from engine.evaluate.monitor import KnnMonitor
 from engine.methods import BatchInfo, build_model, method_spec
+from engine.models.encoder import Encoder
 from engine.run.checkpoint import CheckpointError, TrainingState
 from engine.run.events import EventWriter
 from engine.run.io import write_atomic
@@ -194,6 +197,27 @@ def _open_cache(setup: SetUp, cache_dir: Path, ctx: DistContext) -> ImageCache:
     return cache
 
 
+def _evaluate(events: EventWriter, encoder: Encoder, monitor: KnnMonitor | None,
+              live_map: LiveMap | None, *, epoch: int, step: int) -> None:
+    """The kNN accuracy and the live map's next frame, from one embedding of the sample.
+    A live map that cannot be made or written is given up with a warning: training goes
+    on."""
+    started = time.perf_counter()
+    features = None
+    if monitor is not None:
+        features = monitor.embed(encoder)
+        events.emit("eval", epoch=epoch, step=step, **monitor.score(features, started))
+    if live_map is not None and live_map.failed is None:
+        try:
+            events.emit("live_map", epoch=epoch, step=step,
+                        **live_map.update(encoder, epoch=epoch, step=step, features=features))
+        except (OSError, ValueError) as exc:  # a disk problem, or features not finite
+            live_map.failed = str(getattr(exc, "strerror", None) or exc)
+            events.emit("warning", message=f"the live map stops at epoch {epoch} "
+                        f"({live_map.failed}; {live_map.files.path}); training goes on "
+                        "without it")
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -295,6 +319,9 @@ def train(
                         f"{steps_per_epoch} steps per epoch now, {saved.steps_per_epoch} "
                         "before; continuing on the current images")
 
+    live_map = LiveMap.for_run(folder.live_map, cache, run.config, device, monitor=knn_monitor,
+                               start_step=step) if ctx.is_main else None
+
     train_model: torch.nn.Module = model  # checkpoints hold ``model``, never the wrappers
     if ctx.enabled:
         train_model = distributed.data_parallel(model, device)
@@ -371,10 +398,11 @@ def train(
                 keep = (finished_epoch % run.keep_every == 0) or step == total_steps
                 with meter.paused():
                     checkpoints.save(step, finished_epoch, keep=keep and whole_epoch)
-                    if knn_monitor is not None and (step == total_steps or (
-                            finished_epoch % run.knn_every == 0 and whole_epoch)):
-                        events.emit("eval", epoch=finished_epoch, step=step,
-                                    **knn_monitor.measure(model.online_encoder))
+                    if (knn_monitor is not None or live_map is not None) and (
+                            step == total_steps or (
+                                finished_epoch % run.knn_every == 0 and whole_epoch)):
+                        _evaluate(events, model.online_encoder, knn_monitor, live_map,
+                                  epoch=finished_epoch, step=step)
                 meter.start_epoch()
             elif checkpoints.due():
                 with meter.paused():

@@ -36,7 +36,8 @@ from engine.training import distributed
 #: The settings that --resume may change; the others are the run's own.
 RESUMABLE_OVERRIDES = ("epochs", "max_steps", "log_every", "keep_every",
                        "checkpoint_minutes", "device",
-                       "num_threads", "compile", "knn_every", "knn_max_images")
+                       "num_threads", "compile", "knn_every", "knn_max_images",
+                       "live_map")
 
 
 class TrainingError(Exception):
