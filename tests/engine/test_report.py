@@ -63,7 +63,7 @@ def test_a_run_logs_its_first_steps_and_its_rate_leaves_out_evaluation(tmp_path,
     from tests.helpers.folders import make_folder
     from tests.helpers.training import events_of, run
 
-    measure = KnnMonitor.measure
+    embed = KnnMonitor.embed
     skipped = [0.0]  # seconds the meter's clock jumps at each evaluation
 
     class Clock:
@@ -71,12 +71,12 @@ def test_a_run_logs_its_first_steps_and_its_rate_leaves_out_evaluation(tmp_path,
         def perf_counter():
             return time.perf_counter() + skipped[0]
 
-    def slow_measure(self, encoder):  # an evaluation that takes 1000 s on the meter's clock
+    def slow_embed(self, encoder):  # an evaluation that takes 1000 s on the meter's clock
         skipped[0] += 1000.0
-        return measure(self, encoder)
+        return embed(self, encoder)
 
     monkeypatch.setattr(report, "time", Clock)
-    monkeypatch.setattr(KnnMonitor, "measure", slow_measure)
+    monkeypatch.setattr(KnnMonitor, "embed", slow_embed)
     folder = make_folder(tmp_path / "shapes")
     result = run({"data": str(folder), "epochs": 3, "log_every": 4, "knn_every": 1},
                  tmp_path)
