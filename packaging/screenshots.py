@@ -19,7 +19,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-PAGES = ("data", "augmentations", "train", "explore", "probe", "export")
+import numpy as np
+
+PAGES = ("data", "augmentations", "train", "livemap", "explore", "curate", "compare",
+         "probe", "export")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -117,7 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         page.status.setText(f"Run {page.history.status}: {page.history.reason}")
         window.tabs.setCurrentWidget(page)
         shoot("train")
-    if "explore" in args.pages:
+    if "livemap" in args.pages:
+        page = window.train_page
+        page.show_live_map(run_dir)
+        page.charts.setCurrentWidget(page.live_map)
+        window.tabs.setCurrentWidget(page)
+        wait_until(lambda: page.live_map.current_coords() is not None, 60, "the live map")
+        shoot("livemap")
+        page.charts.setCurrentIndex(0)
+    if "explore" in args.pages or "curate" in args.pages:
         page = window.explore_page
         window.tabs.setCurrentWidget(page)
         page.map_settings.set_method("umap")
@@ -130,6 +141,35 @@ def main(argv: list[str] | None = None) -> int:
         wait_until(lambda: page.neighbours_result is not None and not page.is_busy(), 120,
                    "the neighbours")
         shoot("explore")
+    if "curate" in args.pages:
+        # a lasso around the points of one class, then the duplicates found with the run's
+        # encoder and the map coloured by the outlier score
+        data = page.map_view.data
+        points = data.coords[data.labels == 3]
+        centre = np.median(points, 0)
+        radius = np.percentile(np.linalg.norm(points - centre, axis=1), 80)
+        angles = np.linspace(0, 2 * np.pi, 40)
+        lasso = centre + radius * np.stack([np.cos(angles), np.sin(angles)], 1)
+        page.map_view.view_box.region_selected.emit(lasso, "replace")
+        page.tabs.setCurrentWidget(page.selection_grid)
+        shoot("selection")
+        page.tabs.setCurrentWidget(page.curate)
+        for kind in ("outliers", "duplicates"):
+            page.curate.run(kind)
+            wait_until(lambda: not page.is_busy(), 600, f"the {kind}")
+        page.colour_box.choose(page.SCORE_NAMES["outliers"])
+        page.curate.tabs.setCurrentIndex(0)
+        shoot("curate")
+    if "compare" in args.pages:
+        page = window.compare_page
+        window.tabs.setCurrentWidget(page)
+        page.compute_maps()
+        wait_until(lambda: not page.is_busy() and all(
+            side.map_view.data is not None for side in page.sides), 900, "the two maps")
+        page.compare_neighbourhoods()
+        wait_until(lambda: page.result is not None and not page.is_busy(), 600,
+                   "the comparison")
+        shoot("compare")
     if "probe" in args.pages and hasattr(window, "probe_page"):
         page = window.probe_page
         window.tabs.setCurrentWidget(page)
