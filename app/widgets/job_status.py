@@ -71,6 +71,7 @@ class JobStatus(QWidget):
 
     def job_started(self, job: EngineJob) -> None:
         self.say(job.describe + "…")
+        self._running = job.describe
         self.progress.setRange(0, 0)
         self.progress.show()
 
@@ -88,7 +89,12 @@ class JobStatus(QWidget):
             self.say(f"{job.describe}: {phase} {event.get('done')}/{event['total']}")
 
     def jobs_idle(self) -> None:
+        """The last job ended: the bar goes; a line still saying what ran (no result or
+        error replaced it) says it is done."""
         self.progress.hide()
+        running, self._running = getattr(self, "_running", ""), ""
+        if running and not self.is_error() and self.text().startswith(running):
+            self.say(f"{running}: done.")
 
     def _fit_bar(self, widest: str) -> None:
         """Make the bar wide enough for ``widest``, its longest text (chunk and frame

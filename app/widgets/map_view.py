@@ -56,7 +56,7 @@ NUMBERED_NEIGHBOURS = 20
 DIM_ALPHA = 40
 #: Selections up to this size are also outlined point by point (a few selected points
 #: among 100,000 dimmed ones are easy to miss); larger ones are shown by the dimming alone.
-MAX_OUTLINED = 2000
+MAX_OUTLINED = 64
 
 
 class MapView(QWidget):

@@ -92,8 +92,11 @@ def progress_events(events: EventWriter, phase: str) -> Callable[[int, int, str]
 
 
 def new_run_dir(runs_root: Path, cfg: TrainConfig) -> Path:
-    """<runs root>/<yyyymmdd-hhmmss>-<method>-<dataset>, made unique with a suffix."""
-    dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(cfg.data).name or "data")[:40]
+    """<runs root>/<yyyymmdd-hhmmss>-<method>-<dataset>, made unique with a suffix (the
+    dataset: the folder's name, or a list file's name without its .txt/.csv)."""
+    source = Path(cfg.data)
+    name = source.stem if source.suffix.lower() in (".txt", ".csv") else source.name
+    dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", name or "data")[:40]
     base = f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.method}-{dataset}"
     runs_root.mkdir(parents=True, exist_ok=True)
     for i in range(1000):

@@ -52,8 +52,12 @@ def test_a_job_shows_busy_then_counts_then_hides(status):
     assert status.text() == "Making the PCA map: embed 3/12"
     queue.progress.emit(JOB, {"type": "progress", "phase": "umap", "message": "fitting"})
     assert status.text() == "Making the PCA map: fitting" and status.progress.maximum() == 0
+    queue.idle.emit()  # nothing replaced the job's line: it says the job is done
+    assert not status.progress.isVisible() and status.text() == "Making the PCA map: done."
+    queue.started.emit(JOB)
+    status.say("PCA map of 24 images made in 0.1 s.")  # a result's own words stay
     queue.idle.emit()
-    assert not status.progress.isVisible() and status.text() == "Making the PCA map: fitting"
+    assert status.text() == "PCA map of 24 images made in 0.1 s."
 
 
 def test_the_bar_can_sit_under_the_line(qtbot):

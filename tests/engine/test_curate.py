@@ -311,6 +311,7 @@ def test_train_on_a_list_of_images(planted, tmp_path):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["data"] == str(lst)
     assert (run_dir / "data-list.txt").read_text() == lst.read_text()
+    assert run_dir.name.endswith("-simclr-all")  # named after the list, without .txt
     saved = json.loads((run_dir / "manifest.json").read_text())
     assert saved["root"] == str(root) and saved["classes"] == ["blue", "green", "red"]
     assert [s["reason"] for s in saved["skipped"]] == [LISTED_MISSING]
