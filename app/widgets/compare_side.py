@@ -62,7 +62,8 @@ class CompareSide(QWidget):
         self.run_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.run_box.currentIndexChanged.connect(self._on_run_chosen)
         self.checkpoint_box = CheckpointBox()
-        self.checkpoint_box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+        self.checkpoint_box.setMinimumContentsLength(14)
+        self.checkpoint_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.checkpoint_box.currentIndexChanged.connect(lambda _: self._on_choice())
         self.space_box = SpaceChooser()
         self.space_box.currentIndexChanged.connect(lambda _: self._on_choice())
@@ -71,17 +72,20 @@ class CompareSide(QWidget):
         self.selection.changed.connect(
             lambda: self.map_view.set_box_selection(self.selection.indices))
 
+        # two rows, so that both sides' choices fit beside each other in a 1,400 px window
         row = QHBoxLayout()
-        title = QLabel(f"<b>{name}</b>")
-        row.addWidget(title)
-        for label, widget in (("Run", self.run_box), ("Checkpoint", self.checkpoint_box),
-                              ("Space", self.space_box)):
-            row.addWidget(QLabel(label))
-            row.addWidget(widget)
-        row.addStretch(1)
+        row.addWidget(QLabel(f"<b>{name}</b>"))
+        row.addWidget(QLabel("Run"))
+        row.addWidget(self.run_box, 1)
+        second = QHBoxLayout()
+        for label, widget in (("Checkpoint", self.checkpoint_box), ("Space", self.space_box)):
+            second.addWidget(QLabel(label))
+            second.addWidget(widget)
+        second.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(row)
+        layout.addLayout(second)
         layout.addWidget(self.map_view, 1)
 
     # --- the choice ------------------------------------------------------------------------
