@@ -38,7 +38,8 @@ ENOUGH_EPOCHS = 20
 DECODE_SAMPLE = 48
 #: (backbone, image size) candidates for a budget, cheapest first, per kind of device.
 CANDIDATES = {
-    "cpu": [("resnet18", 32), ("resnet18", 64), ("resnet50", 64), ("resnet50", 96)],
+    "cpu": [("resnet18", 32), ("resnet50", 32), ("resnet18", 64), ("resnet50", 64),
+            ("resnet50", 96)],
     "cuda": [("resnet18", 96), ("resnet50", 96), ("resnet50", 160), ("resnet50", 224)],
 }
 
