@@ -301,8 +301,8 @@ class TrainConfig:
     num_threads: int | None = setting(
         None, "CPU threads for PyTorch.", min=1, max=1024, auto="every core")
     decode_workers: int | None = setting(
-        None, "Processes that decode the images into the cache (threads for folders under "
-        "1,024 images).", min=1, max=1024, auto="every core")
+        None, "Processes (threads under 20,000 images) that decode the images into the "
+        "cache.", min=1, max=1024, auto="every core")
     max_image_pixels: int = setting(
         178_956_970, "Skip images with more pixels than this (decompression-bomb guard).",
         min=1, max=10**11)

@@ -285,3 +285,29 @@ def test_cache_same_result_with_one_or_many_workers(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asarray(one.images), np.asarray(many.images))
 
 
+
+
+def test_processes_only_where_spawn_cannot_rerun_a_script(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    def main_from(text: str | None, spec=None) -> types.ModuleType:
+        module = types.ModuleType("__main__")
+        if text is not None:
+            path = tmp_path / f"script{len(list(tmp_path.glob('script*')))}.py"
+            path.write_text(text)
+            module.__file__ = str(path)
+        module.__spec__ = spec
+        return module
+
+    guarded = "import x\nif __name__ == '__main__':\n    x.run()\n"
+    for module, safe in ((main_from(guarded), True), (main_from("import x\nx.run()\n"), False),
+                         (main_from(None), True),
+                         (main_from("x.run()\n", spec=object()), True)):
+        monkeypatch.setitem(sys.modules, "__main__", module)
+        assert cache_mod.spawn_is_safe() is safe
+    monkeypatch.setitem(sys.modules, "__main__", main_from("import x\nx.run()\n"))
+    monkeypatch.setattr(cache_mod, "PROCESS_MIN_IMAGES", 1)
+    manifest = scan_folder(imagegen.make_flat_folder(tmp_path / "d", 3))
+    plan = plan_cache(manifest, 8, tmp_path / "cache", max_image_pixels=BIG, num_workers=2)
+    assert not plan.processes and "2 threads" in plan.describe()
