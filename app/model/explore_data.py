@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from engine.evaluate.embed import (
 )
 from engine.evaluate.maps import MapParams, features_fingerprint, load_cached_map, map_path
 from engine.evaluate.neighbours import NeighbourIndex
+from engine.run.io import file_sha256
 from engine.run.layout import EmbeddingFiles, RunDir
 
 
@@ -95,12 +95,9 @@ def _checkpoint_sha(run_dir: Path, checkpoint: str) -> str:
     with _lock:
         if key in _sha_cache:
             return _sha_cache[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    sha = file_sha256(path)
     with _lock:
-        _sha_cache[key] = digest.hexdigest()
+        _sha_cache[key] = sha
     return _sha_cache[key]
 
 

@@ -7,7 +7,6 @@ and its centre square; the centre ``image_size`` crop of that is normalised and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from engine.data.cache import ImageCache, build_cache, decode_image
 from engine.data.scan import DataError, scan_data
 from engine.models.encoder import Encoder
 from engine.run.checkpoint import CheckpointError, load_checkpoint, model_weights
-from engine.run.io import write_atomic, write_json_atomic
+from engine.run.io import file_sha256, write_atomic, write_json_atomic
 from engine.run.layout import CHECKPOINT_SUFFIX, LAST, RANDOM_INIT, EmbeddingFiles, RunDir
 from engine.training.distributed import DistContext, local_device
 
@@ -63,14 +62,6 @@ def checkpoint_path(run_dir: Path, checkpoint: str) -> Path | None:
 def checkpoint_name(run_dir: Path, checkpoint: str) -> str:
     path = checkpoint_path(run_dir, checkpoint)
     return RANDOM_INIT if path is None else path.stem
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_encoder(run_dir: Path, checkpoint: str = LAST,

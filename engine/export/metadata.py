@@ -12,7 +12,6 @@ formats can share a folder and a stem without overwriting each other's metadata.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from engine import __version__ as ENGINE_VERSION
 from engine.config.train_config import TrainConfig
 from engine.export.formats import ONNX_OPSET, ExportError
 from engine.export.loading import embeddings_snippet, encoder_snippet
-from engine.run.io import write_json_atomic
+from engine.run.io import file_sha256, write_json_atomic
 
 METADATA_VERSION = 1
 
@@ -96,12 +95,9 @@ def checkpoint_info(path: Path | None) -> dict[str, str] | None:
     if path is None:
         return None
     path = Path(path)
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        sha = file_sha256(path)
     except OSError as exc:
         raise ExportError(f"cannot read checkpoint {path} to record its hash: "
                           f"{exc.strerror or exc}") from exc
-    return {"file": path.name, "sha256": digest.hexdigest()}
+    return {"file": path.name, "sha256": sha}

@@ -33,7 +33,6 @@ start from them too. Embedding and export never read the file: they load a check
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from typing import Any
 import torch
 
 from engine.config.settings import ConfigError
+from engine.run.io import file_sha256
 
 IMAGENET = "imagenet"
 #: torchvision's published ImageNet weights per backbone: (weights enum, member).
@@ -239,14 +239,6 @@ def architecture(state: dict[str, torch.Tensor], name: str) -> tuple[str, bool]:
                           f"({'bottleneck' if bottleneck else 'basic'} blocks); this program "
                           "trains resnet18, resnet34 and resnet50 only")
     return arch, tuple(conv1.shape[-2:]) == (3, 3)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------- ImageNet
