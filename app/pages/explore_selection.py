@@ -171,6 +171,9 @@ class SelectionActions(QObject):
         run, data = self.run_dir, self.data
         if run is None or data is None or not len(indices):
             return
+        if not add and name not in self.tags:
+            self.said.emit(f"No tag {name!r} to take off.")
+            return
         paths = [data.paths[i] for i in indices.tolist()]
         self._generation += 1
         count = len(paths)
@@ -181,8 +184,6 @@ class SelectionActions(QObject):
                 text = f"Tagged {changed:,} images {name!r}" + (
                     f" ({count - changed:,} had it already)." if changed < count else ".")
             else:
-                if name not in tag_indices(run, paths):
-                    return tag_indices(run, list(data.paths)), f"No tag {name!r} to take off."
                 changed = untag_images(run, name, paths)
                 text = f"Took {name!r} off {changed:,} images."
             return tag_indices(run, list(data.paths)), text

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QLineEdit
 from app.widgets.run_estimate import RunEstimate
 from app.widgets.settings_form import SettingsForm
 from engine.config.train_config import preset
-from engine.data.scan import LIST_SUFFIXES
+from engine.data.scan import is_list_file
 
 CHOOSE_FOLDER = "Choose an image folder (Browse…, or open one on the Data page), then press Start."
 
@@ -22,8 +22,7 @@ CHOOSE_FOLDER = "Choose an image folder (Browse…, or open one on the Data page
 def is_data_source(path: str | Path) -> bool:
     """Whether ``path`` is something to train on: an image folder, or a .txt/.csv list of
     images (as the Explore page's "Retrain on these" writes)."""
-    path = Path(path).expanduser()
-    return path.is_dir() or (path.is_file() and path.suffix.lower() in LIST_SUFFIXES)
+    return Path(path).expanduser().is_dir() or is_list_file(path)
 
 class TrainPlan(QObject):
     """The run about to be started: ``folder`` (the page's folder field) and ``form`` (its

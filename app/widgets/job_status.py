@@ -32,6 +32,8 @@ class JobStatus(QWidget):
         self.label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.progress = QProgressBar()
         self.bar_width = bar_width
+        #: what the running job says it does (its line, until something replaces it)
+        self._running = ""
         if bar_width is not None:
             self.progress.setMaximumWidth(bar_width)
         self.progress.hide()
@@ -92,7 +94,7 @@ class JobStatus(QWidget):
         """The last job ended: the bar goes; a line still saying what ran (no result or
         error replaced it) says it is done."""
         self.progress.hide()
-        running, self._running = getattr(self, "_running", ""), ""
+        running, self._running = self._running, ""
         if running and not self.is_error() and self.text().startswith(running):
             self.say(f"{running}: done.")
 

@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -105,6 +106,13 @@ class CachePlan:
     def fits(self) -> bool:
         return self.to_write <= self.free
 
+    def fitting_size(self, smallest: int) -> int | None:
+        """This cache's side when it fits, else the largest side from ``smallest`` up that
+        does (:func:`largest_fitting_size`), or None when none does."""
+        if self.fits:
+            return self.size
+        return largest_fitting_size(self.images, self.free, smallest, self.size)
+
     def describe(self) -> str:
         where = f"{self.folder} ({_gb(self.free)} free)"
         if self.reuse:
@@ -152,8 +160,6 @@ def spawn_is_safe() -> bool:
     module again, which is harmless for ``python -m engine``, the console scripts and any
     script whose work sits under ``if __name__ == "__main__":``, but would run an unguarded
     script's top level again. Such a script gets threads instead."""
-    import sys
-
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     if main is None or path is None or getattr(main, "__spec__", None) is not None:

@@ -25,7 +25,6 @@ from engine.data.cache import (
     CachePlan,
     ImageCache,
     build_cache,
-    largest_fitting_size,
     plan_cache,
 )
 from engine.data.loader import BatchLoader, typical_side
@@ -150,7 +149,7 @@ def fit_cache_to_disk(cfg: TrainConfig, manifest, cache_dir: Path, why: dict[str
                       num_workers=cfg.decode_workers)
     if plan.fits or "cache_size" not in why:
         return cfg
-    side = largest_fitting_size(plan.images, plan.free, cfg.image_size, cfg.cache_size)
+    side = plan.fitting_size(cfg.image_size)
     if side is None:
         return cfg  # not even image_size fits: the build says so
     reason = (f"{side} px: a {cfg.cache_size} px cache of {plan.images:,} images "

@@ -16,6 +16,7 @@ from capacity while the epochs are few), else the fastest with the epochs that f
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -28,7 +29,7 @@ from typing import Any
 
 from engine.config.resolve import RunSettings, resolve_config, resolve_device
 from engine.config.train_config import ConfigError, TrainConfig
-from engine.data.cache import _read_and_decode, largest_fitting_size, plan_cache
+from engine.data.cache import _read_and_decode, plan_cache
 from engine.data.loader import typical_side
 from engine.data.scan import DataError, scan_data
 
@@ -128,13 +129,10 @@ def plan_run(cfg: TrainConfig, *, cache_dir: Path, budget_s: float | None = None
     def cache_part(side: int, auto: bool) -> dict[str, Any]:
         plan = plan_cache(manifest, side, cache_dir, max_image_pixels=settings.max_image_pixels,
                           num_workers=workers)
-        fitted = side
-        if not plan.fits and auto:
-            fitted = largest_fitting_size(plan.images, plan.free, settings.image_size, side) \
-                or side
+        fitted = (plan.fitting_size(settings.image_size) or side) if auto else side
         left = 0 if plan.reuse else plan.images - plan.resume_from
-        # processes scale with the cores (measured: engine/data/cache.py's benchmark); a
-        # small folder decodes on threads, which Pillow also runs in parallel
+        # one core's rate times the workers: threads and processes both measured 0.84-0.85
+        # of that per core on two cores (engine/data/cache.py, PROCESS_MIN_IMAGES)
         decode_s = left / (rate * min(workers, max(left, 1))) if left and rate else 0.0
         return {"size": fitted, "asked_size": side, "bytes": plan.images * fitted * fitted * 3,
                 "folder": plan.folder, "free": plan.free, "fits": plan.fits or fitted != side,
@@ -193,8 +191,6 @@ def fit_budget(cfg: TrainConfig, info, device_type: str, manifest, budget_s: flo
                report: Callable[[str], None], timed: tuple[RunSettings, dict[str, Any]]
                ) -> dict[str, Any]:
     """Time each candidate (backbone, image size) and choose the settings for ``budget_s``."""
-    import dataclasses
-
     n = len(manifest.images)
     largest = max(32, typical_side(manifest) or 32)
     options = []

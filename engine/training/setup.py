@@ -21,7 +21,7 @@ from engine.config.resolve import DeviceInfo, RunSettings, default_backbone
 from engine.config.settings import ConfigError
 from engine.config.train_config import TrainConfig, load_config_file
 from engine.data.cache import ImageCache
-from engine.data.scan import Manifest
+from engine.data.scan import LIST_SUFFIXES, Manifest
 from engine.models.init_weights import InitWeights, check_fits, read_init
 from engine.run.checkpoint import (
     CheckpointError,
@@ -95,7 +95,7 @@ def new_run_dir(runs_root: Path, cfg: TrainConfig) -> Path:
     """<runs root>/<yyyymmdd-hhmmss>-<method>-<dataset>, made unique with a suffix (the
     dataset: the folder's name, or a list file's name without its .txt/.csv)."""
     source = Path(cfg.data)
-    name = source.stem if source.suffix.lower() in (".txt", ".csv") else source.name
+    name = source.stem if source.suffix.lower() in LIST_SUFFIXES else source.name
     dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", name or "data")[:40]
     base = f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.method}-{dataset}"
     runs_root.mkdir(parents=True, exist_ok=True)
