@@ -1,5 +1,5 @@
 """Shared fixtures of the app tests: one short trained run, copied for each test that
-writes into it (maps, probes, exports)."""
+writes into it (maps, probes, exports), and a shown Data page."""
 
 import shutil
 
@@ -31,3 +31,16 @@ def trained_run(trained_run_template, tmp_path):
     copy = tmp_path / "runs" / run_dir.name
     shutil.copytree(run_dir, copy)
     return copy, cache
+
+
+@pytest.fixture
+def data_page(qtbot):
+    """A Data page, shown at 900 x 600; its worker threads are stopped afterwards."""
+    from app.pages.data_page import DataPage
+
+    page = DataPage()
+    qtbot.addWidget(page)
+    page.resize(900, 600)
+    page.show()
+    yield page
+    page.shutdown()

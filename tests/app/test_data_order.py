@@ -94,17 +94,10 @@ pytest.importorskip("PySide6")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-from app.pages.data_page import DataPage  # noqa: E402
-
 
 @pytest.fixture
-def page(qtbot):
-    page = DataPage()
-    qtbot.addWidget(page)
-    page.resize(900, 600)
-    page.show()
-    yield page
-    page.shutdown()
+def page(data_page):
+    return data_page
 
 
 def shown(page):

@@ -9,20 +9,15 @@ pytest.importorskip("PySide6")
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPixmap
 
-from app.pages.data_page import DataPage, describe_folder
+from app.pages.data_page import describe_folder
 from app.widgets.folder_thumbnails import THUMBNAIL_SIZE
 from engine.data.scan import scan_folder
 from tests.helpers.folders import make_bad_files, make_folder
 
 
 @pytest.fixture
-def page(qtbot):
-    page = DataPage()
-    qtbot.addWidget(page)
-    page.resize(900, 600)
-    page.show()
-    yield page
-    page.shutdown()
+def page(data_page):
+    return data_page
 
 
 @pytest.fixture

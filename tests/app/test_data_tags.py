@@ -63,18 +63,12 @@ from PySide6.QtCore import QRect, QSettings, Qt  # noqa: E402
 from PySide6.QtGui import QColor, QImage, QPainter  # noqa: E402
 from PySide6.QtWidgets import QStyleOptionViewItem  # noqa: E402
 
-from app.pages.data_page import DataPage  # noqa: E402
 from app.widgets.folder_thumbnails import TAG_MARK, TAGS_ROLE  # noqa: E402
 
 
 @pytest.fixture
-def page(qtbot):
-    page = DataPage()
-    qtbot.addWidget(page)
-    page.resize(900, 600)
-    page.show()
-    yield page
-    page.shutdown()
+def page(data_page):
+    return data_page
 
 
 def shown_paths(page):
