@@ -19,7 +19,10 @@ Rules (see :func:`scan_folder`):
 - Images of two sources of the same classes (synthetic and real photos, say) share their
   class sub-folders: ``cat/real/001.jpg`` and ``cat/synthetic/001.png`` are both "cat".
 - Every image is hashed (BLAKE2b, 16 bytes) while scanning, so :meth:`Manifest.key`
-  identifies the folder by its content rather than by modification times.
+  identifies the folder by its content rather than by modification times. A file whose
+  size, times and inode are those an earlier scan recorded keeps that scan's hash and
+  verdict instead of being read again (:mod:`engine.data.scan_index`; ``reuse=False`` reads
+  everything).
 - Every image is also decoded once, at a reduced size (:func:`engine.data.decode.check_image`:
   the decoder the cache uses, so its verdict is the cache's), unless ``verify=False``.
 - Files that cannot be used (empty, unreadable, broken links, and with ``verify`` also
@@ -47,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.data.scan_index import ScanIndex, StatKey, stat_key
 from engine.run.io import write_json_atomic
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
@@ -350,7 +354,7 @@ def _hash_and_check(path: str, max_pixels: int | None) -> tuple[int, str] | str:
 
 def scan_folder(root: str | Path, *, progress: Progress | None = None,
                 num_workers: int | None = None, verify: bool = True,
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> Manifest:
+                max_pixels: int = DEFAULT_MAX_PIXELS, reuse: bool = True) -> Manifest:
     """Find the images under ``root``, their labels and content hashes.
 
     With ``verify`` every image is decoded (at a reduced size) and one that does not decode,
@@ -359,7 +363,9 @@ def scan_folder(root: str | Path, *, progress: Progress | None = None,
     ``progress(done, total, message)`` is called when the listing is complete
     (done = 0) and then at most five times a second while hashing, and once at the end.
     An empty result is not an error: the caller decides what it needs (the manifest's
-    ``skipped`` says what was found). Raises :class:`DataError` when ``root`` does not
+    ``skipped`` says what was found). With ``reuse`` a file unchanged since an earlier scan
+    (same size, times and inode; see :mod:`engine.data.scan_index`) is not read again: its
+    remembered hash and verdict are used. Raises :class:`DataError` when ``root`` does not
     exist, is not a folder or cannot be read.
     """
     root = Path(root).expanduser().absolute()  # absolute: the cache reads files from it later
@@ -376,25 +382,63 @@ def scan_folder(root: str | Path, *, progress: Progress | None = None,
     class_index = {name: i for i, name in enumerate(classes)}
 
     images: list[ImageRecord] = []
-    # I/O-bound: hashlib and Pillow's decoders drop the GIL
-    workers = num_workers or min(8, 2 * (os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
-        limit = max_pixels if verify else None
-        results = pool.map(lambda path: _hash_and_check(path, limit),
-                           (os.path.join(root, *rel.split("/")) for rel in rels))
-        for i, (rel, result, due) in enumerate(zip(rels, results, _ticks(total), strict=True), 1):
-            if isinstance(result, str):
-                skipped.append(SkippedFile(rel, result))
-            elif "/" not in rel and classes:
-                skipped.append(SkippedFile(rel, NOT_IN_CLASS))
-            else:
-                label = class_index.get(rel.split("/", 1)[0])  # None: unlabelled
-                images.append(ImageRecord(rel, label, result[0], result[1]))
-            if progress and due:
-                progress(i, total, f"{'checked' if verify else 'read'} {i:,} of {total:,} "
-                         "files")
+    index = ScanIndex(root) if reuse else None
+    results = _check_files(str(root), rels, max_pixels if verify else None, num_workers,
+                           index, progress, verify)
+    for rel, result in zip(rels, results, strict=True):
+        if isinstance(result, str):
+            skipped.append(SkippedFile(rel, result))
+        elif "/" not in rel and classes:
+            skipped.append(SkippedFile(rel, NOT_IN_CLASS))
+        else:
+            label = class_index.get(rel.split("/", 1)[0])  # None: unlabelled
+            images.append(ImageRecord(rel, label, result[0], result[1]))
+    if index is not None:
+        index.save(complete=True)
     skipped.sort(key=lambda s: s.path)
     return Manifest(root=str(root), classes=classes, images=images, skipped=skipped)
+
+
+def _check_one(root: str, rel: str, limit: int | None, index: ScanIndex | None
+               ) -> tuple[tuple[int, str] | str, StatKey | None, bool]:
+    """(result, stat key, whether the index gave it) for one file: the index's result when
+    the file is unchanged since it was recorded, else :func:`_hash_and_check`'s."""
+    path = os.path.join(root, *rel.split("/"))
+    key = None
+    if index is not None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None  # _hash_file names the reason
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size > 0:
+            key = stat_key(st)
+            known = index.lookup(rel, key, limit)
+            if known is not None:
+                return known, key, True
+    return _hash_and_check(path, limit), key, False
+
+
+def _check_files(root: str, rels: list[str], limit: int | None, num_workers: int | None,
+                 index: ScanIndex | None, progress: Progress | None, verify: bool
+                 ) -> Iterator[tuple[int, str] | str]:
+    """The result of each file in ``rels`` (under ``root``), in order, read in a thread pool
+    (I/O-bound: hashlib and Pillow's decoders drop the GIL), the index's results reused and
+    the new ones recorded in it."""
+    total = len(rels)
+    workers = num_workers or min(8, 2 * (os.cpu_count() or 1))
+    reused = 0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
+        results = pool.map(lambda rel: _check_one(root, rel, limit, index), rels)
+        for i, (rel, (result, key, known), due) in enumerate(
+                zip(rels, results, _ticks(total), strict=True), 1):
+            reused += known
+            if index is not None and key is not None:
+                index.record(rel, key, result, limit)
+            if progress and due:
+                unchanged = f" ({reused:,} unchanged since the last scan)" if reused else ""
+                progress(i, total, f"{'checked' if verify else 'read'} {i:,} of {total:,} "
+                         f"files{unchanged}")
+            yield result
 
 
 # --- lists of images ---------------------------------------------------------------------
@@ -471,7 +515,7 @@ def read_image_list(path: str | Path) -> list[str]:
 
 def scan_list(list_file: str | Path, *, progress: Progress | None = None,
               num_workers: int | None = None, verify: bool = True,
-              max_pixels: int = DEFAULT_MAX_PIXELS) -> Manifest:
+              max_pixels: int = DEFAULT_MAX_PIXELS, reuse: bool = True) -> Manifest:
     """A manifest of exactly the images a list file names (see :func:`read_image_list`).
 
     Its root is the deepest folder holding every listed file, and labels follow the folder
@@ -505,23 +549,19 @@ def scan_list(list_file: str | Path, *, progress: Progress | None = None,
     classes = sorted({rel.split("/", 1)[0] for rel in candidates if "/" in rel})
     class_index = {name: i for i, name in enumerate(classes)}
     images: list[ImageRecord] = []
-    workers = num_workers or min(8, 2 * (os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
-        limit = max_pixels if verify else None
-        results = pool.map(lambda rel: _hash_and_check(os.path.join(root, rel), limit),
-                           candidates)
-        for i, (rel, result, due) in enumerate(zip(candidates, results, _ticks(total),
-                                                   strict=True), 1):
-            if isinstance(result, str):
-                skipped.append(SkippedFile(rel, result))
-            elif "/" not in rel and classes:
-                skipped.append(SkippedFile(rel, NOT_IN_CLASS))
-            else:
-                label = class_index[rel.split("/", 1)[0]] if classes else None
-                images.append(ImageRecord(rel, label, result[0], result[1]))
-            if progress and due:
-                progress(i, total, f"{'checked' if verify else 'read'} {i:,} of {total:,} "
-                         "files")
+    index = ScanIndex(root) if reuse else None
+    results = _check_files(root, candidates, max_pixels if verify else None, num_workers,
+                           index, progress, verify)
+    for rel, result in zip(candidates, results, strict=True):
+        if isinstance(result, str):
+            skipped.append(SkippedFile(rel, result))
+        elif "/" not in rel and classes:
+            skipped.append(SkippedFile(rel, NOT_IN_CLASS))
+        else:
+            label = class_index[rel.split("/", 1)[0]] if classes else None
+            images.append(ImageRecord(rel, label, result[0], result[1]))
+    if index is not None:
+        index.save(complete=False)  # the list names some of the files under its root
     skipped.sort(key=lambda s: s.path)
     return Manifest(root=root, classes=classes, images=images, skipped=skipped)
 
