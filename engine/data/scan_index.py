@@ -13,8 +13,9 @@ or inode. Writing a file changes its mtime and ctime (and restoring the mtime by
 within one tick of a coarse file-system clock: entries modified less than
 :data:`RACY_SECONDS` before the index is written are therefore not kept, and are hashed
 again next time (git's "racy" rule). ``reuse=False``, or the environment variable
-``CONTRASTIVE_EXPLORER_REHASH=1`` for any command, reads every file whatever the index says. The decoded-image cache checks each file's hash
-again as it decodes it, so a file changed behind the index's back is caught there too.
+``CONTRASTIVE_EXPLORER_REHASH=1`` for any command, reads every file whatever the index
+says. The decoded-image cache hashes each file again as it decodes it, so a file changed
+behind the index's back is caught there too.
 
 The index is a cache: it lives under the user cache folder, a missing, unreadable or
 unwritable index only costs the time of a full scan, and deleting it is always safe.

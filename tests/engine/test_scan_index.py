@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from engine.data import scan as scan_module
-from engine.data.scan import hash_bytes, scan_folder, scan_list
 from engine.data import scan_index
+from engine.data.scan import hash_bytes, scan_folder, scan_list
 from engine.data.scan_index import RACY_SECONDS, ScanIndex
 from tests.helpers.folders import make_class_folder, write_image
 
