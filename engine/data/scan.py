@@ -399,46 +399,54 @@ def scan_folder(root: str | Path, *, progress: Progress | None = None,
     return Manifest(root=str(root), classes=classes, images=images, skipped=skipped)
 
 
-def _check_one(root: str, rel: str, limit: int | None, index: ScanIndex | None
-               ) -> tuple[tuple[int, str] | str, StatKey | None, bool]:
-    """(result, stat key, whether the index gave it) for one file: the index's result when
-    the file is unchanged since it was recorded, else :func:`_hash_and_check`'s."""
-    path = os.path.join(root, *rel.split("/"))
-    key = None
-    if index is not None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            st = None  # _hash_file names the reason
-        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size > 0:
-            key = stat_key(st)
-            known = index.lookup(rel, key, limit)
-            if known is not None:
-                return known, key, True
-    return _hash_and_check(path, limit), key, False
+def _stat_key(path: str) -> StatKey | None:
+    """The index's key for the file at ``path``, or None when it is no non-empty regular
+    file (then :func:`_hash_file` names the reason)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return stat_key(st) if stat.S_ISREG(st.st_mode) and st.st_size > 0 else None
 
 
 def _check_files(root: str, rels: list[str], limit: int | None, num_workers: int | None,
                  index: ScanIndex | None, progress: Progress | None, verify: bool
-                 ) -> Iterator[tuple[int, str] | str]:
-    """The result of each file in ``rels`` (under ``root``), in order, read in a thread pool
-    (I/O-bound: hashlib and Pillow's decoders drop the GIL), the index's results reused and
-    the new ones recorded in it."""
+                 ) -> list[tuple[int, str] | str]:
+    """The result of each file in ``rels`` (under ``root``), in order.
+
+    Files the index knows unchanged take its result (one stat each, in this thread: cheaper
+    than a task); the others are read in a thread pool (I/O-bound: hashlib and Pillow's
+    decoders drop the GIL), and every result is recorded in the index.
+    """
     total = len(rels)
+    paths = [os.path.join(root, *rel.split("/")) for rel in rels]
+    results: list[tuple[int, str] | str | None] = [None] * total
+    keys: list[StatKey | None] = [None] * total
+    if index is not None:
+        for i, (rel, path) in enumerate(zip(rels, paths)):
+            keys[i] = key = _stat_key(path)
+            if key is not None:
+                results[i] = index.lookup(rel, key, limit)
+    todo = [i for i, result in enumerate(results) if result is None]
+    reused = total - len(todo)
+    if progress and reused:
+        progress(reused, total, f"{reused:,} of {total:,} files unchanged since the last scan"
+                 + (f"; {'checking' if verify else 'reading'} {len(todo):,}" if todo else ""))
     workers = num_workers or min(8, 2 * (os.cpu_count() or 1))
-    reused = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
-        results = pool.map(lambda rel: _check_one(root, rel, limit, index), rels)
-        for i, (rel, (result, key, known), due) in enumerate(
-                zip(rels, results, _ticks(total), strict=True), 1):
-            reused += known
-            if index is not None and key is not None:
-                index.record(rel, key, result, limit)
+        done = pool.map(lambda i: _hash_and_check(paths[i], limit), todo)
+        for n, (i, result, due) in enumerate(zip(todo, done, _ticks(len(todo)), strict=True),
+                                             1):
+            results[i] = result
             if progress and due:
                 unchanged = f" ({reused:,} unchanged since the last scan)" if reused else ""
-                progress(i, total, f"{'checked' if verify else 'read'} {i:,} of {total:,} "
-                         f"files{unchanged}")
-            yield result
+                progress(reused + n, total, f"{'checked' if verify else 'read'} "
+                         f"{reused + n:,} of {total:,} files{unchanged}")
+    if index is not None:
+        for rel, key, result in zip(rels, keys, results):
+            if key is not None:
+                index.record(rel, key, result, limit)
+    return results  # type: ignore[return-value]  (every entry is set above)
 
 
 # --- lists of images ---------------------------------------------------------------------

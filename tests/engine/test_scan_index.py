@@ -60,12 +60,12 @@ def _records(manifest) -> list[tuple[str, int | None, int, str]]:
 def test_an_unchanged_folder_is_not_read_again(folder: Path, reads: list[str]) -> None:
     first = scan_folder(folder)
     assert len(reads) == 8
-    messages: list[str] = []
-    second = scan_folder(folder, progress=lambda d, t, m: messages.append(m))
+    messages: list[tuple[int, int, str]] = []
+    second = scan_folder(folder, progress=lambda d, t, m: messages.append((d, t, m)))
     assert len(reads) == 8  # nothing read the second time
     assert _records(second) == _records(first)
     assert second.key() == first.key()
-    assert "8 unchanged since the last scan" in messages[-1]
+    assert messages[-1] == (8, 8, "8 of 8 files unchanged since the last scan")
 
 
 def test_a_changed_file_is_hashed_again_even_with_its_old_size_and_mtime(
