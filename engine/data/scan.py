@@ -19,7 +19,10 @@ Rules (see :func:`scan_folder`):
 - Images of two sources of the same classes (synthetic and real photos, say) share their
   class sub-folders: ``cat/real/001.jpg`` and ``cat/synthetic/001.png`` are both "cat".
 - Every image is hashed (BLAKE2b, 16 bytes) while scanning, so :meth:`Manifest.key`
-  identifies the folder by its content rather than by modification times.
+  identifies the folder by its content rather than by modification times. A file whose
+  size, times and inode are those an earlier scan recorded keeps that scan's hash and
+  verdict instead of being read again (:mod:`engine.data.scan_index`; ``reuse=False`` reads
+  everything).
 - Every image is also decoded once, at a reduced size (:func:`engine.data.decode.check_image`:
   the decoder the cache uses, so its verdict is the cache's), unless ``verify=False``.
 - Files that cannot be used (empty, unreadable, broken links, and with ``verify`` also
@@ -47,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.data.scan_index import ScanIndex, StatKey, stat_key
 from engine.run.io import write_json_atomic
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
@@ -350,7 +354,7 @@ def _hash_and_check(path: str, max_pixels: int | None) -> tuple[int, str] | str:
 
 def scan_folder(root: str | Path, *, progress: Progress | None = None,
                 num_workers: int | None = None, verify: bool = True,
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> Manifest:
+                max_pixels: int = DEFAULT_MAX_PIXELS, reuse: bool = True) -> Manifest:
     """Find the images under ``root``, their labels and content hashes.
 
     With ``verify`` every image is decoded (at a reduced size) and one that does not decode,
@@ -359,7 +363,9 @@ def scan_folder(root: str | Path, *, progress: Progress | None = None,
     ``progress(done, total, message)`` is called when the listing is complete
     (done = 0) and then at most five times a second while hashing, and once at the end.
     An empty result is not an error: the caller decides what it needs (the manifest's
-    ``skipped`` says what was found). Raises :class:`DataError` when ``root`` does not
+    ``skipped`` says what was found). With ``reuse`` a file unchanged since an earlier scan
+    (same size, times and inode; see :mod:`engine.data.scan_index`) is not read again: its
+    remembered hash and verdict are used. Raises :class:`DataError` when ``root`` does not
     exist, is not a folder or cannot be read.
     """
     root = Path(root).expanduser().absolute()  # absolute: the cache reads files from it later
@@ -376,25 +382,71 @@ def scan_folder(root: str | Path, *, progress: Progress | None = None,
     class_index = {name: i for i, name in enumerate(classes)}
 
     images: list[ImageRecord] = []
-    # I/O-bound: hashlib and Pillow's decoders drop the GIL
-    workers = num_workers or min(8, 2 * (os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
-        limit = max_pixels if verify else None
-        results = pool.map(lambda path: _hash_and_check(path, limit),
-                           (os.path.join(root, *rel.split("/")) for rel in rels))
-        for i, (rel, result, due) in enumerate(zip(rels, results, _ticks(total), strict=True), 1):
-            if isinstance(result, str):
-                skipped.append(SkippedFile(rel, result))
-            elif "/" not in rel and classes:
-                skipped.append(SkippedFile(rel, NOT_IN_CLASS))
-            else:
-                label = class_index.get(rel.split("/", 1)[0])  # None: unlabelled
-                images.append(ImageRecord(rel, label, result[0], result[1]))
-            if progress and due:
-                progress(i, total, f"{'checked' if verify else 'read'} {i:,} of {total:,} "
-                         "files")
+    index = ScanIndex(root) if reuse else None
+    results = _check_files(str(root), rels, max_pixels if verify else None, num_workers,
+                           index, progress, verify)
+    for rel, result in zip(rels, results, strict=True):
+        if isinstance(result, str):
+            skipped.append(SkippedFile(rel, result))
+        elif "/" not in rel and classes:
+            skipped.append(SkippedFile(rel, NOT_IN_CLASS))
+        else:
+            label = class_index.get(rel.split("/", 1)[0])  # None: unlabelled
+            images.append(ImageRecord(rel, label, result[0], result[1]))
+    if index is not None:
+        index.save(complete=True)
     skipped.sort(key=lambda s: s.path)
     return Manifest(root=str(root), classes=classes, images=images, skipped=skipped)
+
+
+def _stat_key(path: str) -> StatKey | None:
+    """The index's key for the file at ``path``, or None when it is no non-empty regular
+    file (then :func:`_hash_file` names the reason)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return stat_key(st) if stat.S_ISREG(st.st_mode) and st.st_size > 0 else None
+
+
+def _check_files(root: str, rels: list[str], limit: int | None, num_workers: int | None,
+                 index: ScanIndex | None, progress: Progress | None, verify: bool
+                 ) -> list[tuple[int, str] | str]:
+    """The result of each file in ``rels`` (under ``root``), in order.
+
+    Files the index knows unchanged take its result (one stat each, in this thread: cheaper
+    than a task); the others are read in a thread pool (I/O-bound: hashlib and Pillow's
+    decoders drop the GIL), and every result is recorded in the index.
+    """
+    total = len(rels)
+    paths = [os.path.join(root, *rel.split("/")) for rel in rels]
+    results: list[tuple[int, str] | str | None] = [None] * total
+    keys: list[StatKey | None] = [None] * total
+    if index is not None:
+        for i, (rel, path) in enumerate(zip(rels, paths)):
+            keys[i] = key = _stat_key(path)
+            if key is not None:
+                results[i] = index.lookup(rel, key, limit)
+    todo = [i for i, result in enumerate(results) if result is None]
+    reused = total - len(todo)
+    if progress and reused:
+        progress(reused, total, f"{reused:,} of {total:,} files unchanged since the last scan"
+                 + (f"; {'checking' if verify else 'reading'} {len(todo):,}" if todo else ""))
+    workers = num_workers or min(8, 2 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
+        done = pool.map(lambda i: _hash_and_check(paths[i], limit), todo)
+        for n, (i, result, due) in enumerate(zip(todo, done, _ticks(len(todo)), strict=True),
+                                             1):
+            results[i] = result
+            if progress and due:
+                unchanged = f" ({reused:,} unchanged since the last scan)" if reused else ""
+                progress(reused + n, total, f"{'checked' if verify else 'read'} "
+                         f"{reused + n:,} of {total:,} files{unchanged}")
+    if index is not None:
+        for rel, key, result in zip(rels, keys, results):
+            if key is not None:
+                index.record(rel, key, result, limit)
+    return results  # type: ignore[return-value]  (every entry is set above)
 
 
 # --- lists of images ---------------------------------------------------------------------
@@ -471,7 +523,7 @@ def read_image_list(path: str | Path) -> list[str]:
 
 def scan_list(list_file: str | Path, *, progress: Progress | None = None,
               num_workers: int | None = None, verify: bool = True,
-              max_pixels: int = DEFAULT_MAX_PIXELS) -> Manifest:
+              max_pixels: int = DEFAULT_MAX_PIXELS, reuse: bool = True) -> Manifest:
     """A manifest of exactly the images a list file names (see :func:`read_image_list`).
 
     Its root is the deepest folder holding every listed file, and labels follow the folder
@@ -505,23 +557,19 @@ def scan_list(list_file: str | Path, *, progress: Progress | None = None,
     classes = sorted({rel.split("/", 1)[0] for rel in candidates if "/" in rel})
     class_index = {name: i for i, name in enumerate(classes)}
     images: list[ImageRecord] = []
-    workers = num_workers or min(8, 2 * (os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
-        limit = max_pixels if verify else None
-        results = pool.map(lambda rel: _hash_and_check(os.path.join(root, rel), limit),
-                           candidates)
-        for i, (rel, result, due) in enumerate(zip(candidates, results, _ticks(total),
-                                                   strict=True), 1):
-            if isinstance(result, str):
-                skipped.append(SkippedFile(rel, result))
-            elif "/" not in rel and classes:
-                skipped.append(SkippedFile(rel, NOT_IN_CLASS))
-            else:
-                label = class_index[rel.split("/", 1)[0]] if classes else None
-                images.append(ImageRecord(rel, label, result[0], result[1]))
-            if progress and due:
-                progress(i, total, f"{'checked' if verify else 'read'} {i:,} of {total:,} "
-                         "files")
+    index = ScanIndex(root) if reuse else None
+    results = _check_files(root, candidates, max_pixels if verify else None, num_workers,
+                           index, progress, verify)
+    for rel, result in zip(candidates, results, strict=True):
+        if isinstance(result, str):
+            skipped.append(SkippedFile(rel, result))
+        elif "/" not in rel and classes:
+            skipped.append(SkippedFile(rel, NOT_IN_CLASS))
+        else:
+            label = class_index[rel.split("/", 1)[0]] if classes else None
+            images.append(ImageRecord(rel, label, result[0], result[1]))
+    if index is not None:
+        index.save(complete=False)  # the list names some of the files under its root
     skipped.sort(key=lambda s: s.path)
     return Manifest(root=root, classes=classes, images=images, skipped=skipped)
 
