@@ -151,6 +151,24 @@ def default_export_path(run_dir: Path, checkpoint: str, fmt: str, space: str = "
     return exports / f"encoder-{checkpoint}{SUFFIXES[fmt]}"
 
 
+def _init_of_run(run_dir: Path, init: str) -> dict[str, Any]:
+    """What the run's backbone started from, with the weights file's sha256 from the run's
+    first run_start event (a resumed run's later ones do not read the file again)."""
+    from engine.export.metadata import init_record
+    from engine.run.events import read_events
+
+    sha = None
+    if init:
+        try:
+            for event in read_events(RunDir(run_dir).events):
+                if event["type"] == "run_start":
+                    sha = event.get("init_sha256")
+                    break
+        except OSError:
+            pass
+    return init_record(init, sha)
+
+
 def export_encoder_of_run(run_dir: Path, fmt: str, out: Path | None = None, *,
                           checkpoint: str = "last",
                           include_head: bool = False) -> dict[str, Any]:
@@ -175,7 +193,8 @@ def export_encoder_of_run(run_dir: Path, fmt: str, out: Path | None = None, *,
             summary = None
     result = export_encoder(encoder, cfg, fmt, Path(out), include_head=include_head,
                             checkpoint_path=checkpoint_path(run_dir, checkpoint),
-                            dataset_summary=summary, epochs_trained=info.get("epoch"))
+                            dataset_summary=summary, epochs_trained=info.get("epoch"),
+                            init=_init_of_run(run_dir, cfg.init))
     return {"path": str(result.path), "metadata": str(result.metadata_path),
             "format": result.format, "verified": result.verified,
             "max_abs_diff": result.max_abs_diff, "tolerance": result.tolerance,

@@ -8,6 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,7 +23,12 @@ from engine.export.formats import (
     write_encoder,
 )
 from engine.export.loading import head_layout, infer_architecture
-from engine.export.metadata import encoder_metadata, metadata_path_of, write_metadata
+from engine.export.metadata import (
+    encoder_metadata,
+    init_record,
+    metadata_path_of,
+    write_metadata,
+)
 from engine.export.verification import verify, verify_batch
 from engine.models.encoder import Encoder
 
@@ -46,13 +52,16 @@ class ExportResult:
 def export_encoder(encoder: Encoder, cfg: TrainConfig, fmt: str, out: Path, *,
                    include_head: bool = False, checkpoint_path: Path | None = None,
                    dataset_summary: dict | None = None, epochs_trained: int | None = None,
+                   init: dict[str, Any] | None = None,
                    verify_images: torch.Tensor | None = None) -> ExportResult:
     """Write ``encoder`` (backbone, plus head with ``include_head``) to ``out`` in ``fmt``,
     with metadata beside it, then load the file back and verify it against ``encoder``.
 
     ``cfg`` must be resolved (no "auto" values left): its backbone, stem, image size and
     normalisation are recorded. ``verify_images`` is a float (N, 3, S, S) batch, already
-    normalised; by default 4 seeded random images at ``cfg.image_size``. The caller's
+    normalised; by default 4 seeded random images at ``cfg.image_size``. ``init`` says what
+    the backbone started from (see :func:`engine.export.metadata.init_record`); by default
+    what ``cfg.init`` names. The caller's
     encoder is not changed (a CPU fp32 copy in eval mode is exported).
 
     Raises :class:`MissingExtra` when the format's optional package is missing, and
@@ -85,7 +94,7 @@ def export_encoder(encoder: Encoder, cfg: TrainConfig, fmt: str, out: Path, *,
         fmt, path, cfg, arch=arch, small_stem=small_stem, outputs=outputs,
         head_file=head_path.name if head_path is not None and head is not None else None,
         head=head, checkpoint_path=checkpoint_path, dataset_summary=dataset_summary,
-        epochs_trained=epochs_trained)
+        epochs_trained=epochs_trained, init=init if init is not None else init_record(cfg.init))
     embedded = json.dumps(metadata, sort_keys=False)  # all but the verification below
 
     try:

@@ -1,7 +1,8 @@
 """The metadata JSON written beside every export, ``<file name>.json`` (``encoder.onnx.json``).
 
 For an encoder it says what the model expects (architecture, stem, input size,
-normalisation), what it returns, where it came from (method, epochs, data, checkpoint hash),
+normalisation), what it returns, where it came from (method, epochs, the weights it started
+from, data, checkpoint hash),
 how it was verified, and holds ``load_snippet``: a script that loads the file by its
 absolute path (engine.export.loading). For embeddings it says which run, checkpoint and
 space they come from, their size and classes, with a ``load_snippet`` that reads them.
@@ -33,11 +34,22 @@ def metadata_path_of(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def init_record(init: str, sha256: str | None = None) -> dict[str, Any]:
+    """What an encoder's backbone started from, for its export's metadata: ``weights`` is
+    "random", "imagenet" (torchvision's published weights) or the path of the weights file
+    the run read, with that file's sha256 when known (the run's run_start event has it)."""
+    record: dict[str, Any] = {"weights": init or "random"}
+    if init and sha256:
+        record["sha256"] = sha256
+    return record
+
+
 def encoder_metadata(fmt: str, path: Path, cfg: TrainConfig, *, arch: str, small_stem: bool,
                      outputs: dict[str, int], head_file: str | None,
                      head: dict[str, Any] | None, checkpoint_path: Path | None,
                      dataset_summary: dict | None,
-                     epochs_trained: int | None) -> dict[str, Any]:
+                     epochs_trained: int | None,
+                     init: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything recorded about an encoder export except its verification."""
     include_head = "z" in outputs
     metadata: dict[str, Any] = {
@@ -56,6 +68,7 @@ def encoder_metadata(fmt: str, path: Path, cfg: TrainConfig, *, arch: str, small
         "include_head": include_head,
         "method": cfg.method,
         "epochs_trained": epochs_trained,
+        "init": init if init is not None else init_record(cfg.init),
         "dataset": dataset_summary,
         "checkpoint": checkpoint_info(checkpoint_path),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -144,6 +144,7 @@ def test_export_encoder_and_embeddings(trained, tmp_path):
     assert result["verified"] and result["path"].startswith(str(run_dir / "exports"))
     meta = json.loads(open(result["metadata"]).read())
     assert meta["architecture"] == "resnet18" and meta["small_stem"] is True
+    assert meta["init"] == {"weights": "random"}
     out = explore.export_embeddings(run_dir, tmp_path / "e.csv", cache_dir=cache)
     rows = list(csv.reader(open(out["path"])))
     assert rows[0][:4] == ["path", "label", "class", "h0"] and len(rows) == 25

@@ -233,6 +233,8 @@ def test_a_run_from_a_file_records_it_resumes_and_exports_without_it(tmp_path):
     sd = resnet18_state(small_stem=True, seed=7)
     init = tmp_path / "start.pth"
     torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}}, init)
+    sha_copy = tmp_path / "copy.pth"  # the same bytes, to hash once the original is gone
+    sha_copy.write_bytes(init.read_bytes())
     result = run({"data": str(folder), "init": str(init), "epochs": 1, "max_steps": 1,
                   "knn_every": 0}, tmp_path)
     assert result.status == "finished", result.reason
@@ -251,6 +253,9 @@ def test_a_run_from_a_file_records_it_resumes_and_exports_without_it(tmp_path):
     assert emb.features.shape[1] == 512
     exported = export_encoder_of_run(result.run_dir, "torchvision", tmp_path / "enc.pt")
     assert Path(exported["path"]).is_file()
+    meta = json.loads(Path(exported["metadata"]).read_text())
+    assert meta["init"] == {"weights": str(init.resolve()),
+                            "sha256": read_init(str(sha_copy)).sha256}
 
     # An export and a checkpoint of this program are init files too.
     for source in (Path(exported["path"]), Path(exported["path"] + ".json"),
