@@ -13,7 +13,10 @@ b) the same in a ``concurrent.futures.ProcessPoolExecutor`` with one process per
 c) ``torchvision.io.decode_jpeg`` on a list of the files' bytes (one batched call) on the CPU,
    then ``torchvision.transforms.v2.functional.resize`` per image;
 d) the same with ``device="cuda"``: the GPU decodes (nvJPEG) and resizes; only where CUDA is
-   available (otherwise the report says it was not run).
+   available (otherwise the report says it was not run);
+e) the cache build's device decoder (engine.data.device_decode: read, hash, header check,
+   decode_jpeg in batches of 64, Pillow's own box and bicubic kernel as two matrix products,
+   back to the CPU) on the CPU, and on the GPU where there is one.
 
 Reading the files' bytes is part of every variant (the files are in the page cache after the
 warm-up run).
@@ -40,6 +43,9 @@ import torchvision
 from PIL import Image
 from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as F
+
+from engine.data.device_decode import DEVICE_BATCH, decode_batch_on_device
+from engine.data.scan import hash_bytes
 
 
 def make_mixed_jpegs(folder: Path, n: int, min_px: int, max_px: int, seed: int = 0) -> list[Path]:
@@ -88,6 +94,18 @@ def torch_decode(paths: list[Path], size: int, device: torch.device) -> torch.Te
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return out
+
+
+def cache_decoder(paths: list[Path], size: int, device: torch.device) -> int:
+    """What the cache build does on a device (engine.data.device_decode): read, hash, check
+    the header, decode_jpeg in batches, Pillow-matching resize, back to the CPU."""
+    entries = [(p, hash_bytes(p.read_bytes())) for p in paths]  # the scan's hashes
+    done = 0
+    for i in range(0, len(entries), DEVICE_BATCH):
+        got = decode_batch_on_device(entries[i:i + DEVICE_BATCH], size, 10**9, device,
+                                     lambda path, sha: (None, "CPU path", None))
+        done += sum(1 for g in got if g[0] is not None)
+    return done
 
 
 def rate(fn: Callable[[], object], n: int, repeats: int) -> tuple[float, float]:
@@ -153,10 +171,14 @@ def main() -> None:
         threads = f"{args.threads} thread" + ("s" if args.threads != 1 else "")
         add(f"decode_jpeg batched, CPU ({threads})", args.threads,
             lambda: torch_decode(paths, args.size, torch.device("cpu")))
+        add(f"cache's device decoder on the CPU ({threads})", args.threads,
+            lambda: cache_decoder(paths, args.size, torch.device("cpu")))
         gpu_failed = False
         if gpu is not None:
             name = torch.cuda.get_device_name(gpu)
             try:
+                add(f"cache's device decoder, GPU ({name})", 0,
+                    lambda: cache_decoder(paths, args.size, gpu))
                 add(f"decode_jpeg batched, GPU ({name})", 0,
                     lambda: torch_decode(paths, args.size, gpu))
                 gpu_note = f"ran on {name}"

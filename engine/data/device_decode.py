@@ -81,16 +81,15 @@ def resample_matrix(length: int, start: float, end: float, size: int,
     start + (i + 0.5) * scale."""
     scale = (end - start) / size
     widen = max(scale, 1.0)
-    centres = start + (torch.arange(size, dtype=torch.float64) + 0.5) * scale
-    pixels = torch.arange(length, dtype=torch.float64) + 0.5
+    centres = start + (torch.arange(size, dtype=torch.float32, device=device) + 0.5) * scale
+    pixels = torch.arange(length, dtype=torch.float32, device=device) + 0.5
     weights = _bicubic((pixels[None, :] - centres[:, None]) / widen)
     # Pillow takes the pixels within the support only, clipped to the image, then normalises.
     low = (centres - 2.0 * widen + 0.5).floor().clamp(min=0)
     high = (centres + 2.0 * widen + 0.5).floor().clamp(max=length)
-    index = torch.arange(length, dtype=torch.float64)[None, :]
+    index = pixels[None, :] - 0.5
     weights = weights * ((index >= low[:, None]) & (index < high[:, None]))
-    weights = weights / weights.sum(dim=1, keepdim=True)
-    return weights.to(device=device, dtype=torch.float32)
+    return weights / weights.sum(dim=1, keepdim=True)
 
 
 def draft_scale(w: int, h: int, size: int) -> int:
@@ -107,11 +106,9 @@ def reduce_matrix(length: int, factor: int, device: torch.device) -> torch.Tenso
     """(ceil(length / factor), length) weights averaging blocks of ``factor`` pixels: what
     decoding a JPEG at 1/factor scale amounts to, close enough for a few grey levels."""
     out = -(-length // factor)
-    block = torch.arange(length) // factor
-    weights = torch.zeros(out, length, dtype=torch.float64)
-    weights[block, torch.arange(length)] = 1.0
-    weights = weights / weights.sum(dim=1, keepdim=True)
-    return weights.to(device=device, dtype=torch.float32)
+    block = torch.arange(length, device=device) // factor
+    weights = (torch.arange(out, device=device)[:, None] == block[None, :]).float()
+    return weights / weights.sum(dim=1, keepdim=True)
 
 
 def square_resize(image: torch.Tensor, size: int) -> torch.Tensor:
