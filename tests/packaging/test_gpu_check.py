@@ -112,7 +112,8 @@ def test_decoding_rates_and_pool_speedup(smoke):
     decode = json.loads((smoke / "decode.json").read_text())
     names = [v["name"] for v in decode["variants"]]
     assert names == ["PIL, 1 process", "PIL, process pool of 2",
-                     "decode_jpeg batched, CPU (1 thread)"]
+                     "decode_jpeg batched, CPU (1 thread)",
+                     "cache's device decoder on the CPU (1 thread)"]
     assert all(v["images_per_s"] > 0 and v["seconds"] > 0 for v in decode["variants"])
     for v in decode["variants"]:
         assert v["images_per_s"] == pytest.approx(decode["images"] / v["seconds"])
