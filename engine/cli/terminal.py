@@ -27,18 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.cli.text import clock, duration, next_commands, percent
-from engine.run.progress import RateEstimate
-
-#: Progress phases: (title while it runs, when done, what it counts unless the event says).
-PHASES = {"scan": ("Scanning", "Scanned", "files"), "decode": ("Decoding", "Decoded", "images"),
-          "embed": ("Embedding", "Embedded", "images"),
-          "probe": ("Probe", "Probe trained", "epochs"),
-          "map": ("UMAP layout", "UMAP layout done:", "epochs"),
-          "place": ("Placing", "Placed", "points"),
-          "knn": ("kNN", "kNN queried", "images"),
-          "neighbours": ("Neighbours", "Found the neighbours of", "images"),
-          "duplicates": ("Duplicates", "Compared", "images"),
-          "diverse": ("Diverse subset", "Chose", "images")}
+from engine.run.progress import PHASES, RateEstimate, rate_text
 
 
 class TerminalReport:
@@ -400,16 +389,6 @@ class TerminalReport:
             self.stream.flush()
         except (OSError, ValueError):
             pass  # the terminal went away: the run goes on (events.jsonl has everything)
-
-
-def rate_text(rate: float, unit: str) -> str:
-    """'1,234 images/s', '3.2 epochs/s', or for less than one a second '4.0 s/epoch'."""
-    if rate >= 10:
-        return f"{rate:,.0f} {unit}/s"
-    if rate >= 1:
-        return f"{rate:.1f} {unit}/s"
-    one = unit[:-1] if unit.endswith("s") else unit
-    return f"{1 / rate:.1f} s/{one}"
 
 
 def _isatty(stream: IO[str]) -> bool:

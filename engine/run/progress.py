@@ -23,6 +23,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+#: The phases of ``progress`` events, for people: (title while it runs, when done, what it
+#: counts unless the event says). The terminal and the app name them so.
+PHASES = {"scan": ("Scanning", "Scanned", "files"), "decode": ("Decoding", "Decoded", "images"),
+          "embed": ("Embedding", "Embedded", "images"),
+          "probe": ("Probe", "Probe trained", "epochs"),
+          "map": ("UMAP layout", "UMAP layout done:", "epochs"),
+          "place": ("Placing", "Placed", "points"),
+          "knn": ("kNN", "kNN queried", "images"),
+          "neighbours": ("Neighbours", "Found the neighbours of", "images"),
+          "duplicates": ("Duplicates", "Compared", "images"),
+          "diverse": ("Diverse subset", "Chose", "images")}
+
 #: A listener: (phase, done, total, unit), e.g. ("knn", 4096, 20000, "images").
 Listener = Callable[[str, int, int, str], None]
 
@@ -139,3 +151,13 @@ def about(seconds: float) -> str:
         return f"about {minutes} min"
     hours, m = divmod(minutes, 60)
     return f"about {hours} h" + (f" {m:02d} min" if m else "")
+
+
+def rate_text(rate: float, unit: str) -> str:
+    """'1,234 images/s', '3.2 epochs/s', or for less than one a second '4.0 s/epoch'."""
+    if rate >= 10:
+        return f"{rate:,.0f} {unit}/s"
+    if rate >= 1:
+        return f"{rate:.1f} {unit}/s"
+    one = unit[:-1] if unit.endswith("s") else unit
+    return f"{1 / rate:.1f} s/{one}"
