@@ -294,7 +294,8 @@ def _run(args: argparse.Namespace, run_dir: Path, cache_dir: Path | None,
     from engine.evaluate import explore
 
     def progress(phase: str, done: int, total: int) -> None:
-        counts.report(phase, done, total, "images")  # the embedding: at most 2 events a second
+        # scan, decode and embed before a verb: at most 2 events a second (run's listener)
+        counts.report(phase, done, total, counts.PHASES.get(phase, ("", "", "items"))[2])
 
     def message(text: str) -> None:
         events.emit("progress", phase="map", message=text)
