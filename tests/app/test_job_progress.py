@@ -149,3 +149,19 @@ def test_a_cache_build_cancelled_in_the_app_resumes_where_it_stopped(qtbot, trai
     counted = [e["done"] for e in seen if e.get("phase") == "decode"]
     assert counted and counted[0] >= kept  # from where it stopped, not from 0
     assert results[0]["images"] == 160 and _partial_done(cache) is None
+
+
+def test_the_train_page_counts_the_decoding_with_its_rate_and_time_left(qtbot, tmp_path):
+    from app.pages.train_page import TrainPage
+
+    page = TrainPage(tmp_path / "runs", tmp_path / "cache")
+    qtbot.addWidget(page)
+    now = time.time()
+    for t in range(6):  # 500 images a second for 5 s, of 50,000
+        page._on_event({"v": 1, "type": "progress", "time": now - 5 + t, "phase": "decode",
+                        "done": 500 * t, "total": 50_000, "message": "decoded"})
+    assert page.progress.format() == "Decoding 2,500 of 50,000 images"
+    assert page.progress.value() == 5
+    # (50,000 - 2,500) / 500 = 95 s
+    assert page.status.text() == ("Decoding 2,500 of 50,000 images · 500 images/s · "
+                                  "about 2 min left")
