@@ -33,7 +33,8 @@ PHASES = {"scan": ("Scanning", "Scanned", "files"), "decode": ("Decoding", "Deco
           "knn": ("kNN", "kNN queried", "images"),
           "neighbours": ("Neighbours", "Found the neighbours of", "images"),
           "duplicates": ("Duplicates", "Compared", "images"),
-          "diverse": ("Diverse subset", "Chose", "images")}
+          "diverse": ("Diverse subset", "Chose", "images"),
+          "subset": ("Writing the subset", "Wrote", "images")}
 
 #: A listener: (phase, done, total, unit), e.g. ("knn", 4096, 20000, "images").
 Listener = Callable[[str, int, int, str], None]

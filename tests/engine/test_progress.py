@@ -230,3 +230,16 @@ def test_the_verbs_send_progress_events_of_each_phase(trained):
     events = _events("outliers", "--run", run_dir, "--cache-dir", cache, "--diverse", "5")
     assert [e["done"] for e in events if e.get("phase") == "neighbours"][-1] == 24
     assert [e["done"] for e in events if e.get("phase") == "diverse"][-1] == 5
+
+
+def test_writing_a_subset_counts_its_images(tmp_path):
+    from engine.data.scan import scan_data
+    from engine.evaluate.subset import write_subset
+    from tests.helpers.folders import make_folder
+
+    manifest = scan_data(make_folder(tmp_path / "shapes", per_class=5), verify=False)
+    result, seen = recorded(write_subset, manifest, [0, 2, 4, 6, 8, 9], tmp_path / "out",
+                            "copy")
+    assert result["images"] == 6
+    assert_counts_up_to_the_total(counts_of(seen, "subset"), 6)
+    assert len([p for p in (tmp_path / "out").rglob("*") if p.is_file()]) == 6
