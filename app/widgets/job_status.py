@@ -68,9 +68,10 @@ class JobStatus(QWidget):
     cancel (:meth:`job_cancelled`: what was kept) and idle (:meth:`jobs_idle`: the row
     hides). :meth:`follow` wires an :class:`EngineQueue` to these.
 
-    ``vertical`` puts the row under the line (a narrow column) instead of beside it. The
-    bar widens to show its whole text up to ``bar_width``; the line wraps (a long path
-    without spaces is cut at the edge rather than widening the page).
+    ``vertical`` puts the row under the line and the rate under the bar (a narrow column)
+    instead of beside it. The bar widens to show its whole text up to ``bar_width``; the
+    line wraps (a long path without spaces is cut at the edge rather than widening the
+    page).
 
     Signals:
         cancel_requested(): the Cancel button was pressed (the page cancels its jobs).
@@ -107,7 +108,8 @@ class JobStatus(QWidget):
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.progress)
-        row.addWidget(self.rate)
+        if not vertical:
+            row.addWidget(self.rate)
         if cancel:
             self.cancel_button = QPushButton("Cancel")
             self.cancel_button.setToolTip("Stop the engine's work; what is done is kept "
@@ -119,9 +121,11 @@ class JobStatus(QWidget):
                             self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.label, 1)
-        if vertical:
+        if vertical:  # a narrow column: the rate goes under the bar
             row.insertStretch(0, 1)
         layout.addLayout(row)
+        if vertical:
+            layout.addWidget(self.rate, 0, Qt.AlignRight)
 
     def follow(self, queue: EngineQueue) -> None:
         """Show ``queue``'s jobs: started, progress events, a cancel and the end of the
