@@ -99,7 +99,8 @@ class ComparePage(QWidget):
             relay.done.connect(lambda g, r, side=side: self._on_neighbours(side, g, r))
             relay.failed.connect(lambda g, text, side=side: self._on_neighbours_failed(
                 side, g, text))
-        self.status = JobStatus("Choose the two runs and checkpoints to compare.")
+        self.status = JobStatus("Choose the two runs and checkpoints to compare.",
+                                cancel=True)
         self.jobs = EngineQueue(self.cache_dir, self)
         self.status.follow(self.jobs)
         self.jobs.started.connect(lambda job: self._update_controls())
@@ -133,9 +134,8 @@ class ComparePage(QWidget):
                                        "neighbours in A and in B, and the share they have in "
                                        "common (the overlap).")
         self.compare_button.clicked.connect(self.compare_neighbourhoods)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop the engine's work (embedding, maps, comparison).")
-        self.cancel_button.clicked.connect(lambda: self.cancel())
+        self.cancel_button = self.status.cancel_button  # in the job's progress row
+        self.status.cancel_requested.connect(lambda: self.cancel())
 
         self.summary = QLabel("Press Compare neighbourhoods to see how each image's nearest "
                               "neighbours differ between A and B.")
@@ -164,7 +164,6 @@ class ComparePage(QWidget):
         controls.addWidget(QLabel("Neighbours"))
         controls.addWidget(self.k_box)
         controls.addWidget(self.compare_button)
-        controls.addWidget(self.cancel_button)
         controls.addStretch(1)
         maps = QSplitter()
         for widget in self.sides:
@@ -292,9 +291,9 @@ class ComparePage(QWidget):
         return -1
 
     def cancel(self, quiet: bool = False) -> None:
-        """Stop the running engine child and drop the queued ones."""
-        if self.jobs.cancel() and not quiet:
-            self._say("Cancelled.")
+        """Stop the running engine child and drop the queued ones (the status line says
+        what was kept; ``quiet`` callers say what comes next, which replaces it)."""
+        self.jobs.cancel()
 
     def is_busy(self) -> bool:
         """Whether an engine child is running."""

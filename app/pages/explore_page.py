@@ -80,7 +80,7 @@ class ExplorePage(QWidget):
         self.query: tuple[str, Any] | None = None
         #: the neighbours shown, as engine.evaluate.explore.neighbours returns them (query excluded)
         self.neighbours_result: dict[str, Any] | None = None
-        self.status = JobStatus("Choose a run in the sidebar to explore it.")
+        self.status = JobStatus("Choose a run in the sidebar to explore it.", cancel=True)
         self.jobs = EngineQueue(self.cache_dir, self)
         self.status.follow(self.jobs)
         self.jobs.started.connect(lambda job: self._update_controls())
@@ -112,9 +112,8 @@ class ExplorePage(QWidget):
         self.compute_button.setToolTip("Embed the images with this checkpoint if needed and "
                                        "make the map; saved maps load at once.")
         self.compute_button.clicked.connect(self.compute_map)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop the engine's work (embedding, map, query).")
-        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button = self.status.cancel_button  # in the job's progress row
+        self.status.cancel_requested.connect(self.cancel)
         self.k_box = QSpinBox()
         self.k_box.setRange(1, 100)
         self.k_box.setValue(12)
@@ -168,7 +167,6 @@ class ExplorePage(QWidget):
         row1.addWidget(QLabel("Colour by"))
         row1.addWidget(self.colour_box)
         row1.addWidget(self.compute_button)
-        row1.addWidget(self.cancel_button)
         row1.addStretch(1)
         self.checkpoint_box.setMinimumContentsLength(12)
         hover = QHBoxLayout()
@@ -287,9 +285,9 @@ class ExplorePage(QWidget):
             self.show_neighbours_of_file(path)
 
     def cancel(self, quiet: bool = False) -> None:
-        """Stop the running engine child and drop the queued ones."""
-        if self.jobs.cancel() and not quiet:
-            self._say("Cancelled.")
+        """Stop the running engine child and drop the queued ones (the status line says
+        what was kept; ``quiet`` callers say what comes next, which replaces it)."""
+        self.jobs.cancel()
 
     def is_busy(self) -> bool:
         """Whether an engine child is running."""

@@ -75,7 +75,7 @@ class ProbePage(QWidget):
         self.training: TrainingKnn | None = None  # the kNN evaluations during training
         self.origin: RunOrigin | None = None  # the run's init and whether it saw labels
         self.latest: dict[tuple[str, str], dict] = {}  # (kind, checkpoint) of the last run
-        self.status = JobStatus(vertical=True, bar_width=220)
+        self.status = JobStatus(vertical=True, bar_width=220, cancel=True)
         self.jobs = EngineQueue(cache_dir, self)
         self.status.follow(self.jobs)
         self.jobs.started.connect(lambda job: self._update_controls())
@@ -112,8 +112,8 @@ class ProbePage(QWidget):
         self.run_button.setToolTip("Embed the images (if not done yet) and evaluate, in a "
                                    "background process.")
         self.run_button.clicked.connect(self.run_probes)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(lambda: self.cancel())
+        self.cancel_button = self.status.cancel_button  # in the job's progress row
+        self.status.cancel_requested.connect(lambda: self.cancel())
         self.summary = QLabel("Select a trained run.")
         set_role(self.summary, "metric")
         self.summary.setWordWrap(True)
@@ -139,7 +139,6 @@ class ProbePage(QWidget):
         form.addRow("kNN temperature", self.t_box)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.addLayout(form)
@@ -263,8 +262,9 @@ class ProbePage(QWidget):
                 "app. Choose another run in the runs list.")
 
     def cancel(self, quiet: bool = False) -> None:
-        if self.jobs.cancel() and not quiet:
-            self._say("Cancelled.")
+        """Stop the running engine child and drop the queued ones (the status line says
+        what was kept; ``quiet`` callers say what comes next, which replaces it)."""
+        self.jobs.cancel()
 
     # --- engine children -------------------------------------------------------------------
 

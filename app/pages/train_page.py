@@ -33,6 +33,7 @@ from app.model.run_model import RunHistory, window_words
 from app.pages.train_following import FollowingRuns
 from app.pages.train_plan import CHOOSE_FOLDER, TrainPlan, is_data_source
 from app.widgets.curves import TrainingCurves
+from app.widgets.job_status import phase_words
 from app.widgets.live_map import LiveMapView
 from app.widgets.run_log import RunLog
 from app.widgets.settings_form import SettingsForm
@@ -41,6 +42,7 @@ from engine.cli.args import to_arguments
 from engine.config.train_config import AugmentConfig, TrainConfig, preset
 from engine.methods import DEFAULT_METHOD, METHODS
 from engine.run.layout import RunDir
+from engine.run.progress import RateEstimate, about, rate_text
 
 #: Settings shown on the page for every method, in this order, then each method's own
 #: settings (shown only while that method is chosen); the rest keep their preset values.
@@ -81,6 +83,8 @@ class TrainPage(FollowingRuns, QWidget):
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.runs_root = Path(runs_root)
+        self._preparing = RateEstimate()  # the scan's or the decoding's recent rate
+        self._preparing_phase: object = None
         self.cache_dir = cache_dir
         self.engine = EngineProcess(self)
         self.history = RunHistory()
@@ -344,6 +348,31 @@ class TrainPage(FollowingRuns, QWidget):
         self.progress.setValue(int(round(100 * fraction)))
         self.progress.setFormat(f"{self.history.where()} · %p%")
 
+    def _show_preparing(self, event: dict) -> None:
+        """A progress event before the first step (the scan, the decoding): the bar counts
+        it, the line adds the recent rate and the time left (app.widgets.job_status's
+        words); an event without counts is said as it comes."""
+        done, total = event.get("done"), event.get("total")
+        if not (isinstance(done, int) and isinstance(total, int) and total > 0):
+            self._say(f"{event.get('phase', '')}: {event.get('message', '')}")
+            return
+        if event.get("phase") != self._preparing_phase:
+            self._preparing_phase = event.get("phase")
+            self._preparing.reset()
+        when = event.get("time")
+        self._preparing.update(float(when) if isinstance(when, (int, float)) else time.time(),
+                               done, total)
+        title, unit = phase_words(event)
+        self.progress.setValue(int(100 * min(done, total) / total))
+        self.progress.setFormat(f"{title} {done:,} of {total:,} {unit}")
+        rate, left = self._preparing.rate, self._preparing.left(time.time())
+        words = [f"{title} {done:,} of {total:,} {unit}"]
+        if rate:
+            words.append(rate_text(rate, unit))
+        if left is not None:
+            words.append(f"{about(left)} left")
+        self._say(" · ".join(words))
+
     def show_live_map(self, run_dir: Path) -> None:
         """Play the live map of ``run_dir`` (a run opened from the runs list), unless this
         page trains or follows a run: that run's own map stays."""
@@ -367,7 +396,7 @@ class TrainPage(FollowingRuns, QWidget):
         self.log.note_event(event, problems)
         kind = event.get("type")
         if kind == "progress":
-            self._say(f"{event.get('phase', '')}: {event.get('message', '')}")
+            self._show_preparing(event)
         elif kind == "run_start":
             # A followed run keeps the folder it was opened from: its run_dir may be a path
             # on the machine that trains it.

@@ -18,8 +18,12 @@ from typing import Any
 
 from engine.cli.args import add_settings, given
 from engine.cli.terminal import TerminalReport
+from engine.run import progress as counts
 from engine.run.events import EventWriter
 from engine.run.layout import LAST, RANDOM_INIT, RunDir
+
+#: The exit status of a verb cancelled with Ctrl+C or SIGINT (128 + SIGINT, as shells use).
+EXIT_CANCELLED = 130
 
 VERBS = ("embed", "map", "neighbours", "knn", "probe", "export", "compare", "duplicates",
          "outliers", "mistakes", "tag", "subset")
@@ -267,8 +271,19 @@ def run(args: argparse.Namespace) -> int:
     report = None if args.json else TerminalReport(sys.stderr)
     if report is not None:
         events.subscribe(report)
+    listener = counts.throttled(lambda phase, done, total, unit: events.emit(
+        "progress", phase=phase, done=done, total=total, unit=unit))
     try:
-        return _run(args, run_dir, cache_dir, events, report)
+        with counts.reporting(listener):
+            return _run(args, run_dir, cache_dir, events, report)
+    except KeyboardInterrupt:  # Ctrl+C (or SIGINT from the app's Cancel)
+        if report is not None:
+            report.end_line()
+        print(f"cancelled: {args.command} stopped before it finished. Nothing half-made "
+              "was saved: results saved before stay, and the decoded images of a cache "
+              "being built are kept (the next start resumes there).", file=sys.stderr,
+              flush=True)
+        return EXIT_CANCELLED
     finally:
         if report is not None:
             report.close()
@@ -279,7 +294,8 @@ def _run(args: argparse.Namespace, run_dir: Path, cache_dir: Path | None,
     from engine.evaluate import explore
 
     def progress(phase: str, done: int, total: int) -> None:
-        events.emit("progress", phase=phase, done=done, total=total)
+        # scan, decode and embed before a verb: at most 2 events a second (run's listener)
+        counts.report(phase, done, total, counts.PHASES.get(phase, ("", "", "items"))[2])
 
     def message(text: str) -> None:
         events.emit("progress", phase="map", message=text)
@@ -378,7 +394,9 @@ def _run(args: argparse.Namespace, run_dir: Path, cache_dir: Path | None,
         results = []
         for ckpt in checkpoints:
             explore.embeddings(run_dir, ckpt, progress=progress, **common)
-            result = explore.probe(run_dir, ckpt, space=args.space, params=params, **common)
+            result = explore.probe(run_dir, ckpt, space=args.space, params=params,
+                                   progress=lambda done, total: counts.report(
+                                       "probe", done, total, "epochs"), **common)
             results.append(result)
             _print_result(args, events, report, result, lambda r: (
                 f"linear probe top-1 {_pct(r['top1'])}"

@@ -96,6 +96,17 @@ class StopSignal:
             pass  # no usable stdin (e.g. closed): signals still work
 
 
+def _interrupting(stop: StopSignal) -> Callable[[dict[str, Any]], None]:
+    """An event subscriber that ends the scan or the cache build at its next progress event
+    once a stop is asked for (KeyboardInterrupt: the cache keeps what it decoded, for the
+    next run to resume); the training loop itself stops between steps with a checkpoint."""
+    def check(event: dict[str, Any]) -> None:
+        if stop() and event.get("type") == "progress" and event.get("phase") in (
+                "scan", "decode") and event.get("done") != event.get("total"):
+            raise KeyboardInterrupt
+    return check
+
+
 def _run_training(cfg: TrainConfig | None, args: argparse.Namespace) -> int:
     report = TerminalReport(sys.stdout) if terminal_mode(args) else None
     if report is not None:
@@ -121,6 +132,7 @@ def _train(cfg: TrainConfig | None, args: argparse.Namespace,
         events.subscribe(report)
     stop = StopSignal(report.stopping if report is not None else None)
     stop.install()
+    events.subscribe(_interrupting(stop))
     try:
         with log_to(report.log) if report is not None else contextlib.nullcontext():
             result = train(
@@ -132,6 +144,15 @@ def _train(cfg: TrainConfig | None, args: argparse.Namespace,
                 events=events, should_stop=stop,
                 resume_overrides=(given(args, TrainConfig) if getattr(args, "resume", None)
                                   else None))
+    except KeyboardInterrupt:  # a stop asked for while scanning or decoding (_interrupting)
+        if report is not None:
+            report.end_line()
+        reason = ("stopped before training began, while scanning or decoding the images; "
+                  "the images decoded so far are kept and the next run resumes there")
+        events.emit("run_end", status="stopped", reason=reason, step=0, epoch=0)
+        if env_rank() == 0:
+            print(f"stopped: {reason}", file=sys.stderr)
+        return EXIT_OK
     except (ConfigError, DataError, TrainingError) as exc:
         events.emit("run_end", status="failed", reason=str(exc), step=0, epoch=0)
         if report is not None:

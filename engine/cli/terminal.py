@@ -2,7 +2,10 @@
 
 :class:`TerminalReport` subscribes to an :class:`~engine.run.events.EventWriter` and draws
 each event: a progress line redrawn in place (count, rate, percentage, time left) for the
-scan, the decoding, the embedding and the training steps; a line per epoch with its loss and
+scan, the decoding, the embedding, the training steps and the exploring verbs' phases (UMAP
+epochs, kNN and curation blocks, probe epochs); the rate and the time left are the recent,
+smoothed ones (engine.run.progress.RateEstimate), shown once a few seconds of counts exist.
+A line per epoch with its loss and
 kNN accuracy; warnings; and, when the run ends, a summary of what was trained, where, how
 long it took, the best kNN accuracy and the commands that explore it. Rates and durations
 come from the events' own times, so the same events always read the same. On a stream that
@@ -24,10 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.cli.text import clock, duration, next_commands, percent
-
-#: Progress phases: (title while it runs, when done, what it counts).
-PHASES = {"scan": ("Scanning", "Scanned", "files"), "decode": ("Decoding", "Decoded", "images"),
-          "embed": ("Embedding", "Embedded", "images"), "probe": ("Probe", "Probe", "epochs")}
+from engine.run.progress import PHASES, RateEstimate, rate_text
 
 
 class TerminalReport:
@@ -59,6 +59,7 @@ class TerminalReport:
         self._run: dict[str, Any] = {}  # run_start's fields
         self._first_time: float | None = None  # the time of the first event
         self._train_start: tuple[float, int] | None = None  # (time, step) of the first step
+        self._steps = RateEstimate()  # the training steps' recent rate
         self._last_step: dict[str, Any] = {}
         self._epoch: dict[str, Any] | None = None  # epoch_end waiting for its eval
         self._evals: list[dict[str, Any]] = []
@@ -147,12 +148,15 @@ class TerminalReport:
             return
         if self._phase.get("phase") != phase or done < self._phase.get("done", 0):
             self._clear_line()  # a passing status, or a phase that ended without saying
-            self._phase = {"phase": phase, "start": when, "start_done": done}
-        self._phase.update(done=done, total=total, time=when, message=e.get("message"))
+            self._phase = {"phase": phase, "start": when, "rate": RateEstimate()}
+        p = self._phase
+        p.update(done=done, total=total, time=when, message=e.get("message"))
+        p["rate"].update(when, done, total)
         name = phase.capitalize() or "Working"
         title, past, unit = PHASES.get(phase, (name, name, "items"))
+        unit = str(e.get("unit") or unit)
         if total and done >= total:
-            seconds = when - self._phase["start"]
+            seconds = when - p["start"]
             self._clear_line()
             self._bar = None
             said = f"{past} {done:,} {unit}"
@@ -161,14 +165,12 @@ class TerminalReport:
             self._print(said + (f" in {duration(seconds)}" if seconds >= 1 else ""))
             self._phase = {}
             return
-        p = self._phase
-        rate = ((done - p["start_done"]) / (when - p["start"])
-                if when > p["start"] and done > p["start_done"] else None)
+        estimate: RateEstimate = p["rate"]
 
         def bar(now: float) -> str:
-            left = ((total - done) / rate - (now - when)) if rate else None
+            rate = estimate.rate
             return self._progress(title, done, total, unit,
-                                  f"{rate:,.0f} {unit}/s" if rate else "", left,
+                                  rate_text(rate, unit) if rate else "", estimate.left(now),
                                   now - p["start"])
         self._bar = bar
         self._draw()
@@ -206,6 +208,8 @@ class TerminalReport:
                                                     if isinstance(digest, str) else ""))
         self._print(f"  run     {e.get('run_dir')}")
         self._train_start = (when, start)
+        self._steps = RateEstimate()
+        self._steps.update(when, start, total)
         self._last_step = {"step": start, "epoch": start // per_epoch, "time": when}
         self._bar = self._training_bar
         self._draw()
@@ -213,6 +217,8 @@ class TerminalReport:
     def _on_step(self, e: dict[str, Any], when: float) -> None:
         self._flush_epoch()
         self._last_step = {**e, "time": when}
+        if isinstance(e.get("step"), int):
+            self._steps.update(when, e["step"], int(self._run.get("total_steps") or 0))
         self._bar = self._training_bar
         self._draw()
 
@@ -296,11 +302,9 @@ class TerminalReport:
             extra.append(f"{s['pairs_per_s']:.1f} pairs/s")
         if isinstance(s.get("loss"), (int, float)):
             extra.append(f"loss {s['loss']:.4f}")
-        left = None
         assert self._train_start is not None
-        t0, step0 = self._train_start
-        if step > step0 and s["time"] > t0:
-            left = (total - step) * (s["time"] - t0) / (step - step0) - (now - s["time"])
+        t0, _ = self._train_start
+        left = self._steps.left(now)
         epoch = min(step // per_epoch + 1, epochs or 1) if step < total else epochs
         title = f"epoch {epoch}/{epochs}"
         if self._stopping:

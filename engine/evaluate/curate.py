@@ -29,6 +29,7 @@ import torch
 
 from engine.evaluate.knn import NoLabels
 from engine.evaluate.neighbours import check_finite, normalise
+from engine.run import progress
 
 #: The largest block of similarity scores computed at once (2**26 float32 = 256 MB).
 MAX_SCORES_PER_BLOCK = 2**26
@@ -127,6 +128,7 @@ def similar_pairs(x: np.ndarray, threshold: float, *,
         found_i.append((r + a).numpy())
         found_j.append((c + a).numpy())
         found_s.append(scores[r, c].numpy())
+        progress.report("duplicates", b, n, "images")
     if not found_i:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     return (np.concatenate(found_i).astype(np.int64), np.concatenate(found_j).astype(np.int64),
@@ -273,6 +275,7 @@ def knn_blocked(x: np.ndarray, k: int, *,
         top = torch.topk(scores, k, dim=1, largest=True, sorted=True)
         out_i.append(top.indices.numpy())
         out_s.append(top.values.numpy())
+        progress.report("neighbours", b, n, "images")
     return np.concatenate(out_i).astype(np.int64), np.concatenate(out_s).astype(np.float32)
 
 
@@ -309,6 +312,7 @@ def farthest_point(x: np.ndarray, n: int, *, seed: int = 0) -> list[int]:
         chosen.append(pick)
         nearest = torch.minimum(nearest, 1.0 - v @ v[pick])  # chosen ones stay -inf
         nearest[pick] = -torch.inf
+        progress.report("diverse", len(chosen), n, "images")
     return chosen
 
 

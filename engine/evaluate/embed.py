@@ -216,7 +216,8 @@ def embed_run(run_dir: Path, checkpoint: str = LAST, *, data: Path | None = None
     cfg = load_run_config(run_dir)
     name = checkpoint_name(run_dir, checkpoint)
     source = Path(data) if data is not None else Path(cfg.data)
-    manifest = scan_data(source, max_pixels=cfg.max_image_pixels)
+    manifest = scan_data(source, max_pixels=cfg.max_image_pixels, progress=(
+        lambda d, t, m: progress("scan", d, t)) if progress else None)
     if not manifest.images:
         raise DataError(f"no usable images in {source}")
     ckpt = checkpoint_path(run_dir, checkpoint)
@@ -235,7 +236,8 @@ def embed_run(run_dir: Path, checkpoint: str = LAST, *, data: Path | None = None
     ctx = ctx if ctx is not None else DistContext()
     cache = ctx.local_leaders_first(lambda: build_cache(
         manifest, cfg.cache_size, Path(cache_dir) if cache_dir else user_cache_dir(),
-        max_image_pixels=cfg.max_image_pixels))
+        max_image_pixels=cfg.max_image_pixels, progress=(
+            lambda d, t, m: progress("decode", d, t)) if progress and ctx.is_main else None))
     torch_device, _ = resolve_device(local_device(device, ctx))
     encoder, cfg, info = load_encoder(run_dir, checkpoint, torch_device)
     started = time.perf_counter()

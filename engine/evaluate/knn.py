@@ -22,6 +22,7 @@ import numpy as np
 
 from engine.data.scan import DataError
 from engine.evaluate.neighbours import NeighbourIndex, check_finite
+from engine.run import progress
 from engine.run.io import to_jsonable, write_json_atomic
 
 NO_LABELS_MESSAGE = (
@@ -31,6 +32,8 @@ NO_LABELS_MESSAGE = (
 # exp(s / T) with |s| <= 1 must stay finite in float64 (exp overflows above ~709).
 MIN_TEMPERATURE = 0.005
 MAX_TEMPERATURE = 10.0
+#: Test images queried at once (each block reports progress: "knn", images done).
+QUERY_BLOCK = 4096
 
 
 class NoLabels(DataError):
@@ -124,13 +127,30 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, *,
     if len(train_y) and not (0 <= train_y.min() and train_y.max() < num_classes):
         raise ValueError(f"train labels must be in 0-{num_classes - 1}")
     index = NeighbourIndex(train_x, device=device)
-    neighbours, similarity = index.query(test_x, k)  # both (M, k)
+    neighbours, similarity = _query_in_blocks(index, np.asarray(test_x), k)  # both (M, k)
     # float64: exp(1 / 0.07) = 1.6e6 is fine in float32, but smaller temperatures are not.
     weights = np.exp(similarity.astype(np.float64) / temperature)
     scores = np.zeros((neighbours.shape[0], num_classes), np.float64)
     rows = np.repeat(np.arange(neighbours.shape[0]), neighbours.shape[1])
     np.add.at(scores, (rows, train_y[neighbours].ravel()), weights.ravel())
     return scores
+
+
+def _query_in_blocks(index: NeighbourIndex, x: np.ndarray,
+                     k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``index.query`` in blocks of QUERY_BLOCK rows, reporting progress ("knn") after each."""
+    m = len(x) if x.ndim == 2 else 1
+    if m <= QUERY_BLOCK:
+        out = index.query(x, k)
+        progress.report("knn", m, m, "images")
+        return out
+    found, scores = [], []
+    for a in range(0, m, QUERY_BLOCK):
+        n, s = index.query(x[a:a + QUERY_BLOCK], k)
+        found.append(n)
+        scores.append(s)
+        progress.report("knn", min(m, a + QUERY_BLOCK), m, "images")
+    return np.concatenate(found), np.concatenate(scores)
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:

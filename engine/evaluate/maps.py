@@ -36,6 +36,7 @@ import numpy as np
 
 from engine.config.settings import setting, validate
 from engine.evaluate.neighbours import check_finite, normalise
+from engine.run import progress as counts
 from engine.run.io import write_atomic, write_json_atomic
 
 Progress = Callable[[str], None]
@@ -257,6 +258,39 @@ def pca_map(features: np.ndarray, metric: str = "cosine", seed: int = 0) -> np.n
     return out
 
 
+class _EpochCounter:
+    """A file for the progress bar umap-learn draws over its layout epochs (tqdm, through
+    ``tqdm_kwds``): each bar it writes, in the ``BAR`` format, becomes ``on(done, total)``.
+    umap-learn has no other hook into its epochs; the nearest-neighbour search and the
+    spectral start before them report nothing."""
+
+    BAR = "<{n}/{total}>"
+    _COUNT = re.compile(r"<(\d+)/(\d+)>")
+
+    def __init__(self) -> None:
+        self.on: Callable[[int, int], None] = lambda done, total: None
+
+    def tqdm_kwds(self) -> dict[str, Any]:
+        return {"file": self, "bar_format": self.BAR, "disable": False, "mininterval": 0.25,
+                "ascii": True, "dynamic_ncols": False}
+
+    def write(self, text: str) -> int:
+        found = self._COUNT.findall(text)
+        if found:
+            done, total = found[-1]
+            self.on(int(done), int(total))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _placing(start: int, size: int, total: int) -> Callable[[int, int], None]:
+    """Progress ("place", points) of a transform of ``size`` points after ``start``."""
+    return lambda done, epochs: counts.report("place", start + size * done // max(epochs, 1),
+                                              total, "points")
+
+
 def umap_map(features: np.ndarray, params: MapParams,
              progress: Progress | None = None) -> np.ndarray:
     """UMAP of ``features`` into (N, 2) float32; fewer than 4 points fall back to PCA.
@@ -274,8 +308,11 @@ def umap_map(features: np.ndarray, params: MapParams,
         progress(f"Computing the UMAP map of {n:,} points ({n_neighbors} neighbours)")
     # random_state makes the map reproducible, and makes umap-learn run single-threaded
     # (its parallel layout is not deterministic); n_jobs=1 says so without its warning.
+    epochs = _EpochCounter()
+    epochs.on = lambda done, total: counts.report("map", done, total, "epochs")
     reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=params.min_dist,
-                        metric=params.metric, random_state=params.seed, n_jobs=1)
+                        metric=params.metric, random_state=params.seed, n_jobs=1,
+                        tqdm_kwds=epochs.tqdm_kwds())
     with warnings.catch_warnings():
         # Duplicate or disconnected points make umap-learn warn; the map is still drawn.
         warnings.simplefilter("ignore", UserWarning)
@@ -292,6 +329,8 @@ def umap_map(features: np.ndarray, params: MapParams,
             if progress is not None:
                 progress(f"Placing {start + len(rows):,} of {len(rest):,} more points on the "
                          f"map fitted on {params.fit_sample:,}")
+            # The transform's own epochs count as the share of this chunk's points placed.
+            epochs.on = _placing(start, len(rows), len(rest))
             out[rows] = reducer.transform(x[rows])
     return out
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from engine.data.scan import DataError, Manifest, read_image_list
 from engine.evaluate.tags import load_tags, resolve
+from engine.run import progress
 from engine.run.io import write_atomic
 
 WRITE_MODES = ("copy", "link", "list")
@@ -108,7 +109,7 @@ def write_subset(manifest: Manifest, indices: list[int], dest: Path, mode: str
         write_atomic(dest, lambda f: f.write(data))
     else:
         dest.mkdir(parents=True, exist_ok=True)
-        for r in records:
+        for n, r in enumerate(records, 1):
             source, target = root / r.path, dest / r.path
             if not source.is_file():
                 raise DataError(f"{source} is gone since the run scanned its data: pass "
@@ -118,6 +119,7 @@ def write_subset(manifest: Manifest, indices: list[int], dest: Path, mode: str
                 shutil.copy2(source, target)
             else:
                 os.symlink(source.resolve(), target)
+            progress.report("subset", n, len(records), "images")
     counts: dict[str, int] = {}
     for r in records:
         name = manifest.classes[r.label] if r.label is not None else ""

@@ -58,10 +58,13 @@ ENVELOPE = (
 )
 
 _TYPES = (
-    EventType("progress", "work before or between steps: scanning, decoding, embedding", (
+    EventType("progress", "work before or between steps, or an exploring verb's: scanning, "
+              "decoding, embedding, mapping, kNN, the probe, curation", (
         _f("phase", "text", "what is being done: scan, decode, embed, map, ..."),
         _f("done", "integer", "items done so far"),
         _f("total", "integer", "items in all"),
+        _f("unit", "text", "what done and total count: files, images, epochs, points, ... "
+           "(absent: items)"),
         _f("message", "text", "what is happening, for people"),
     )),
     EventType("cache_plan", "before decoding: what the decoded-image cache will take", (

@@ -85,7 +85,8 @@ def test_progress_and_space_use_the_shared_widgets(dialog):
     dialog._on_event({"type": "progress", "phase": "embed", "done": 1280, "total": 2624})
     bar = dialog.status.progress
     assert bar.isVisible() and (bar.value(), bar.maximum()) == (1280, 2624)
-    assert dialog.status.text() == "Exporting: embed 1280/2624"
+    assert dialog.status.text() == "Exporting: Embedding"
+    assert bar.format() == "1,280 of 2,624 images"
     dialog._set_running(False)
     assert not bar.isVisible()
 

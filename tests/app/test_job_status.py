@@ -17,6 +17,7 @@ class FakeQueue(QObject):
 
     started = Signal(object)
     progress = Signal(object, dict)
+    cancelled = Signal(object, dict)
     idle = Signal()
 
 
@@ -48,8 +49,8 @@ def test_a_job_shows_busy_then_counts_then_hides(status):
     assert (status.progress.minimum(), status.progress.maximum()) == (0, 0)  # busy
     queue.progress.emit(JOB, {"type": "progress", "phase": "embed", "done": 3, "total": 12})
     assert (status.progress.maximum(), status.progress.value()) == (12, 3)
-    assert status.progress.format() == "embed %v/%m"
-    assert status.text() == "Making the PCA map: embed 3/12"
+    assert status.progress.format() == "3 of 12 images"
+    assert status.text() == "Making the PCA map: Embedding"
     queue.progress.emit(JOB, {"type": "progress", "phase": "umap", "message": "fitting"})
     assert status.text() == "Making the PCA map: fitting" and status.progress.maximum() == 0
     queue.idle.emit()  # nothing replaced the job's line: it says the job is done
@@ -71,7 +72,7 @@ def test_the_bar_can_sit_under_the_line(qtbot):
 
 @pytest.mark.parametrize("vertical", [False, True])
 def test_counts_are_shown_whole(qtbot, vertical):
-    """The bar's text ("embed 1280/2624") is never cut, even beside a long line, and the
+    """The bar's text ("1,280 of 2,624 images") is never cut, even beside a long line, and the
     line wraps to show all of its text."""
     widget = JobStatus(vertical=vertical, bar_width=220 if vertical else None)
     qtbot.addWidget(widget)
@@ -85,8 +86,8 @@ def test_counts_are_shown_whole(qtbot, vertical):
     widget.resize(330 if vertical else 900, widget.heightForWidth(widget.width()))
     qtbot.wait(20)
     bar = widget.progress
-    assert bar.text() == "embed 1280/2624"
+    assert bar.text() == "1,280 of 2,624 images"
     assert bar.fontMetrics().horizontalAdvance(bar.text()) + 16 <= bar.width()
     label = widget.label
-    assert label.text().endswith("embed 1280/2624")
+    assert label.text().endswith(": Embedding")
     assert label.heightForWidth(label.width()) <= label.height()

@@ -254,7 +254,8 @@ def test_training_in_a_terminal_shows_people_output_only(flags):
     assert rc == 0, shown
     assert '{"v"' not in shown and '"type"' not in shown  # no JSON on the screen
     assert "\r" in shown and "steps" in shown and "%" in shown  # the progress bar
-    assert "pairs/s" in shown and "left" in shown
+    # (the time left shows after a few seconds of steps: tests/engine/test_progress.py)
+    assert "pairs/s" in shown
     assert "epoch 1/1  loss " in shown and "kNN " in shown  # the epoch line
     assert "Finished in " in shown and "best kNN " in shown
     assert "contrastive-engine map --run " in shown

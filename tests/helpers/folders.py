@@ -137,3 +137,20 @@ def make_bad_files(folder: Path) -> dict[str, str]:
         "bomb.png": "too large",
         "broken-link.png": "broken symbolic link",
     }
+
+
+def make_slow_folder(root: Path, n: int = 160, size: tuple[int, int] = (1024, 768)) -> Path:
+    """Large PNGs in two classes: each takes ~10 ms to decode (PNG has no reduced-size
+    decoding, unlike JPEG), so a cache build lasts long enough to be interrupted."""
+    w, h = size
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:h, :w]
+    base = ((xx[..., None] * [1, 0, 2] + yy[..., None] * [0, 1, 1]) % 256).astype(np.uint8)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image = base + rng.integers(0, 40, (1, 1, 3), dtype=np.uint8)
+        image[0, 0] = (i // 256, i % 256, 255)  # no two alike
+        Image.fromarray(image).save(root / ("a", "b")[i % 2] / f"{i:04d}.png",
+                                    compress_level=1)
+    return root
