@@ -34,6 +34,7 @@ Run:  QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_app_100k.py
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -51,9 +52,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_100k import CLASSES, make_folder
 
 TICK_MS = 10
+#: The time between two mouse moves of a drag (pyqtgraph drops moves closer than its
+#: mouseRateLimit, 100 a second by default).
+MOVE_S = 0.012
 DIM_H, DIM_Z = 512, 128
 RESULTS = Path(__file__).resolve().parent / "results" / "app_100k.json"
 figures: dict[str, dict] = {}
+STALLS: Stalls | None = None  # made once the QApplication is
 
 
 # --- inputs -------------------------------------------------------------------------------
@@ -124,13 +129,21 @@ def memory() -> dict[str, float]:
 
 
 class Stalls:
-    """The longest gap of a 10 ms timer beyond its interval, from :meth:`reset` on."""
+    """The longest gap of a 10 ms timer beyond its interval, from :meth:`reset` on, and the
+    longest garbage collection in that time (any thread's: it holds every thread)."""
 
     def __init__(self) -> None:
         from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 
         self.clock = QElapsedTimer()
         self.worst = 0.0
+        self.gc_worst = self.gc_taken = 0.0
+        #: the GUI thread's own CPU time in the worst gap (the rest it waited: for a core
+        #: on a busy machine, or for the GIL that a worker thread held)
+        self.worst_cpu = self.cpu_taken = 0.0
+        self._cpu = time.thread_time()
+        self._gc_started = 0.0
+        gc.callbacks.append(self._gc)
         self.timer = QTimer()
         self.timer.setInterval(TICK_MS)
         self.timer.setTimerType(Qt.PreciseTimer)
@@ -139,17 +152,30 @@ class Stalls:
         self.timer.start()
 
     def _tick(self) -> None:
-        self.worst = max(self.worst, self.clock.nsecsElapsed() / 1e6 - TICK_MS)
+        gap, cpu = self.clock.nsecsElapsed() / 1e6 - TICK_MS, time.thread_time()
+        if gap > self.worst:
+            self.worst, self.worst_cpu = gap, (cpu - self._cpu) * 1e3
+        self._cpu = cpu
         self.clock.restart()
 
+    def _gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_worst = max(self.gc_worst, (time.perf_counter() - self._gc_started) * 1e3)
+
     def reset(self) -> None:
-        self.worst = 0.0
+        self.worst = self.gc_worst = self.worst_cpu = 0.0
+        self._cpu = time.thread_time()
         self.clock.restart()
 
     def take(self) -> float:
-        """The worst stall since the last reset (the current gap included), then reset."""
+        """The worst stall since the last reset (the current gap included), then reset;
+        :attr:`gc_taken` is the longest collection in that time."""
         self._tick()
         worst, self.worst = self.worst, 0.0
+        self.gc_taken, self.gc_worst = round(self.gc_worst, 1), 0.0
+        self.cpu_taken, self.worst_cpu = round(self.worst_cpu, 1), 0.0
         return round(max(0.0, worst), 1)
 
 
@@ -190,6 +216,9 @@ def frames(steps: list[Callable[[], None]], gap_s: float = 0.0) -> dict[str, flo
 
 
 def report(stage: str, name: str, **values: object) -> None:
+    if "worst_stall_ms" in values and STALLS is not None:
+        values["its_gui_cpu_ms"] = STALLS.cpu_taken
+        values["longest_gc_ms"] = STALLS.gc_taken
     figures.setdefault(stage, {})[name] = values
     print(f"  {name:<46} " + ", ".join(f"{k} {v}" for k, v in values.items()), flush=True)
 
@@ -366,7 +395,7 @@ def bench_explore_page(run_dir: Path, work: Path, stalls: Stalls) -> None:
     view.point_hovered.connect(hovered.append)
     stalls.reset()
     hover = frames([lambda p=p: mouse(viewport, QEvent.MouseMove, p, none, none, no_mod)
-                    for p in spiral], gap_s=0.01)
+                    for p in spiral], gap_s=MOVE_S)
     report("explore", "hover, 200 moves", **hover,
            points_hovered=sum(i >= 0 for i in hovered), worst_stall_ms=stalls.take())
     mouse(viewport, QEvent.MouseMove, QPoint(2, 2), none, none, no_mod)
@@ -375,7 +404,7 @@ def bench_explore_page(run_dir: Path, work: Path, stalls: Stalls) -> None:
 
     view.set_tool(PAN)
     stalls.reset()
-    report("explore", "pan, a drag of 200 moves", **frames(drag(spiral)),
+    report("explore", "pan, a drag of 200 moves", **frames(drag(spiral), gap_s=MOVE_S),
            worst_stall_ms=stalls.take())
     view.plot.autoRange()
     pump(0.1)
@@ -415,9 +444,19 @@ def bench_explore_page(run_dir: Path, work: Path, stalls: Stalls) -> None:
     made: list[int] = []
     view.selection_made.connect(lambda indices, mode: made.append(len(indices)))
     stalls.reset()
-    lasso = frames(drag(pixels))
+    lasso = frames(drag(pixels), gap_s=MOVE_S)
     report("explore", f"lasso, a drag of {len(pixels)} moves and its release", **lasso,
            selected=made[-1] if made else 0, worst_stall_ms=stalls.take())
+    # The same outline given whole, as the lasso's release gives it (the drag's own
+    # outline depends on which moves the plot took).
+    stalls.reset()
+    began = time.perf_counter()
+    vb.region_selected.emit(polygon, "replace")
+    viewport.repaint()
+    pump()
+    report("explore", "lasso release: selection, dimming, grid",
+           ms=round((time.perf_counter() - began) * 1e3, 1), selected=len(page.selection),
+           worst_stall_ms=stalls.take())
     grid = page.selection_grid
 
     def grid_drawn() -> bool:
@@ -487,8 +526,13 @@ def main() -> int:
 
     from PySide6.QtWidgets import QApplication
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    stalls = Stalls()
+    application = QApplication.instance() or QApplication(sys.argv[:1])
+    global STALLS
+    stalls = STALLS = Stalls()
+    from app.pages import data_page, explore_page  # noqa: F401 (imported, then as app.main
+
+    gc.collect()  # does: the start-up heap kept out of the collector's full passes)
+    gc.freeze()
     print(f"{machine()}; Qt platform {os.environ.get('QT_QPA_PLATFORM', 'default')}; "
           f"{args.images:,} images in {CLASSES} classes; load "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
@@ -502,7 +546,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
     print(f"peak memory (VmHWM) {memory()['VmHWM']:.2f} GB; written to {args.out}")
-    del app
+    del application
     return 0
 
 
