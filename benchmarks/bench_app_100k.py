@@ -5,16 +5,16 @@ process after each stage.
 Builds its inputs once under --work (kept for the next run): a folder of --images JPEGs
 (benchmarks/bench_100k.py's generator: 10 classes, mixed sizes, three bad files), the
 engine's scan manifest of it, and a finished run folder on it as the engine writes one
-(config.json, manifest.json, a checkpoint, embeddings of every image and a saved PCA map),
-the embeddings made up (class clusters of dimension 512) rather than computed, since what is
-measured here is the app, not the encoder. Then, in this process on the offscreen Qt
+(config.json, manifest.json, a checkpoint, embeddings of every image, a saved PCA map, two
+tags), the embeddings made up (class clusters of dimension 512) rather than computed: what
+is measured here is the app, not the encoder. Then, in this process on the offscreen Qt
 platform, with the real pages:
 
   data     choosing the folder (the page scans it: the engine's scan, every file hashed and
            decoded) until the counts are shown and the first screen of thumbnails is drawn;
            showing an already scanned folder (the GUI thread's part); page-down through the
-           grid; a jump to the middle until its thumbnails are drawn; the orders; the tag
-           filter (a tag of 30,000 images)
+           grid; a jump to the middle until its thumbnails are drawn; the orders; the run's
+           tags (30,000 and 1,031 images) and the tag filter
   explore  choosing the run until all points are drawn; pan, zoom and hover (real mouse
            events); colour by sub-folder and back; a lasso around ~30,000 points and the
            Selection grid of them; a click's neighbours (the saved embeddings read and
@@ -78,6 +78,8 @@ def build_inputs(work: Path, n: int) -> tuple[Path, Path]:
     run = RunDir(work / "run")
     files = run.embedding(LAST)
     if files.index.is_file() and run.manifest.is_file():
+        if not run.tags.is_file():
+            tag_images(run.path, Manifest.load(run.manifest))
         return folder, run.path
     started = time.perf_counter()
     manifest_path = work / "manifest.json"
@@ -111,8 +113,20 @@ def build_inputs(work: Path, n: int) -> tuple[Path, Path]:
         "processes": 1, "seconds": 0.0,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     load_or_compute_map(h, MapParams(method="pca"), run.maps, f"{LAST}-h")
+    tag_images(run.path, manifest)
     print(f"run folder made in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return folder, run.path
+
+
+def tag_images(run_dir: Path, manifest) -> None:
+    """Two tags in the run's tags.json: "picked" (30,000 random images) and "doubtful"
+    (every 97th)."""
+    from engine.evaluate.tags import refs_for_indices, save_tags
+
+    n = len(manifest.images)
+    picked = np.sort(np.random.default_rng(0).choice(n, min(30_000, n), replace=False))
+    save_tags(run_dir, {"picked": refs_for_indices(manifest, picked.tolist()),
+                        "doubtful": refs_for_indices(manifest, list(range(0, n, 97)))})
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -242,7 +256,7 @@ def visible_rows(view) -> list[int]:
 # --- the Data page --------------------------------------------------------------------------
 
 
-def bench_data_page(folder: Path, stalls: Stalls) -> None:
+def bench_data_page(folder: Path, run_dir: Path, stalls: Stalls) -> None:
     from PySide6.QtWidgets import QAbstractSlider
 
     from app.pages.data_page import DataPage
@@ -310,17 +324,22 @@ def bench_data_page(folder: Path, stalls: Stalls) -> None:
         report("data", f"order: {key}", ms=round((time.perf_counter() - began) * 1e3, 1),
                worst_stall_ms=stalls.take())
 
-    paths = model.paths()
-    rng = np.random.default_rng(0)
-    tagged = {"picked": [paths[i] for i in rng.choice(len(paths), min(30_000, len(paths)),
-                                                      replace=False)],
-              "doubtful": [paths[i] for i in range(0, len(paths), 97)]}
+    stalls.reset()
+    began = time.perf_counter()
+    page.show_tags_of(run_dir)  # as the window does when a run is chosen
+    wait_until(lambda: page.tag_filter.count() > 1)
+    pump()
+    report("data", "a run's tags shown (read and found in a worker)",
+           ms=round((time.perf_counter() - began) * 1e3, 1),
+           tags=[page.tag_filter.itemText(i) for i in range(1, page.tag_filter.count())],
+           worst_stall_ms=stalls.take())
+    tagged = {name: [model.paths()[i] for i in indices]
+              for name, indices in page._tagged.items()}
     stalls.reset()
     began = time.perf_counter()
     page.set_tags(tagged, "bench")
     pump()
-    report("data", f"tags given ({len(tagged['picked']):,} + {len(tagged['doubtful']):,} "
-           "images)",
+    report("data", "the same tags given as paths (set_tags, in the GUI thread)",
            ms=round((time.perf_counter() - began) * 1e3, 1), worst_stall_ms=stalls.take())
     for entry in (1, 2, 0):
         stalls.reset()
@@ -537,7 +556,7 @@ def main() -> int:
           f"{args.images:,} images in {CLASSES} classes; load "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     if "data" in args.stages:
-        bench_data_page(folder, stalls)
+        bench_data_page(folder, run_dir, stalls)
     if "explore" in args.stages:
         bench_explore_page(run_dir, args.work, stalls)
     figures["machine"] = {"cpu": machine(), "load_after": [round(v, 2) for v in
