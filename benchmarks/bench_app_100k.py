@@ -8,7 +8,8 @@ engine's scan manifest of it, and a finished run folder on it as the engine writ
 (config.json, manifest.json, a checkpoint, embeddings of every image, a saved PCA map, two
 tags), the embeddings made up (class clusters of dimension 512) rather than computed: what
 is measured here is the app, not the encoder. Then, in this process on the offscreen Qt
-platform, with the real pages:
+platform, in the app's window (its other pages take their part of a scan or a run's choice,
+as they do for a person):
 
   data     choosing the folder (the page scans it: the engine's scan, every file hashed and
            decoded) until the counts are shown and the first screen of thumbnails is drawn;
@@ -256,15 +257,12 @@ def visible_rows(view) -> list[int]:
 # --- the Data page --------------------------------------------------------------------------
 
 
-def bench_data_page(folder: Path, run_dir: Path, stalls: Stalls) -> None:
+def bench_data_page(window, folder: Path, run_dir: Path, stalls: Stalls) -> None:
     from PySide6.QtWidgets import QAbstractSlider
 
-    from app.pages.data_page import DataPage
-
     print("Data page")
-    page = DataPage()
-    page.resize(1400, 900)
-    page.show()
+    page = window.data_page
+    window.tabs.setCurrentWidget(page)
     pump(0.2)
     view, model = page.thumbnails, page.model
 
@@ -275,7 +273,7 @@ def bench_data_page(folder: Path, run_dir: Path, stalls: Stalls) -> None:
 
     stalls.reset()
     started = time.perf_counter()
-    page.open_folder(folder)
+    window.open_folder(folder)  # as the Start page's and the Data page's choices do
     wait_until(lambda: page.report is not None)
     counted = time.perf_counter() - started
     scan_stall = stalls.take()
@@ -350,28 +348,23 @@ def bench_data_page(folder: Path, run_dir: Path, stalls: Stalls) -> None:
                ms=round((time.perf_counter() - began) * 1e3, 1), worst_stall_ms=stalls.take())
     figures["data"]["memory after the Data page (GB)"] = memory()
     print(f"  memory: {memory()}")
-    page.shutdown()
-    page.close()
-    page.deleteLater()
     pump(0.2)
 
 
 # --- the Explore page -----------------------------------------------------------------------
 
 
-def bench_explore_page(run_dir: Path, work: Path, stalls: Stalls) -> None:
+def bench_explore_page(window, run_dir: Path, stalls: Stalls) -> None:
     from bench_map import lasso_around, mouse
     from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
     from PySide6.QtGui import QWheelEvent
     from PySide6.QtWidgets import QApplication
 
-    from app.pages.explore_page import ExplorePage
     from app.widgets.map_items import LASSO, PAN
 
     print("Explore page")
-    page = ExplorePage(cache_dir=work / "cache")
-    page.resize(1400, 900)
-    page.show()
+    page = window.explore_page
+    window.tabs.setCurrentWidget(page)
     pump(0.2)
     view = page.map_view
     viewport = view.plot.viewport()
@@ -379,7 +372,7 @@ def bench_explore_page(run_dir: Path, work: Path, stalls: Stalls) -> None:
     page.map_shown.connect(shown.append)
     stalls.reset()
     started = time.perf_counter()
-    page.set_run(run_dir)
+    window.run_selected.emit(run_dir)  # as choosing it in the sidebar does
     wait_until(lambda: bool(shown))
     viewport.repaint()
     pump()
@@ -513,7 +506,6 @@ def bench_explore_page(run_dir: Path, work: Path, stalls: Stalls) -> None:
     print(f"  memory: {memory()}")
     page.cancel(quiet=True)
     page.thumbnails.wait()
-    page.close()
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -543,28 +535,39 @@ def main() -> int:
     folder, run_dir = build_inputs(args.work, args.images)
     figures["inputs"] = {"memory after building (GB)": memory()}
 
+    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
 
     application = QApplication.instance() or QApplication(sys.argv[:1])
     global STALLS
     stalls = STALLS = Stalls()
-    from app.pages import data_page, explore_page  # noqa: F401 (imported, then as app.main
-
-    gc.collect()  # does: the start-up heap kept out of the collector's full passes)
+    # The app's window (its other pages listen to a scan and a run's choice), with its own
+    # settings and runs folder under --work, the user's left alone.
+    settings = QSettings(str(args.work / "settings.ini"), QSettings.IniFormat)
+    window = MainWindow(args.work / "runs", cache_dir=args.work / "cache", settings=settings)
+    window.resize(1600, 1000)
+    window.show()
+    pump(0.3)
+    gc.collect()  # as app.main does: the start-up heap out of the collector's full passes
     gc.freeze()
     print(f"{machine()}; Qt platform {os.environ.get('QT_QPA_PLATFORM', 'default')}; "
           f"{args.images:,} images in {CLASSES} classes; load "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     if "data" in args.stages:
-        bench_data_page(folder, run_dir, stalls)
+        bench_data_page(window, folder, run_dir, stalls)
     if "explore" in args.stages:
-        bench_explore_page(run_dir, args.work, stalls)
+        bench_explore_page(window, run_dir, stalls)
     figures["machine"] = {"cpu": machine(), "load_after": [round(v, 2) for v in
                                                            os.getloadavg()],
                           "images": args.images, "date": time.strftime("%Y-%m-%d %H:%M")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
     print(f"peak memory (VmHWM) {memory()['VmHWM']:.2f} GB; written to {args.out}")
+    window.data_page.shutdown()
+    window.augment_page.close()
+    window.explore_page.cancel(quiet=True)
     del application
     return 0
 
