@@ -16,6 +16,7 @@ import numpy as np
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton
 
 from app.child.workers import Relay, Task
+from app.model.collector import collector_paused
 from app.model.image_order import ORDERS, image_order, modified_times, only_tagged
 from app.model.run_actions import display_name
 from app.model.tag_paths import tags_for_folder
@@ -156,7 +157,8 @@ class ThumbnailChoices:
         paths, index_of = self.model.paths(), self._index_of
 
         def work() -> tuple:
-            tags = tags_for_folder(run_dir, folder)
+            with collector_paused():  # the run's manifest: a record per image
+                tags = tags_for_folder(run_dir, folder)
             found = index_of
             if tags is not None and found is None:
                 found = {p: i for i, p in enumerate(paths)}

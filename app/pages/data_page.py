@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.child.workers import Call
+from app.model.collector import collector_paused
 from app.pages.data_choices import ThumbnailChoices
 from app.style import set_role
 from app.widgets.folder_thumbnails import (
@@ -218,7 +219,8 @@ class DataPage(ThumbnailChoices, QWidget):
                 signals.progress.emit(generation, message)
 
             try:
-                result: FolderReport | str = describe_folder(path, progress=progress)
+                with collector_paused():  # 100,000 records: no collector passes meanwhile
+                    result: FolderReport | str = describe_folder(path, progress=progress)
             except DataError as exc:
                 result = str(exc)
                 if was_open and not Path(path).expanduser().exists():

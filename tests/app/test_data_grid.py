@@ -117,3 +117,42 @@ def test_a_folders_counts_summary_and_paths_come_with_its_scan(data_page, tmp_pa
     assert [page.classes_table.item(r, 1).data(Qt.DisplayRole) for r in range(2)] == [5, 5]
     with pytest.raises(ValueError, match="paths for"):
         page.model.set_manifest(m, report.paths[:-1])
+
+
+def test_the_collector_pauses_while_records_are_built_and_comes_back_after():
+    import gc
+    import threading
+
+    from app.model.collector import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():  # nested
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause holds
+    assert gc.isenabled()
+
+    entered, leave = threading.Event(), threading.Event()
+
+    def other() -> None:  # another worker's pause, overlapping this thread's
+        with collector_paused():
+            entered.set()
+            leave.wait(10)
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    entered.wait(10)
+    with collector_paused():
+        leave.set()
+        worker.join(10)
+        assert not gc.isenabled()  # the other pause ended; this one holds
+    assert gc.isenabled()
+
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # off before the first pause: left off
+    finally:
+        gc.enable()
