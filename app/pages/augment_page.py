@@ -76,9 +76,10 @@ def pick_images(folder: str | Path | Manifest, n: int) -> list[str]:
     over its classes."""
     manifest = folder if isinstance(folder, Manifest) else scan_folder(folder)
     by_class: dict[int | None, list[str]] = {}
-    for record in manifest.images:
-        by_class.setdefault(record.label, []).append(str(Path(manifest.root) / record.path))
-    return spread(list(by_class.values()), n)
+    for record in manifest.images:  # relative paths: joined below, only for those picked
+        by_class.setdefault(record.label, []).append(record.path)
+    root = Path(manifest.root)
+    return [str(root / path) for path in spread(list(by_class.values()), n)]
 
 
 def folder_count(manifest: Manifest) -> str:

@@ -16,12 +16,26 @@ import numpy as np
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton
 
 from app.child.workers import Relay, Task
+from app.model.collector import collector_paused
 from app.model.image_order import ORDERS, image_order, modified_times, only_tagged
 from app.model.run_actions import display_name
 from app.model.tag_paths import tags_for_folder
 
 #: The tag filter's first entry.
 ALL_IMAGES = "All images"
+
+
+def tag_rows(tags: dict[str, list[str]], index_of: dict[str, int]) -> dict[str, np.ndarray]:
+    """Each tag's images as sorted manifest indices (``index_of``: absolute path -> index);
+    paths that are not images of the folder are left out. No Qt: runs in a worker."""
+    rows = {}
+    for name, paths in tags.items():
+        found = [index_of.get(p, -1) for p in paths]
+        for k in [k for k, i in enumerate(found) if i < 0]:  # written another way: a/./b
+            found[k] = index_of.get(os.path.normpath(paths[k]), -1)
+        indices = np.asarray(found, dtype=np.int64)
+        rows[name] = np.unique(indices[indices >= 0])
+    return rows
 
 
 class ThumbnailChoices:
@@ -115,7 +129,8 @@ class ThumbnailChoices:
         if generation != self._order_generation or self.report is None:
             return  # another order or folder was chosen since
         self._order, self._mtimes = result
-        self.status.setText(self.report.manifest.summary())
+        self.status.setText(self.report.summary if self.report.summary is not None
+                            else self.report.manifest.summary())
         self._show_rows()
         self.order_shown.emit(self._order_key)
 
@@ -132,44 +147,55 @@ class ThumbnailChoices:
 
     def show_tags_of(self, run_dir: Path | None) -> None:
         """Read the tags of ``run_dir`` (when it trained on the folder shown) in a worker
-        thread, then :meth:`set_tags`; None shows no tags."""
+        thread, then :meth:`set_tags`; None shows no tags. The tags' paths are found among
+        the folder's images in the worker thread too."""
         self._tags_generation += 1
         if run_dir is None or self.report is None:
             self.set_tags(None, "")
             return
         run_dir, folder = Path(run_dir), self.report.manifest.root
-        self._pool.start(Task(lambda: (tags_for_folder(run_dir, folder), display_name(run_dir)),
-                              self._tags_generation, self._tags_relay))
+        paths, index_of = self.model.paths(), self._index_of
 
-    def _on_tags_read(self, generation: int, result: tuple[dict | None, str]) -> None:
-        if generation == self._tags_generation:
-            self.set_tags(*result)
+        def work() -> tuple:
+            with collector_paused():  # the run's manifest: a record per image
+                tags = tags_for_folder(run_dir, folder)
+            found = index_of
+            if tags is not None and found is None:
+                found = {p: i for i, p in enumerate(paths)}
+            tagged = tag_rows(tags, found) if tags is not None and found is not None else {}
+            return tags, display_name(run_dir), paths, found, tagged
+
+        self._pool.start(Task(work, self._tags_generation, self._tags_relay))
+
+    def _on_tags_read(self, generation: int, result: tuple) -> None:
+        if generation != self._tags_generation:
+            return
+        tags, source, paths, index_of, tagged = result
+        if paths is not self.model.paths():  # another scan since: map them again
+            self.set_tags(tags, source)
+            return
+        self._index_of = index_of if index_of is not None else self._index_of
+        self._tag_paths, self._tag_source = tags, source
+        self._map_tags(tagged)
 
     def _on_tags_failed(self, generation: int, message: str) -> None:
         if generation == self._tags_generation:
             self.set_tags(None, "")
             self.status.setText(f"The run's tags cannot be shown: {message}")
 
-    def _map_tags(self) -> None:
-        """The tags as manifest indices of the folder shown, and the filter's entries."""
+    def _map_tags(self, tagged: dict[str, np.ndarray] | None = None) -> None:
+        """The tags as manifest indices of the folder shown (``tagged`` when the worker
+        found them already), and the filter's entries."""
         chosen = self.tag_filter.currentData()
         self._tagged = {}
         tags, n = self._tag_paths, len(self.model.paths())
         if tags is not None and self.report is not None:
-            if self._index_of is None:  # once a scan (about 40 ms at 100,000 images)
-                self._index_of = {p: i for i, p in enumerate(self.model.paths())}
-            index_of = self._index_of
-            for name, paths in tags.items():
-                found = [index_of.get(p) for p in paths]
-                found = [i if i is not None else index_of.get(os.path.normpath(p))
-                         for i, p in zip(found, paths, strict=True)]
-                self._tagged[name] = np.unique(np.array(
-                    [i for i in found if i is not None], dtype=np.int64))
-        on_image: dict[int, list[str]] = {}
-        for name, indices in self._tagged.items():
-            for i in indices.tolist():
-                on_image.setdefault(i, []).append(name)
-        self.model.set_tags(on_image)
+            if tagged is None:
+                if self._index_of is None:  # once a scan (about 40 ms at 100,000 images)
+                    self._index_of = {p: i for i, p in enumerate(self.model.paths())}
+                tagged = tag_rows(tags, self._index_of)
+            self._tagged = tagged
+        self.model.set_tags(self._tagged)
         self.tag_filter.blockSignals(True)
         self.tag_filter.clear()
         self.tag_filter.addItem(f"{ALL_IMAGES} ({n:,})", None)

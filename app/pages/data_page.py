@@ -33,9 +33,15 @@ from PySide6.QtWidgets import (
 )
 
 from app.child.workers import Call
+from app.model.collector import collector_paused
 from app.pages.data_choices import ThumbnailChoices
 from app.style import set_role
-from app.widgets.folder_thumbnails import THUMBNAIL_SIZE, FolderThumbnails, ThumbnailModel
+from app.widgets.folder_thumbnails import (
+    THUMBNAIL_SIZE,
+    FolderThumbnails,
+    ThumbnailModel,
+    thumbnail_paths,
+)
 from engine.data.scan import DataError, Manifest, scan_folder
 
 #: How many images' headers are read for the pixel-size summary.
@@ -55,6 +61,11 @@ class FolderReport:
     all_read: bool  # whether every image's header was read
     short_sides: list[int]
     long_sides: list[int]
+    #: Worked out with the report, in the worker thread, so that showing a folder of
+    #: 100,000 images takes the GUI thread a few milliseconds; None: worked out when shown.
+    summary: str | None = None  # Manifest.summary()
+    class_counts: list[int] | None = None  # Manifest.class_counts()
+    paths: list[str] | None = None  # each image's absolute path (thumbnail_paths)
 
 
 def describe_folder(root: str | Path, *, sample: int = SIZE_SAMPLE,
@@ -76,7 +87,8 @@ def describe_folder(root: str | Path, *, sample: int = SIZE_SAMPLE,
         short.append(min(w, h))
         long.append(max(w, h))
     return FolderReport(manifest, sum(r.size for r in manifest.images), len(short),
-                        n <= sample, short, long)
+                        n <= sample, short, long, manifest.summary(), manifest.class_counts(),
+                        thumbnail_paths(manifest))
 
 
 def _bytes(n: int) -> str:
@@ -207,7 +219,8 @@ class DataPage(ThumbnailChoices, QWidget):
                 signals.progress.emit(generation, message)
 
             try:
-                result: FolderReport | str = describe_folder(path, progress=progress)
+                with collector_paused():  # 100,000 records: no collector passes meanwhile
+                    result: FolderReport | str = describe_folder(path, progress=progress)
             except DataError as exc:
                 result = str(exc)
                 if was_open and not Path(path).expanduser().exists():
@@ -290,8 +303,9 @@ class DataPage(ThumbnailChoices, QWidget):
                       f"{max(s):,} px, longer side max {max(report.long_sides):,} px "
                       f"({sample} read)")
         self.sizes.setText(sizes)
+        counts = report.class_counts if report.class_counts is not None else m.class_counts()
         self.classes_table.setRowCount(k)
-        for row, (name, count) in enumerate(zip(m.classes, m.class_counts(), strict=True)):
+        for row, (name, count) in enumerate(zip(m.classes, counts, strict=True)):
             self.classes_table.setItem(row, 0, QTableWidgetItem(name))
             number = QTableWidgetItem()
             number.setData(Qt.DisplayRole, count)  # an int sorts as a number
@@ -300,8 +314,8 @@ class DataPage(ThumbnailChoices, QWidget):
         for row, skip in enumerate(m.skipped):
             self.skipped_table.setItem(row, 0, QTableWidgetItem(skip.path))
             self.skipped_table.setItem(row, 1, QTableWidgetItem(skip.reason))
-        self.status.setText(m.summary())
-        self.model.set_manifest(m)
+        self.status.setText(report.summary if report.summary is not None else m.summary())
+        self.model.set_manifest(m, report.paths)
         self._order = np.arange(len(m.images), dtype=np.int64)  # until _reorder's
         self._mtimes = None  # read again, if asked for: files may have changed
         self._index_of = None

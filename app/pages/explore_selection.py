@@ -21,6 +21,7 @@ from PySide6.QtWidgets import QDialog, QWidget
 from app.child.engine_jobs import EngineJob, EngineQueue
 from app.child.workers import Relay, Task
 from app.dialogs.subset_dialog import SubsetDialog
+from app.model.collector import collector_paused
 from app.model.explore_data import MapData
 from app.model.run_tags import tag_images, tag_indices, untag_images
 from app.model.selection import REPLACE, Selection, as_indices
@@ -125,7 +126,12 @@ class SelectionActions(QObject):
             self._on_tags_read(self._generation, {})
             return
         paths = list(data.paths)
-        self._pool.start(Task(lambda: tag_indices(run, paths), self._generation, self._relay))
+
+        def read() -> dict[str, np.ndarray]:
+            with collector_paused():  # the run's manifest: a record per image
+                return tag_indices(run, paths)
+
+        self._pool.start(Task(read, self._generation, self._relay))
 
     def wait(self, msecs: int = 10_000) -> bool:
         """Wait for the tag reads and writes asked so far (tests, closing)."""
@@ -179,6 +185,10 @@ class SelectionActions(QObject):
         count = len(paths)
 
         def work() -> tuple[dict[str, np.ndarray], str]:
+            with collector_paused():  # the run's manifest: a record per image
+                return write()
+
+        def write() -> tuple[dict[str, np.ndarray], str]:
             if add:
                 changed = tag_images(run, name, paths)
                 text = f"Tagged {changed:,} images {name!r}" + (

@@ -10,6 +10,7 @@ graphics items (:mod:`app.widgets.map_items`) keep it responsive at 100,000 poin
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,6 +60,25 @@ DIM_ALPHA = 40
 MAX_OUTLINED = 64
 
 
+def drawn_copy(colouring: Colouring) -> Colouring:
+    """A copy of ``colouring`` that later changes to its arrays do not reach."""
+    return dataclasses.replace(
+        colouring, names=list(colouring.names),
+        codes=None if colouring.codes is None else colouring.codes.copy(),
+        values=None if colouring.values is None else colouring.values.copy())
+
+
+def same_colouring(a: Colouring, b: Colouring) -> bool:
+    """Whether ``a`` and ``b`` colour every point and the legend alike."""
+    def same(x: np.ndarray | None, y: np.ndarray | None) -> bool:
+        if x is None or y is None:
+            return x is y
+        return np.array_equal(x, y, equal_nan=x.dtype.kind == "f")
+
+    return ((a.name, a.names, a.none_name) == (b.name, b.names, b.none_name)
+            and same(a.codes, b.codes) and same(a.values, b.values))
+
+
 class MapView(QWidget):
     """The scatter of a :class:`MapData`, coloured by a :class:`Colouring` with a legend (by
     class at first; grey without labels); zoom with the wheel; the toolbar's tool makes a
@@ -89,6 +109,8 @@ class MapView(QWidget):
         super().__init__(parent)
         self.data: MapData | None = None
         self.colouring: Colouring | None = None
+        #: a copy of the colouring the points and the legend show
+        self._drawn: Colouring | None = None
         #: the images selected (a Selection; the map's own until use_selection gives one)
         self.selection = Selection(self)
         self.selection.changed.connect(self._on_selection_changed)
@@ -190,6 +212,7 @@ class MapView(QWidget):
         new points. The map's own selection is cleared; a shared one is shown as it is."""
         self.data = data
         self.colouring = by_class(data)
+        self._drawn = drawn_copy(self.colouring)
         self._colours, self._colour_index = self.colouring.colours()
         if self._own_selection:
             self.selection.blockSignals(True)  # shown below, with the new points
@@ -211,7 +234,7 @@ class MapView(QWidget):
 
     def clear(self, message: str) -> None:
         self.data = None
-        self.colouring = None
+        self.colouring = self._drawn = None
         self.scatter.set_points(np.zeros((0, 2), np.float32), [], np.zeros(0, np.intp))
         self.legend.clear()
         if self._own_selection:
@@ -230,14 +253,19 @@ class MapView(QWidget):
 
     def set_colouring(self, colouring: Colouring) -> None:
         """Colour the points by ``colouring`` (one code or value per image of the map); the
-        legend follows."""
+        legend follows. The colouring shown already (equal codes or values, names) is not
+        drawn again: at 100,000 points the legend and the brushes take tens of ms."""
         if self.data is None:
             raise ValueError("there is no map to colour yet: compute one first")
         if len(colouring) != len(self.data):
             raise ValueError(f"the colouring by {colouring.name} has {len(colouring):,} "
                              f"entries but the map has {len(self.data):,} images; make it "
                              "from this map's images")
+        if self._drawn is not None and same_colouring(self._drawn, colouring):
+            self.colouring = colouring
+            return
         self.colouring = colouring
+        self._drawn = drawn_copy(colouring)
         self._colours, self._colour_index = colouring.colours()
         self.scatter.set_brushes(*self._palette())
         self._update_legend()

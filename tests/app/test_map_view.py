@@ -385,6 +385,31 @@ def test_categorical_colouring_gives_each_point_its_palette_colour(qtbot, view):
     assert [label.text for _, label in view.legend.items] == ["w", "x", "y", "z", "untagged"]
 
 
+def test_the_colouring_shown_is_not_drawn_again_and_any_other_is(qtbot, view):
+    data = view.data
+    legend = [label for _, label in view.legend.items]
+    brushes = view.scatter.data["brush"].copy()
+    view.set_colouring(by_class(data))  # a new, equal colouring: nothing to draw
+    assert [label for _, label in view.legend.items] == legend
+    assert all(a is b for a, b in zip(view.scatter.data["brush"], brushes, strict=True))
+    codes = np.where(data.labels >= 0, (data.labels + 1) % 3, -1)  # the classes' colours
+    view.set_colouring(Colouring("class", codes=codes, names=list(data.classes),
+                                 none_name="no label"))
+    for i in range(len(data)):
+        assert view.point_brush(i) == (QColor(UNLABELLED) if codes[i] < 0
+                                       else class_colour(int(codes[i]), 3)), i
+    scores = np.linspace(0.0, 1.0, len(data))
+    scores[::5] = np.nan
+    view.set_colouring(by_score("s", scores))
+    before = [label.text for _, label in view.legend.items]
+    view.set_colouring(by_score("s", scores.copy()))  # equal, NaN and all
+    assert [label.text for _, label in view.legend.items] == before
+    scores[1] = 0.5  # changed in place: drawn again all the same
+    view.set_colouring(by_score("s", scores))
+    low, high = np.nanmin(scores), np.nanmax(scores)
+    assert view.point_brush(1) == score_colours()[int((0.5 - low) / (high - low) * SCORE_BINS)]
+
+
 def test_score_colouring_spans_the_colormap_with_nan_grey(qtbot, view):
     n = len(view.data)
     values = np.linspace(2.0, 12.0, n)
