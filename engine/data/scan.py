@@ -41,9 +41,9 @@ import json
 import os
 import stat
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -409,6 +409,19 @@ def _stat_key(path: str) -> StatKey | None:
     return stat_key(st) if stat.S_ISREG(st.st_mode) and st.st_size > 0 else None
 
 
+def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[int], Any], items: list[int],
+                 window: int = 1024) -> Iterator[Any]:
+    """``pool.map(fn, items)`` with at most ``window`` tasks submitted ahead of the one
+    being read, so a folder of a million files does not hold a million futures."""
+    pending: deque[Future] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def _check_files(root: str, rels: list[str], limit: int | None, num_workers: int | None,
                  index: ScanIndex | None, progress: Progress | None, verify: bool
                  ) -> list[tuple[int, str] | str]:
@@ -434,7 +447,7 @@ def _check_files(root: str, rels: list[str], limit: int | None, num_workers: int
                  + (f"; {'checking' if verify else 'reading'} {len(todo):,}" if todo else ""))
     workers = num_workers or min(8, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
-        done = pool.map(lambda i: _hash_and_check(paths[i], limit), todo)
+        done = _bounded_map(pool, lambda i: _hash_and_check(paths[i], limit), todo)
         for n, (i, result, due) in enumerate(zip(todo, done, _ticks(len(todo)), strict=True),
                                              1):
             results[i] = result
