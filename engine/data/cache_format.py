@@ -56,7 +56,7 @@ def choose_cache(manifest: Manifest, fmt: str, size: int, cache_dir: Path, *,
         if not jpeg.fits:
             raise DataError(jpeg.refusal())
         return jpeg
-    raw = plan("raw")
+    raw = plan("raw", reason="--cache-format raw" if fmt == "raw" else "")
     if raw.fits:
         if fmt == "auto":
             raw.reason = "raw: reused" if raw.reuse else (
