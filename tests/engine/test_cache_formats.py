@@ -235,3 +235,30 @@ def test_a_jpeg_cache_decodes_on_the_gpu(photos, tmp_path):
                              max_pixels=BIG)
     assert _mean_abs_diff(batch[0].permute(1, 2, 0).cpu().numpy(), reference) < 4
     loader.close()
+
+
+def test_the_plan_shows_each_format_and_the_one_it_would_choose(photos, tmp_path, monkeypatch):
+    from engine.training.plan import plan_run, plan_text
+    from tests.helpers.settings import TINY
+
+    manifest = scan_folder(photos)
+    n = len(manifest.images)
+    per_image, _ = jpeg_bytes_per_image(manifest, 40, BIG)
+    free = int(per_image * n / 0.9) + 1000  # a JPEG cache fits, a raw one does not
+    monkeypatch.setattr(cache_mod, "_free_bytes", lambda path: free)
+    cfg = TrainConfig.from_dict({**TINY, "data": str(photos), "cache_size": 40})
+    r = plan_run(cfg, cache_dir=tmp_path / "cache", seconds=1)
+    c = r["cache"]
+    assert c["format"] == "jpeg" and c["fits"] and "does not fit" in c["reason"]
+    assert c["formats"]["raw"] == {"bytes": n * 40 * 40 * 3, "fits": False}
+    assert c["formats"]["jpeg"]["bytes"] == pytest.approx(per_image * n, abs=1)
+    assert c["formats"]["jpeg"]["estimated_from"] == n and c["formats"]["none"]["bytes"] == 0
+    text = plan_text(r)
+    assert "cache formats at 40 px: raw" in text and "(does not fit)" in text
+    assert "chosen: jpeg" in text
+    # a format set by hand that does not fit: the plan says so instead of failing
+    hand = plan_run(TrainConfig.from_dict({**TINY, "data": str(photos), "cache_size": 40,
+                                           "cache_format": "raw"}),
+                    cache_dir=tmp_path / "cache", seconds=1)
+    assert not hand["cache"]["fits"] and "--cache-format jpeg" in hand["cache"]["refused"]
+    assert "refused: " in plan_text(hand)
