@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from engine.data.cache import ImageCache, _read_and_decode
+from engine.data.jpeg_cache import decode_in_parts
 from engine.data.scan import DataError, Manifest
 
 __all__ = ["FileImages", "uncached"]
@@ -63,17 +64,7 @@ class FileImages:
                     workers: int = 1) -> np.ndarray:
         """(n, S, S, 3) uint8 of the images ``rows``, split among ``workers`` threads of
         ``pool`` when one is given (Pillow decodes outside the GIL)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty((len(rows), self.size, self.size, 3), dtype=np.uint8)
-        if pool is None or workers < 2 or len(rows) < 2:
-            self._decode(rows, out)
-            return out
-        bounds = np.linspace(0, len(rows), min(workers, len(rows)) + 1).astype(int)
-        jobs = [pool.submit(self._decode, rows[a:b], out[a:b])
-                for a, b in zip(bounds[:-1], bounds[1:])]
-        for job in jobs:
-            job.result()
-        return out
+        return decode_in_parts(self._decode, rows, self.size, pool, workers)
 
 
 def uncached(manifest: Manifest, size: int, *, max_image_pixels: int) -> ImageCache:

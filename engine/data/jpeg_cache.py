@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,8 @@ from PIL import Image
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of "
                         "TorchVision", category=DeprecationWarning)
 
-__all__ = ["CPU_DECODERS", "JPEG_QUALITY", "JpegImages", "decode_jpeg_cuda", "encode_jpeg",
-           "index_path"]
+__all__ = ["CPU_DECODERS", "JPEG_QUALITY", "JpegImages", "decode_in_parts", "decode_jpeg_cuda",
+           "encode_jpeg", "index_path"]
 
 JPEG_QUALITY = 90
 #: The CPU decoders a JPEG cache can be read with; the first is the default.
@@ -66,6 +66,22 @@ def _decode_torchvision(blobs: Sequence[np.ndarray], out: np.ndarray) -> None:
 
 
 _DECODE = {"torchvision": _decode_torchvision, "pil": _decode_pil}
+
+
+def decode_in_parts(decode: Callable[[np.ndarray, np.ndarray], None], rows: np.ndarray,
+                    size: int, pool: ThreadPoolExecutor | None, workers: int) -> np.ndarray:
+    """(n, S, S, 3) uint8 filled by ``decode(rows part, out part)``: the rows split in
+    ``workers`` contiguous parts on ``pool`` (in this thread without one)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), size, size, 3), dtype=np.uint8)
+    if pool is None or workers < 2 or len(rows) < 2:
+        decode(rows, out)
+        return out
+    bounds = np.linspace(0, len(rows), min(workers, len(rows)) + 1).astype(int)
+    jobs = [pool.submit(decode, rows[a:b], out[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    for job in jobs:
+        job.result()
+    return out
 
 
 class JpegImages:
@@ -128,18 +144,9 @@ class JpegImages:
                     workers: int = 1) -> np.ndarray:
         """(n, S, S, 3) uint8 of the images ``rows``, decoded on the CPU, split among
         ``workers`` threads of ``pool`` when one is given."""
-        rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty((len(rows), self.size, self.size, 3), dtype=np.uint8)
         decode = _DECODE[self.decoder]
-        if pool is None or workers < 2 or len(rows) < 2:
-            decode([self.encoded(r) for r in rows], out)
-            return out
-        bounds = np.linspace(0, len(rows), min(workers, len(rows)) + 1).astype(int)
-        jobs = [pool.submit(decode, [self.encoded(r) for r in rows[a:b]], out[a:b])
-                for a, b in zip(bounds[:-1], bounds[1:])]
-        for job in jobs:
-            job.result()
-        return out
+        return decode_in_parts(lambda part, out: decode([self.encoded(r) for r in part], out),
+                               rows, self.size, pool, workers)
 
 
 def decode_jpeg_cuda(images: JpegImages, rows: np.ndarray, device: Any) -> Any:
