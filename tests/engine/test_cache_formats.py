@@ -262,3 +262,23 @@ def test_the_plan_shows_each_format_and_the_one_it_would_choose(photos, tmp_path
                     cache_dir=tmp_path / "cache", seconds=1)
     assert not hand["cache"]["fits"] and "--cache-format jpeg" in hand["cache"]["refused"]
     assert "refused: " in plan_text(hand)
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "none"])
+def test_a_run_stopped_and_resumed_matches_an_uninterrupted_one(photos, tmp_path, fmt):
+    from engine.run.checkpoint import load_checkpoint
+    from engine.run.events import EventWriter
+    from engine.training.loop import train
+
+    values = {"data": str(photos), "cache_format": fmt, "epochs": 2, "seed": 3}
+    whole = run(values, tmp_path / "a")
+    calls: list[int] = []
+    part = run(values, tmp_path / "b", should_stop=lambda: calls.append(1) or len(calls) > 4)
+    assert part.status == "stopped" and part.step == 4  # within the second epoch (3 a epoch)
+    resumed = train(TrainConfig(), resume=part.run_dir, cache_dir=tmp_path / "b" / "cache",
+                    events=EventWriter(None))
+    assert resumed.status == "finished" and resumed.step == whole.step == 6
+    a = load_checkpoint(whole.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
+    for key in a:  # bit for bit: the same batches in the same order, decoded the same way
+        assert torch.equal(a[key], b[key]), key
