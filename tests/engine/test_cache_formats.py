@@ -220,7 +220,7 @@ def test_a_run_takes_a_jpeg_cache_when_a_raw_one_does_not_fit(photos, tmp_path, 
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_a_jpeg_cache_decodes_on_the_gpu(photos, tmp_path):
+def test_a_jpeg_cache_decodes_on_cuda(photos, tmp_path):
     manifest = scan_folder(photos)
     jpeg = build_cache(manifest, 24, tmp_path / "cache", max_image_pixels=BIG, fmt="jpeg")
     rows = np.arange(10)
