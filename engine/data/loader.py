@@ -71,11 +71,13 @@ class BatchLoader:
         self._orders: dict[int, np.ndarray] = {}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch") if prefetch else None
         self._next: tuple[tuple[int, int], Future] | None = None
+        # anything with images and labels can be read as a raw cache
+        self.format = getattr(cache, "format", "raw")
         #: A JPEG cache on a CUDA device is decoded there (batches arrive NCHW on it).
-        self.gpu_decode = cache.format == "jpeg" and device.type == "cuda"
+        self.gpu_decode = self.format == "jpeg" and device.type == "cuda"
         self.decode_workers = max(1, decode_workers or os.cpu_count() or 1)
         self._decoders = (ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode")
-                          if cache.format != "raw" and not self.gpu_decode
+                          if self.format != "raw" and not self.gpu_decode
                           and self.decode_workers > 1 else None)
 
     def order(self, epoch: int) -> np.ndarray:
@@ -99,7 +101,7 @@ class BatchLoader:
         rows = self.indices(epoch, batch)
         if self.gpu_decode:
             return decode_jpeg_cuda(self.cache.images, rows, self.device)  # (N, 3, S, S)
-        if self.cache.format == "raw":
+        if self.format == "raw":
             images = torch.from_numpy(np.ascontiguousarray(self.cache.images[rows]))
         else:  # decoded now: a JPEG cache, or the files themselves
             images = torch.from_numpy(self.cache.images.decode_rows(  # type: ignore[attr-defined]

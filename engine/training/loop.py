@@ -181,7 +181,7 @@ def _open_cache(setup: SetUp, cache_dir: Path, ctx: DistContext) -> ImageCache:
     it. Every process must find the same images."""
     settings = setup.settings
 
-    def open_cache() -> ImageCache:
+    def this_process_cache() -> ImageCache:
         if setup.cache is not None:
             return setup.cache
         plan = choose_cache(setup.scanned, settings.cache_format, settings.cache_size,
@@ -191,7 +191,7 @@ def _open_cache(setup: SetUp, cache_dir: Path, ctx: DistContext) -> ImageCache:
                           max_image_pixels=settings.max_image_pixels,
                           num_workers=settings.decode_workers)
 
-    cache = ctx.local_leaders_first(open_cache)
+    cache = ctx.local_leaders_first(this_process_cache)
     counts = ctx.gather_objects(len(cache.labels))
     if len(set(counts)) > 1:
         raise DataError(f"the processes found different images ({', '.join(map(str, counts))} "
