@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from engine.data.cache import ImageCache, _read_and_decode
-from engine.data.jpeg_cache import decode_in_parts
+from engine.data.jpeg_cache import decode_in_parts, rows_of
 from engine.data.scan import DataError, Manifest
 
 __all__ = ["FileImages", "uncached"]
@@ -40,8 +40,7 @@ class FileImages:
         return len(self.manifest.images)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        single = isinstance(key, (int, np.integer))
-        rows = np.arange(len(self))[[key] if single else key]
+        rows, single = rows_of(key, len(self))
         out = self.decode_rows(rows)
         return out[0] if single else out
 

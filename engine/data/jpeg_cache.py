@@ -31,7 +31,7 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
                         "TorchVision", category=DeprecationWarning)
 
 __all__ = ["CPU_DECODERS", "JPEG_QUALITY", "JpegImages", "decode_in_parts", "decode_jpeg_cuda",
-           "encode_jpeg", "index_path"]
+           "encode_jpeg", "index_path", "rows_of"]
 
 JPEG_QUALITY = 90
 #: The CPU decoders a JPEG cache can be read with; the first is the default.
@@ -68,6 +68,22 @@ def _decode_torchvision(blobs: Sequence[np.ndarray], out: np.ndarray) -> None:
 _DECODE = {"torchvision": _decode_torchvision, "pil": _decode_pil}
 
 
+def rows_of(key: Any, n: int) -> tuple[np.ndarray, bool]:
+    """(the rows of ``n`` that an index, a slice or an array of indices names, whether it
+    was a single index), as numpy indexes an array of ``n`` rows (negatives count from the
+    end; out of range raises IndexError)."""
+    if isinstance(key, slice):
+        return np.arange(*key.indices(n), dtype=np.int64), False
+    single = isinstance(key, (int, np.integer))
+    rows = np.atleast_1d(np.asarray(key, dtype=np.int64)).copy()
+    if rows.ndim != 1:
+        raise IndexError("only an index, a slice or a 1-d array of indices is supported")
+    if ((rows < -n) | (rows >= n)).any():
+        raise IndexError(f"index out of range for {n} images")
+    rows[rows < 0] += n
+    return rows, single
+
+
 def decode_in_parts(decode: Callable[[np.ndarray, np.ndarray], None], rows: np.ndarray,
                     size: int, pool: ThreadPoolExecutor | None, workers: int) -> np.ndarray:
     """(n, S, S, 3) uint8 filled by ``decode(rows part, out part)``: the rows split in
@@ -93,6 +109,8 @@ class JpegImages:
     GPU. ``data`` is the packed file (memory-mapped), ``ends`` each image's end offset.
     """
 
+    dtype = np.dtype(np.uint8)
+
     def __init__(self, data: np.ndarray, ends: np.ndarray, size: int,
                  decoder: str = CPU_DECODERS[0]) -> None:
         if decoder not in _DECODE:
@@ -113,26 +131,15 @@ class JpegImages:
     def shape(self) -> tuple[int, int, int, int]:
         return (len(self.ends), self.size, self.size, 3)
 
-    dtype = np.dtype(np.uint8)
-
     def __len__(self) -> int:
         return len(self.ends)
-
-    @property
-    def nbytes_encoded(self) -> int:
-        return int(self.ends[-1]) if len(self.ends) else 0
 
     def encoded(self, row: int) -> np.ndarray:
         """The JPEG bytes of image ``row`` (a view into the memory map)."""
         return self.data[self.starts[row]:self.ends[row]]
 
-    def _rows(self, key: Any) -> tuple[np.ndarray, bool]:
-        if isinstance(key, (int, np.integer)):
-            return np.arange(len(self))[[key]], True
-        return np.arange(len(self))[key], False
-
     def __getitem__(self, key: Any) -> np.ndarray:
-        rows, single = self._rows(key)
+        rows, single = rows_of(key, len(self))
         out = self.decode_rows(rows)
         return out[0] if single else out
 

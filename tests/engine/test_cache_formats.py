@@ -198,6 +198,9 @@ def test_a_short_run_trains_with_each_format(photos, tmp_path, fmt):
     assert config["cache_format"] == fmt
     steps = [e for e in events if e["type"] == "step"]
     assert len(steps) == 2 and all(np.isfinite(e["loss"]) for e in steps)
+    # the kNN monitor and the live map read their sample from the same images
+    assert [e["type"] for e in events].count("eval") == 1
+    assert [e["type"] for e in events].count("live_map") == 1
 
 
 def test_a_run_takes_a_jpeg_cache_when_a_raw_one_does_not_fit(photos, tmp_path, monkeypatch):
@@ -282,3 +285,17 @@ def test_a_run_stopped_and_resumed_matches_an_uninterrupted_one(photos, tmp_path
     b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
     for key in a:  # bit for bit: the same batches in the same order, decoded the same way
         assert torch.equal(a[key], b[key]), key
+
+
+def test_cache_rows_are_named_as_numpy_indexes_an_array():
+    from engine.data.jpeg_cache import rows_of
+
+    reference = np.arange(10)
+    for key in (3, -1, np.int64(7), slice(2, 8, 2), slice(None), slice(-3, None),
+                np.array([0, 9, -2]), [1, 1, 4], []):
+        rows, single = rows_of(key, 10)
+        np.testing.assert_array_equal(rows, np.atleast_1d(reference[key]))
+        assert single == (np.ndim(reference[key]) == 0)
+    for bad in (10, -11, [0, 10]):
+        with pytest.raises(IndexError):
+            rows_of(bad, 10)
