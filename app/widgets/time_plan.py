@@ -98,6 +98,13 @@ class TimePlan(QWidget):
         choice, reasons = budget.get("choice") or {}, budget.get("reasons") or {}
         cache = result.get("cache") or {}
         lines = [f"{result['images']:,} images; cache {cache.get('message', '')}."]
+        formats = cache.get("formats") or {}
+        if formats:  # each format's size on disk, and the one the run would use
+            sizes = ", ".join(f"{name} {formats[name]['bytes'] / 1e9:.2f} GB"
+                              + ("" if formats[name].get("fits", True) else " (does not fit)")
+                              for name in ("raw", "jpeg") if name in formats)
+            lines.append(f"Cache format: {cache.get('format', '?')} ({sizes}; none: no "
+                         "cache, each epoch decodes the files).")
         if choice:
             lines.append(f"For {self.minutes.value()} min: {choice['backbone']}, "
                          f"{choice['image_size']} px, batch {choice['batch_size']}, "

@@ -238,6 +238,7 @@ class RunSettings:
     small_stem: bool
     image_size: int
     cache_size: int
+    cache_format: str  # raw, jpeg or none once the cache is chosen (auto before)
     batch_size: int
     epochs: int
     max_steps: int | None

@@ -25,6 +25,8 @@ from engine.methods import METHODS as METHOD_SPECS
 METHODS = tuple(METHOD_SPECS)  # the method names, as --method takes them
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 LIVE_MAP_LAYOUTS = ("pca", "umap", "off")  # how the live map lays out its points, or off
+#: How the decoded images are kept (engine.data.cache_format), or auto.
+CACHE_FORMATS = ("auto", "raw", "jpeg", "none")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -184,6 +186,12 @@ class TrainConfig:
         None, "Side of the decoded image cache, in pixels (shorter side resized, centre "
         "square kept); at least image_size.", min=16, max=2048,
         auto="8/7 of image_size, e.g. 256 for 224")
+    cache_format: str = setting(
+        "auto", "How the decoded images are kept: raw (uint8, the fastest to read), jpeg (the "
+        "same images as JPEGs, typically 8-15x smaller at 96-224 px, decoded each batch) or "
+        "none (no cache: each batch decodes the original files). auto: raw when it fits the "
+        "free space of the cache folder (at a smaller cache side if need be), else jpeg when "
+        "its estimated size fits, else none.", choices=CACHE_FORMATS)
     batch_size: int | None = setting(
         None, "Images per step (each gives two views); with several processes (torchrun) "
         "the global batch, shared equally among them.", min=2, max=65536,

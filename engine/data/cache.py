@@ -1,12 +1,16 @@
-"""Decode every image once into a memory-mapped uint8 cache that all epochs read.
+"""Decode every image once into a cache that all epochs read: memory-mapped uint8 (raw), or
+the same images re-encoded as JPEGs packed in one file (jpeg, engine.data.jpeg_cache).
 
 Each image is decoded by :func:`engine.data.decode.decode_image` (re-exported here, with
 :class:`BadImage`); this module decodes a whole folder and keeps the result.
 
 Layout, inside ``cache_dir/images/``::
 
-    <key[:24]>-<size>px-v1.u8    the good images, (N, size, size, 3) uint8, C order, no header
-    <key[:24]>-<size>px-v1.json  sidecar: N, size, the full key, and the images that failed
+    <key[:24]>-<size>px-v1.u8            raw: the good images, (N, size, size, 3) uint8, C order
+    <key[:24]>-<size>px-v1.json          sidecar: N, size, the full key, the images that failed
+    <key[:24]>-<size>px-jpeg90-v1.jpegs  jpeg: the good images' JPEGs, one after another
+    <key[:24]>-<size>px-jpeg90-v1.idx    jpeg: each JPEG's end offset in the .jpegs, uint64
+    <key[:24]>-<size>px-jpeg90-v1.json   jpeg: its sidecar (as raw's, and the bytes written)
 
 ``key`` is :meth:`Manifest.key` (the folder's content), so a cache is reused for the same
 content wherever the folder lives, and any change to a file makes a new cache. The data
@@ -15,10 +19,11 @@ file holds only the images that decoded (a compacted file, in manifest order): i
 into ``manifest.skipped``. The sidecar is written last, atomically, and a cache without a
 valid sidecar is never used.
 
-A build writes ``<name>.u8.partial`` and saves its progress every few seconds in
-``<name>.partial.json`` (images done, images written, failures); an interrupted build (a
-stop, a crash, a full disk) is resumed from there by the next build of the same content at
-the same size and pixel limit, and the data file is renamed into place when complete.
+A build writes ``<name>.u8.partial`` (``.jpegs.partial`` and ``.idx.partial``) and saves its
+progress every few seconds in ``<name>.partial.json`` (images done, images and bytes written,
+failures); an interrupted build (a stop, a crash, a full disk) is resumed from there by the
+next build of the same content at the same size, format and pixel limit, and the data file
+is renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -40,14 +45,18 @@ from typing import IO, Any
 import numpy as np
 
 from engine.data.decode import FORMATS, BadImage, decode_image, decode_with_pixels, to_rgb
+from engine.data.jpeg_cache import JPEG_QUALITY, JpegImages, encode_jpeg, index_path
 from engine.data.scan import DataError, Manifest, SkippedFile, hash_bytes, os_reason
 from engine.run.io import write_json_atomic
 
-__all__ = ["CACHE_FORMAT_VERSION", "FORMATS", "BadImage", "CachePlan", "ImageCache",
-           "Progress", "build_cache", "cache_paths", "decode_image", "decode_with_pixels",
-           "largest_fitting_size", "plan_cache", "to_rgb"]
+__all__ = ["CACHE_FORMAT_VERSION", "CACHE_FORMATS", "FORMATS", "BadImage", "CachePlan",
+           "ImageCache", "Progress", "build_cache", "cache_paths", "decode_image",
+           "decode_with_pixels", "largest_fitting_size", "plan_cache", "size_text", "to_rgb"]
 
 CACHE_FORMAT_VERSION = 1
+#: How the decoded images are kept: raw uint8, JPEG-compressed, or not at all (each batch
+#: decodes the original files: engine.data.file_rows).
+CACHE_FORMATS = ("raw", "jpeg", "none")
 
 Progress = Callable[[int, int, str], None]
 
@@ -57,33 +66,49 @@ class ImageCache:
     """Decoded images of a folder, memory-mapped and read-only.
 
     ``images[i]`` is ``manifest.images[i]`` decoded and ``labels[i]`` its label (-1 when the
-    image has none); images that failed are in ``manifest.skipped``, not here.
+    image has none); images that failed are in ``manifest.skipped``, not here. ``images``
+    is a read-only np.memmap (N, size, size, 3) uint8 for the raw format; for jpeg
+    (:class:`~engine.data.jpeg_cache.JpegImages`) and none
+    (:class:`~engine.data.file_rows.FileImages`) an object indexed the same way that decodes
+    the rows asked for.
     """
 
-    images: np.ndarray  # np.memmap (N, size, size, 3) uint8, read-only
+    images: np.ndarray  # (N, size, size, 3) uint8 when indexed
     labels: np.ndarray  # int64 (N,)
     manifest: Manifest
     size: int
-    path: Path  # the .u8 data file
+    path: Path  # the data file (the folder itself for "none")
+    format: str = "raw"  # one of CACHE_FORMATS
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
-def cache_paths(manifest: Manifest, size: int, cache_dir: Path) -> tuple[Path, Path]:
-    """(data file, sidecar) for ``manifest`` at ``size`` px inside ``cache_dir``."""
-    name = f"{manifest.key()[:24]}-{size}px-v{CACHE_FORMAT_VERSION}"
+def cache_paths(manifest: Manifest, size: int, cache_dir: Path, fmt: str = "raw"
+                ) -> tuple[Path, Path]:
+    """(data file, sidecar) for ``manifest`` at ``size`` px inside ``cache_dir`` in format
+    ``fmt`` (raw or jpeg)."""
+    jpeg = fmt == "jpeg"
+    name = (f"{manifest.key()[:24]}-{size}px{f'-jpeg{JPEG_QUALITY}' if jpeg else ''}"
+            f"-v{CACHE_FORMAT_VERSION}")
     folder = Path(cache_dir).expanduser() / "images"
-    return folder / f"{name}.u8", folder / f"{name}.json"
+    return folder / f"{name}.{'jpegs' if jpeg else 'u8'}", folder / f"{name}.json"
 
 
 @dataclass
 class CachePlan:
     """What building a cache will use, stated before decoding starts: ``bytes`` for
     ``images`` images at ``size`` px in ``folder``, where ``free`` bytes are free; ``reuse``
-    when a complete cache exists already, ``resume_from`` images already decoded by an
-    interrupted build; ``workers`` decoding processes (or threads when ``processes`` is
-    False: small folders, where starting processes costs more than it saves)."""
+    when a complete cache exists already, ``resume_from`` images (``written`` bytes) already
+    decoded by an interrupted build; ``workers`` decoding processes (or threads when
+    ``processes`` is False: small folders, where starting processes costs more than it
+    saves).
+
+    ``format`` is the cache's (raw, jpeg, or none: no cache, nothing written) and ``reason``
+    why it was chosen. A JPEG cache's size is known only once built: until then ``bytes`` is
+    an estimate from ``sample`` images encoded here (0: the size is exact), and it must fit
+    in :data:`ESTIMATE_SHARE` of the free space.
+    """
 
     images: int
     size: int
@@ -94,34 +119,64 @@ class CachePlan:
     resume_from: int = 0
     workers: int = 1
     processes: bool = False
+    format: str = "raw"
+    reason: str = ""
+    sample: int = 0
+    written: int = 0
 
     @property
     def to_write(self) -> int:
         """Bytes still to write (at most: images that fail to decode take none)."""
-        if self.reuse:
+        if self.reuse or self.format == "none":
             return 0
-        return self.bytes - self.resume_from * self.size * self.size * 3
+        return max(0, self.bytes - self.written)
 
     @property
     def fits(self) -> bool:
-        return self.to_write <= self.free
+        return self.to_write <= (self.free * ESTIMATE_SHARE if self.sample else self.free)
 
     def fitting_size(self, smallest: int) -> int | None:
         """This cache's side when it fits, else the largest side from ``smallest`` up that
-        does (:func:`largest_fitting_size`), or None when none does."""
+        does (:func:`largest_fitting_size`, raw), or None when none does."""
         if self.fits:
             return self.size
         return largest_fitting_size(self.images, self.free, smallest, self.size)
 
+    def refusal(self) -> str:
+        """Why this cache cannot be built here, and what to do instead."""
+        jpeg = self.format == "jpeg"
+        instead = ("use a smaller cache size (--cache-size), or --cache-format none (no "
+                   "cache: each batch decodes the files)" if jpeg else
+                   "use a smaller cache size (--cache-size) or --cache-format jpeg (a "
+                   "compressed cache, several times smaller)")
+        return (f"the {'JPEG' if jpeg else 'decoded-image'} cache needs "
+                f"{'about ' if self.sample else ''}{size_text(self.to_write)} but only "
+                f"{size_text(self.free)} is free in {self.folder}. Free some space, choose another "
+                f"cache folder with --cache-dir, or {instead}")
+
     def describe(self) -> str:
-        where = f"{self.folder} ({_gb(self.free)} free)"
+        where = f"{self.folder} ({size_text(self.free)} free)"
+        why = f" ({self.reason})" if self.reason else ""
+        if self.format == "none":
+            return (f"no cache: each batch decodes its images from the original files, "
+                    f"{self.images:,} images at {self.size} px an epoch{why}")
+        kind = "JPEG cache" if self.format == "jpeg" else "decoded-image cache"
         if self.reuse:
-            return f"reusing the decoded cache of {self.images:,} images in {where}"
-        kind = "processes" if self.processes else "threads"
+            return f"reusing the {kind} of {self.images:,} images in {where}{why}"
+        workers = "processes" if self.processes else "threads"
         resumed = (f", resuming after {self.resume_from:,} decoded images"
                    if self.resume_from else "")
-        return (f"decoded-image cache: {self.images:,} images at {self.size} px = "
-                f"{_gb(self.bytes)} in {where}; decoding on {self.workers} {kind}{resumed}")
+        size = (f"about {size_text(self.bytes)} (estimated from {self.sample} images)"
+                if self.sample else size_text(self.bytes))
+        return (f"{kind}: {self.images:,} images at {self.size} px = {size} in {where}; "
+                f"decoding on {self.workers} {workers}{resumed}{why}")
+
+
+#: The share of the free space an estimated (JPEG) cache may take: room for the estimate
+#: to be short.
+ESTIMATE_SHARE = 0.9
+#: Images encoded to estimate a JPEG cache's size.
+ESTIMATE_SAMPLE = 200
 
 
 #: Below this many images to decode, threads decode. Pillow releases the GIL while it
@@ -137,22 +192,71 @@ SAVE_EVERY_S = 2.0
 
 
 def plan_cache(manifest: Manifest, size: int, cache_dir: Path, *, max_image_pixels: int,
-               num_workers: int | None = None) -> CachePlan:
-    """What :func:`build_cache` would use for ``manifest`` at ``size`` px (nothing is
-    written). ``num_workers`` decoding processes (default: every core)."""
-    data_path, meta_path = cache_paths(manifest, size, cache_dir)
+               num_workers: int | None = None, fmt: str = "raw", reason: str = ""
+               ) -> CachePlan:
+    """What :func:`build_cache` would use for ``manifest`` at ``size`` px in format ``fmt``
+    (nothing is written; a JPEG cache not built yet is estimated from a sample encoded
+    here). ``num_workers`` decoding processes (default: every core)."""
+    if fmt not in CACHE_FORMATS:
+        raise ValueError(f"cache format must be one of {', '.join(CACHE_FORMATS)}; got {fmt!r}")
     total = len(manifest.images)
+    workers = max(1, num_workers or os.cpu_count() or 1)
+    data_path, meta_path = cache_paths(manifest, size, cache_dir, fmt)
     folder = data_path.parent
     free = _free_bytes(folder)
-    reuse = _read_sidecar(meta_path, data_path, manifest, manifest.key(), size,
-                          max_image_pixels) is not None
-    state = None if reuse else _read_partial(data_path, manifest.key(), size, max_image_pixels)
+    if fmt == "none":
+        return CachePlan(images=total, size=size, bytes=0, folder=str(folder), free=free,
+                         workers=workers, format=fmt, reason=reason)
+    meta = _read_sidecar(meta_path, data_path, manifest, manifest.key(), size,
+                         max_image_pixels, fmt)
+    state = None if meta else _read_partial(data_path, manifest.key(), size, max_image_pixels,
+                                            fmt)
     resume = state["done"] if state else 0
-    workers = max(1, num_workers or os.cpu_count() or 1)
-    return CachePlan(images=total, size=size, bytes=total * size * size * 3, folder=str(folder),
-                     free=free, reuse=reuse, resume_from=resume, workers=workers,
+    written = _written(state, size) if state else 0
+    sample = 0
+    if fmt == "raw":
+        total_bytes = total * size * size * 3
+    elif meta is not None:
+        total_bytes = meta["bytes"]
+    else:
+        per_image, sample = jpeg_bytes_per_image(manifest, size, max_image_pixels)
+        total_bytes = written + int(round(per_image * (total - resume)))
+    return CachePlan(images=total, size=size, bytes=total_bytes, folder=str(folder),
+                     free=free, reuse=meta is not None, resume_from=resume, workers=workers,
                      processes=(workers > 1 and total - resume >= PROCESS_MIN_IMAGES
-                                and spawn_is_safe()))
+                                and spawn_is_safe()), format=fmt, reason=reason,
+                     sample=sample, written=written)
+
+
+_ESTIMATES: dict[tuple[str, int, int], tuple[float, int]] = {}
+
+
+def jpeg_bytes_per_image(manifest: Manifest, size: int, max_pixels: int,
+                         sample: int | None = None) -> tuple[float, int]:
+    """(mean JPEG bytes an image takes at ``size`` px, images that mean is from): an evenly
+    spread sample of :data:`ESTIMATE_SAMPLE` images of the folder, decoded and encoded as
+    the JPEG cache would (remembered for the process: a plan asks more than once)."""
+    sample = sample or ESTIMATE_SAMPLE
+    key = (manifest.key(), size, max_pixels)
+    if key in _ESTIMATES and _ESTIMATES[key][1] >= min(sample, len(manifest.images)):
+        return _ESTIMATES[key]
+    images = manifest.images
+    step = max(1, len(images) // sample)
+    root = Path(manifest.root)
+    sizes = []
+    for record in images[::step][:sample]:
+        image, _, _ = _read_and_decode(root / record.path, record.sha, size, max_pixels)
+        if image is not None:
+            sizes.append(len(encode_jpeg(image)))
+    # No image decodes: a tenth of raw, about what photographs take at 64-96 px.
+    result = (float(np.mean(sizes)) if sizes else size * size * 3 / 10, len(sizes))
+    _ESTIMATES[key] = result
+    return result
+
+
+def _written(state: dict[str, Any], size: int) -> int:
+    """Bytes of data an interrupted build had written."""
+    return state.get("written", state["count"] * size * size * 3)
 
 
 def spawn_is_safe() -> bool:
@@ -184,9 +288,11 @@ def largest_fitting_size(images: int, free: int, low: int, high: int,
 
 def build_cache(manifest: Manifest, size: int, cache_dir: Path, *, max_image_pixels: int,
                 num_workers: int | None = None, progress: Progress | None = None,
-                announce: Callable[[CachePlan], None] | None = None) -> ImageCache:
-    """The decoded cache of ``manifest`` at ``size`` px, built now unless a complete one
-    made from the same content (and giving the same result for ``max_image_pixels``) exists.
+                announce: Callable[[CachePlan], None] | None = None, fmt: str = "raw",
+                plan: CachePlan | None = None) -> ImageCache:
+    """The decoded cache of ``manifest`` at ``size`` px in format ``fmt`` (raw or jpeg),
+    built now unless a complete one made from the same content (and giving the same result
+    for ``max_image_pixels``) exists. ``plan``: its :func:`plan_cache`, when already made.
 
     ``announce(plan)`` is told what the build will use (:class:`CachePlan`: size, folder,
     free space, workers) before anything is decoded. Decoding runs on ``num_workers``
@@ -199,13 +305,16 @@ def build_cache(manifest: Manifest, size: int, cache_dir: Path, *, max_image_pix
 
     Raises :class:`DataError` when the cache folder cannot be written (read-only, no space).
     """
-    data_path, meta_path = cache_paths(manifest, size, cache_dir)
+    if fmt not in ("raw", "jpeg"):
+        raise ValueError(f"build_cache builds a raw or jpeg cache, not {fmt!r}")
+    data_path, meta_path = cache_paths(manifest, size, cache_dir, fmt)
     key = manifest.key()
-    plan = plan_cache(manifest, size, cache_dir, max_image_pixels=max_image_pixels,
-                      num_workers=num_workers)
+    if plan is None or (plan.format, plan.size) != (fmt, size):
+        plan = plan_cache(manifest, size, cache_dir, max_image_pixels=max_image_pixels,
+                          num_workers=num_workers, fmt=fmt)
     if announce:
         announce(plan)
-    meta = _read_sidecar(meta_path, data_path, manifest, key, size, max_image_pixels)
+    meta = _read_sidecar(meta_path, data_path, manifest, key, size, max_image_pixels, fmt)
     if meta is None:
         meta = _build(manifest, size, key, data_path, meta_path, max_image_pixels, plan,
                       progress)
@@ -214,8 +323,11 @@ def build_cache(manifest: Manifest, size: int, cache_dir: Path, *, max_image_pix
         progress(n, n, f"reusing the decoded cache of {n:,} images")
     failed = [SkippedFile(f["path"], f["reason"]) for f in meta["failed"]]
     good = manifest.with_skipped(failed)
-    return ImageCache(images=_open_images(data_path, meta["count"], size),
-                      labels=good.labels(), manifest=good, size=size, path=data_path)
+    images = (JpegImages.open(data_path, meta["count"], size) if fmt == "jpeg"
+              else _open_images(data_path, meta["count"], size))
+    return ImageCache(images=images,  # type: ignore[arg-type]
+                      labels=good.labels(), manifest=good, size=size, path=data_path,
+                      format=fmt)
 
 
 def _open_images(path: Path, count: int, size: int) -> np.ndarray:
@@ -227,7 +339,7 @@ def _open_images(path: Path, count: int, size: int) -> np.ndarray:
 
 
 def _read_sidecar(meta_path: Path, data_path: Path, manifest: Manifest, key: str, size: int,
-                  max_pixels: int) -> dict[str, Any] | None:
+                  max_pixels: int, fmt: str = "raw") -> dict[str, Any] | None:
     """The sidecar of a complete, usable cache, or None (then the cache is rebuilt)."""
     try:
         with open(meta_path, encoding="utf-8") as f:
@@ -235,7 +347,12 @@ def _read_sidecar(meta_path: Path, data_path: Path, manifest: Manifest, key: str
         valid = (meta["format"] == CACHE_FORMAT_VERSION and meta["key"] == key
                  and meta["size"] == size and meta["total"] == len(manifest.images)
                  and meta["count"] == meta["total"] - len(meta["failed"])
-                 and data_path.stat().st_size == meta["count"] * size * size * 3)
+                 and meta.get("encoding", "raw") == fmt)
+        if valid and fmt == "jpeg":
+            valid = (data_path.stat().st_size == meta["bytes"]
+                     and index_path(data_path).stat().st_size == meta["count"] * 8)
+        elif valid:
+            valid = data_path.stat().st_size == meta["count"] * size * size * 3
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not valid:
@@ -275,18 +392,28 @@ def _partial_paths(data_path: Path) -> tuple[Path, Path]:
             data_path.with_name(data_path.stem + ".partial.json"))
 
 
-def _read_partial(data_path: Path, key: str, size: int, max_pixels: int
+def _partial_index(data_path: Path) -> Path:
+    """The index of a JPEG cache's build in progress."""
+    index = index_path(data_path)
+    return index.with_name(index.name + ".partial")
+
+
+def _read_partial(data_path: Path, key: str, size: int, max_pixels: int, fmt: str = "raw"
                   ) -> dict[str, Any] | None:
-    """The saved progress of an interrupted build of the same content, size and pixel
-    limit whose data file holds at least what the progress says, or None."""
+    """The saved progress of an interrupted build of the same content, size, format and
+    pixel limit whose data file (and index) holds at least what the progress says, or
+    None."""
     partial, progress_path = _partial_paths(data_path)
     try:
         with open(progress_path, encoding="utf-8") as f:
             state = json.load(f)
         valid = (state["format"] == CACHE_FORMAT_VERSION and state["key"] == key
                  and state["size"] == size and state["max_image_pixels"] == max_pixels
+                 and state.get("encoding", "raw") == fmt
                  and 0 <= state["count"] <= state["done"]
-                 and partial.stat().st_size >= state["count"] * size * size * 3)
+                 and partial.stat().st_size >= _written(state, size))
+        if valid and fmt == "jpeg":
+            valid = _partial_index(data_path).stat().st_size >= state["count"] * 8
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return state if valid else None
@@ -313,21 +440,27 @@ def _cache_write_error(folder: Path, exc: OSError) -> DataError:
                      "CONTRASTIVE_EXPLORER_CACHE environment variable)")
 
 
-def _decode_chunk(entries: list[tuple[str, str]], size: int, max_pixels: int
+def _decode_one(path: Path, sha: str, size: int, max_pixels: int, jpeg: bool
+                ) -> tuple[bytes | None, str, int | None]:
+    """(the bytes the cache keeps: RGB, or JPEG when ``jpeg``; or None, reason, pixels) of
+    one manifest entry."""
+    image, reason, pixels = _read_and_decode(path, sha, size, max_pixels)
+    if image is None:
+        return None, reason, pixels
+    return (encode_jpeg(image) if jpeg else image.tobytes()), reason, pixels
+
+
+def _decode_chunk(entries: list[tuple[str, str]], size: int, max_pixels: int, jpeg: bool
                   ) -> list[tuple[bytes | None, str, int | None]]:
-    """Decode a chunk of (path, sha) in a decoding process: (RGB bytes or None, reason,
-    pixels) each."""
-    out = []
-    for path, sha in entries:
-        image, reason, pixels = _read_and_decode(Path(path), sha, size, max_pixels)
-        out.append((image.tobytes() if image is not None else None, reason, pixels))
-    return out
+    """Decode a chunk of (path, sha) in a decoding process: :func:`_decode_one` each."""
+    return [_decode_one(Path(path), sha, size, max_pixels, jpeg) for path, sha in entries]
 
 
 def _decoded(root: Path, records: list, size: int, max_pixels: int, plan: CachePlan
              ) -> Iterator[tuple[bytes | None, str, int | None]]:
-    """The decoded ``records``, in order: on processes (chunks of :data:`CHUNK`) or threads,
-    with a bounded number of decoded images waiting in memory."""
+    """The decoded (and for a JPEG cache encoded) ``records``, in order: on processes
+    (chunks of :data:`CHUNK`) or threads, with a bounded number of them waiting in memory."""
+    jpeg = plan.format == "jpeg"
     if plan.processes:
         context = multiprocessing.get_context("spawn")  # no fork of a process with threads
         chunks = [records[i:i + CHUNK] for i in range(0, len(records), CHUNK)]
@@ -335,7 +468,8 @@ def _decoded(root: Path, records: list, size: int, max_pixels: int, plan: CacheP
             pending: deque[Future] = deque()
             for chunk in chunks:
                 pending.append(pool.submit(_decode_chunk, [(str(root / r.path), r.sha)
-                                                           for r in chunk], size, max_pixels))
+                                                           for r in chunk], size, max_pixels,
+                                           jpeg))
                 if len(pending) >= 2 * plan.workers:
                     yield from pending.popleft().result()
             while pending:
@@ -344,13 +478,12 @@ def _decoded(root: Path, records: list, size: int, max_pixels: int, plan: CacheP
     with ThreadPoolExecutor(max_workers=plan.workers, thread_name_prefix="decode") as pool:
         waiting: deque[Future] = deque()
         for r in records:
-            waiting.append(pool.submit(_read_and_decode, root / r.path, r.sha, size, max_pixels))
+            waiting.append(pool.submit(_decode_one, root / r.path, r.sha, size, max_pixels,
+                                       jpeg))
             if len(waiting) >= 4 * plan.workers:
-                image, reason, pixels = waiting.popleft().result()
-                yield (image.tobytes() if image is not None else None, reason, pixels)
+                yield waiting.popleft().result()
         while waiting:
-            image, reason, pixels = waiting.popleft().result()
-            yield (image.tobytes() if image is not None else None, reason, pixels)
+            yield waiting.popleft().result()
 
 
 def _open_partial(path: Path, offset: int) -> IO[bytes]:
@@ -364,56 +497,64 @@ def _open_partial(path: Path, offset: int) -> IO[bytes]:
 def _build(manifest: Manifest, size: int, key: str, data_path: Path, meta_path: Path,
            max_pixels: int, plan: CachePlan, progress: Progress | None) -> dict[str, Any]:
     """Decode ``manifest`` into ``data_path`` (resuming an interrupted build) and write its
-    sidecar; return the sidecar."""
+    sidecar; return the sidecar. A JPEG cache also writes its index of end offsets."""
     folder = data_path.parent
     total = len(manifest.images)
-    image_bytes = size * size * 3
+    fmt = plan.format
+    jpeg = fmt == "jpeg"
     partial, progress_path = _partial_paths(data_path)
+    partial_index = _partial_index(data_path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         meta_path.unlink(missing_ok=True)  # an old sidecar must never describe the new data
     except OSError as exc:
         raise _cache_write_error(folder, exc) from None
     if not plan.fits:
-        raise DataError(
-            f"the decoded-image cache needs {_gb(plan.to_write)} but only {_gb(plan.free)} is "
-            f"free in {folder}. Free some space, choose another cache folder with --cache-dir, "
-            "or use a smaller cache size (--cache-size)")
-    state = _read_partial(data_path, key, size, max_pixels) if plan.resume_from else None
+        raise DataError(plan.refusal())
+    state = (_read_partial(data_path, key, size, max_pixels, fmt) if plan.resume_from
+             else None)
     state = state or {"done": 0, "count": 0, "failed": [], "largest_kept": 0,
                       "smallest_refused": None}
     done, count, failed = state["done"], state["count"], list(state["failed"])
+    written = _written(state, size) if state["count"] else 0
     stats = {"largest_kept": state["largest_kept"],
              "smallest_refused": state["smallest_refused"]}
     root = Path(manifest.root)
     started = time.monotonic()
 
-    def save_progress(f: IO[bytes]) -> None:
-        f.flush()
-        os.fsync(f.fileno())
+    def save_progress(f: IO[bytes], index: IO[bytes] | None) -> None:
+        for out in (f, index) if index is not None else (f,):
+            out.flush()
+            os.fsync(out.fileno())
         write_json_atomic(progress_path, {
-            "format": CACHE_FORMAT_VERSION, "key": key, "size": size,
-            "max_image_pixels": max_pixels, "done": done, "count": count, "failed": failed,
-            "largest_kept": stats["largest_kept"],
+            "format": CACHE_FORMAT_VERSION, "encoding": fmt, "key": key, "size": size,
+            "max_image_pixels": max_pixels, "done": done, "count": count, "written": written,
+            "failed": failed, "largest_kept": stats["largest_kept"],
             "smallest_refused": stats["smallest_refused"]})
 
+    index: IO[bytes] | None = None
     try:
-        f = _open_partial(partial, count * image_bytes)
+        f = _open_partial(partial, written)
+        if jpeg:
+            index = _open_partial(partial_index, count * 8)
     except OSError as exc:
         raise _cache_write_error(folder, exc) from None
     finished = False
     try:
         last_report = last_save = 0.0
         records = manifest.images[done:]
-        for record, (image, reason, pixels) in zip(records, _decoded(root, records, size,
-                                                                     max_pixels, plan)):
-            if image is None:
+        for record, (data, reason, pixels) in zip(records, _decoded(root, records, size,
+                                                                    max_pixels, plan)):
+            if data is None:
                 failed.append({"index": done, "path": record.path, "reason": reason})
                 if reason.startswith("too large") and pixels is not None:
                     old = stats["smallest_refused"]
                     stats["smallest_refused"] = pixels if old is None else min(old, pixels)
             else:
-                f.write(image)
+                f.write(data)
+                written += len(data)
+                if index is not None:
+                    index.write(np.uint64(written).tobytes())
                 count += 1
                 stats["largest_kept"] = max(stats["largest_kept"], pixels or 0)
             done += 1
@@ -423,17 +564,22 @@ def _build(manifest: Manifest, size: int, key: str, data_path: Path, meta_path: 
                 progress(done, total, f"decoded {done:,} of {total:,} images")
             if now - last_save >= SAVE_EVERY_S:
                 last_save = now
-                save_progress(f)
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
+                save_progress(f, index)
+        for out in (f, index) if index is not None else (f,):
+            out.flush()
+            os.fsync(out.fileno())
+            out.close()
+        if index is not None:
+            os.replace(partial_index, index_path(data_path))
         os.replace(partial, data_path)
         meta = {
             "format": CACHE_FORMAT_VERSION,
+            "encoding": fmt,
             "key": key,
             "size": size,
             "total": total,
             "count": count,
+            "bytes": written,
             "failed": failed,
             "max_image_pixels": max_pixels,
             "largest_kept_pixels": stats["largest_kept"],
@@ -442,6 +588,8 @@ def _build(manifest: Manifest, size: int, key: str, data_path: Path, meta_path: 
             "seconds": round(time.monotonic() - started, 3),
             "resumed_from": plan.resume_from,
         }
+        if jpeg:
+            meta["quality"] = JPEG_QUALITY
         write_json_atomic(meta_path, meta)  # last: its presence marks the cache complete
         progress_path.unlink(missing_ok=True)
         finished = True
@@ -450,12 +598,15 @@ def _build(manifest: Manifest, size: int, key: str, data_path: Path, meta_path: 
     finally:
         if not finished and not f.closed:
             try:  # keep what was decoded, for the next build to resume
-                save_progress(f)
+                save_progress(f, index)
                 f.close()
+                if index is not None:
+                    index.close()
             except OSError:
                 pass
     return meta
 
 
-def _gb(n: int) -> str:
+def size_text(n: int) -> str:
+    """Bytes for people: "1.2 GB", "35.0 MB"."""
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 
 from engine.data.cache import ImageCache
+from engine.data.jpeg_cache import decode_jpeg_cuda
 from engine.data.scan import Manifest
 
 
@@ -37,7 +39,10 @@ class BatchLoader:
     resumed at any step sees exactly the batches it would have seen. The last incomplete
     batch of an epoch is dropped (contrastive losses depend on the batch size). While the
     model trains on one batch, a thread gathers the next one from the memory-mapped cache
-    (and pins it for a fast copy to the GPU).
+    (and pins it for a fast copy to the GPU). A JPEG cache's batch is decoded there too, on
+    ``decode_workers`` threads (default: every core), or on the GPU in one batched call when
+    the device is CUDA; with no cache (format none) the threads decode the files. Every
+    format gives the same (N, 3, S, S) uint8 batch of the same rows.
 
     With several processes (``world_size`` > 1) ``batch_size`` is the global batch: every
     process draws the same permutation and takes its own contiguous share of each global
@@ -49,7 +54,7 @@ class BatchLoader:
 
     def __init__(self, cache: ImageCache, batch_size: int, *, seed: int,
                  device: torch.device, prefetch: bool = True, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, decode_workers: int | None = None) -> None:
         n = len(cache.labels)
         if n < batch_size:
             raise ValueError(f"{n} images cannot fill a batch of {batch_size}")
@@ -66,6 +71,14 @@ class BatchLoader:
         self._orders: dict[int, np.ndarray] = {}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch") if prefetch else None
         self._next: tuple[tuple[int, int], Future] | None = None
+        # anything with images and labels can be read as a raw cache
+        self.format = getattr(cache, "format", "raw")
+        #: A JPEG cache on a CUDA device is decoded there (batches arrive NCHW on it).
+        self.gpu_decode = self.format == "jpeg" and device.type == "cuda"
+        self.decode_workers = max(1, decode_workers or os.cpu_count() or 1)
+        self._decoders = (ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode")
+                          if self.format != "raw" and not self.gpu_decode
+                          and self.decode_workers > 1 else None)
 
     def order(self, epoch: int) -> np.ndarray:
         if epoch not in self._orders:
@@ -85,8 +98,14 @@ class BatchLoader:
         return rows[self.offset:self.offset + self.local_batch_size]
 
     def _gather(self, epoch: int, batch: int) -> torch.Tensor:
-        images = torch.from_numpy(np.ascontiguousarray(self.cache.images[self.indices(epoch,
-                                                                                      batch)]))
+        rows = self.indices(epoch, batch)
+        if self.gpu_decode:
+            return decode_jpeg_cuda(self.cache.images, rows, self.device)  # (N, 3, S, S)
+        if self.format == "raw":
+            images = torch.from_numpy(np.ascontiguousarray(self.cache.images[rows]))
+        else:  # decoded now: a JPEG cache, or the files themselves
+            images = torch.from_numpy(self.cache.images.decode_rows(  # type: ignore[attr-defined]
+                rows, self._decoders, self.decode_workers))
         if self.device.type == "cuda":
             images = images.pin_memory()
         return images  # (N, S, S, 3) uint8 on the CPU
@@ -100,6 +119,8 @@ class BatchLoader:
         if self._pool is not None:
             nxt = (epoch, batch + 1) if batch + 1 < self.steps_per_epoch else (epoch + 1, 0)
             self._next = (nxt, self._pool.submit(self._gather, *nxt))
+        if self.gpu_decode:
+            return images
         images = images.to(self.device, non_blocking=True)
         return images.permute(0, 3, 1, 2)
 
@@ -107,3 +128,6 @@ class BatchLoader:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._decoders is not None:
+            self._decoders.shutdown(wait=True, cancel_futures=True)
+            self._decoders = None

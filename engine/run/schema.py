@@ -71,7 +71,7 @@ _TYPES = (
         _f("message", "text", "the plan, for people"),
         _f("images", "integer", "images to cache"),
         _f("size", "integer", "the cache's image side in pixels"),
-        _f("bytes", "integer", "the whole cache's size"),
+        _f("bytes", "integer", "the whole cache's size (jpeg: estimated until built; none: 0)"),
         _f("to_write", "integer", "bytes still to write (0 when a cache is reused)"),
         _f("folder", "text", "where the cache is"),
         _f("free", "integer", "free bytes there"),
@@ -79,6 +79,9 @@ _TYPES = (
         _f("resume_from", "integer", "images an interrupted build decoded already"),
         _f("workers", "integer", "decoding processes or threads"),
         _f("processes", "bool", "whether they are processes (else threads)"),
+        _f("format", "text", "how the images are kept: raw (uint8), jpeg (compressed, "
+           "decoded each batch) or none (each batch decodes the original files)"),
+        _f("reason", "text", "why that format (and side) was chosen"),
     )),
     EventType("warning", "something worth knowing that does not stop the run", (
         _f("message", "text", "the warning, for people"),

@@ -21,12 +21,8 @@ from engine.config.locations import user_cache_dir
 from engine.config.resolve import RunSettings, resolve_config, resolve_device
 from engine.config.train_config import TrainConfig
 from engine.data.augment import make_pairs
-from engine.data.cache import (
-    CachePlan,
-    ImageCache,
-    build_cache,
-    plan_cache,
-)
+from engine.data.cache import CachePlan, ImageCache
+from engine.data.cache_format import choose_cache, open_cache
 from engine.data.loader import BatchLoader, typical_side
 from engine.data.scan import DataError, is_list_file, scan_data
 from engine.evaluate.live_map import LiveMap
@@ -108,11 +104,11 @@ def _set_up(cfg: TrainConfig, *, runs_root: Path | None, run_dir: Path | None,
     cfg, why = resolve_config(cfg, device_info, typical_side=typical_side(manifest),
                               num_images=None, world_size=ctx.world_size, init=init)
     assert cfg.cache_size is not None
-    cfg = fit_cache_to_disk(cfg, manifest, cache_dir, why, events)
-    cache = build_cache(manifest, cfg.cache_size, cache_dir,
-                        max_image_pixels=cfg.max_image_pixels, num_workers=cfg.decode_workers,
-                        progress=progress_events(events, "decode"),
-                        announce=lambda plan: announce_cache(plan, events))
+    cfg, plan = fit_cache_to_disk(cfg, manifest, cache_dir, why, events)
+    cache = open_cache(plan, manifest, cache_dir, max_image_pixels=cfg.max_image_pixels,
+                       num_workers=cfg.decode_workers,
+                       progress=progress_events(events, "decode"),
+                       announce=lambda plan: announce_cache(plan, events))
     cfg, why_more = resolve_config(cfg, device_info, typical_side=None,
                                    num_images=len(cache.labels), world_size=ctx.world_size)
     why.update(why_more)
@@ -137,28 +133,33 @@ def announce_cache(plan: CachePlan, events: EventWriter) -> None:
     events.emit("cache_plan", message=plan.describe(), images=plan.images, size=plan.size,
                 bytes=plan.bytes, to_write=plan.to_write, folder=plan.folder, free=plan.free,
                 reuse=plan.reuse, resume_from=plan.resume_from, workers=plan.workers,
-                processes=plan.processes)
+                processes=plan.processes, format=plan.format, reason=plan.reason)
 
 
 def fit_cache_to_disk(cfg: TrainConfig, manifest, cache_dir: Path, why: dict[str, str],
-                      events: EventWriter) -> TrainConfig:
-    """``cfg`` with a smaller cache side when the chosen one ("auto") does not fit in the
-    free space of the cache folder (the reason in ``why`` and a warning); a cache size set
-    by hand is kept, and the build then says it does not fit and what to do."""
-    plan = plan_cache(manifest, cfg.cache_size, cache_dir, max_image_pixels=cfg.max_image_pixels,
-                      num_workers=cfg.decode_workers)
-    if plan.fits or "cache_size" not in why:
-        return cfg
-    side = plan.fitting_size(cfg.image_size)
-    if side is None:
-        return cfg  # not even image_size fits: the build says so
-    reason = (f"{side} px: a {cfg.cache_size} px cache of {plan.images:,} images "
-              f"({plan.bytes / 1e9:.1f} GB) does not fit in the {plan.free / 1e9:.1f} GB free "
-              f"in {plan.folder}; crops come from {side} px images instead (free space, or "
-              "choose another --cache-dir, for the full size)")
-    why["cache_size"] = reason
-    events.emit("warning", message=f"cache_size {reason}")
-    return dataclasses.replace(cfg, cache_size=side)
+                      events: EventWriter) -> tuple[TrainConfig, CachePlan]:
+    """``cfg`` with the cache chosen to fit the free space of the cache folder
+    (engine.data.cache_format.choose_cache), and its plan. An automatic format becomes the
+    one chosen and an automatic side may shrink, each with its reason in ``why``; a choice
+    other than a raw cache at the automatic side is also a warning. A format or size set by
+    hand that does not fit is refused (DataError) with what to do."""
+    auto_format, auto_size = cfg.cache_format == "auto", "cache_size" in why
+    plan = choose_cache(manifest, cfg.cache_format, cfg.cache_size, cache_dir,
+                        max_image_pixels=cfg.max_image_pixels, num_workers=cfg.decode_workers,
+                        smallest=cfg.image_size if auto_size else None)
+    if plan.size != cfg.cache_size:
+        reason = (f"{plan.size} px: a {cfg.cache_size} px cache of {plan.images:,} images "
+                  f"({plan.images * cfg.cache_size ** 2 * 3 / 1e9:.1f} GB) does not fit in the "
+                  f"{plan.free / 1e9:.1f} GB free in {plan.folder}; crops come from "
+                  f"{plan.size} px images instead (free space, or choose another --cache-dir, "
+                  "for the full size)")
+        why["cache_size"] = reason
+        events.emit("warning", message=f"cache_size {reason}")
+    if auto_format:
+        why["cache_format"] = plan.reason
+        if plan.format != "raw":
+            events.emit("warning", message=f"cache_format {plan.reason}")
+    return dataclasses.replace(cfg, cache_size=plan.size, cache_format=plan.format), plan
 
 
 def keep_list_copy(data_list: Path, folder: RunDir) -> None:
@@ -180,14 +181,17 @@ def _open_cache(setup: SetUp, cache_dir: Path, ctx: DistContext) -> ImageCache:
     it. Every process must find the same images."""
     settings = setup.settings
 
-    def open_cache() -> ImageCache:
+    def this_process_cache() -> ImageCache:
         if setup.cache is not None:
             return setup.cache
-        return build_cache(setup.scanned, settings.cache_size, cache_dir,
-                           max_image_pixels=settings.max_image_pixels,
-                           num_workers=settings.decode_workers)
+        plan = choose_cache(setup.scanned, settings.cache_format, settings.cache_size,
+                            cache_dir, max_image_pixels=settings.max_image_pixels,
+                            num_workers=settings.decode_workers)
+        return open_cache(plan, setup.scanned, cache_dir,
+                          max_image_pixels=settings.max_image_pixels,
+                          num_workers=settings.decode_workers)
 
-    cache = ctx.local_leaders_first(open_cache)
+    cache = ctx.local_leaders_first(this_process_cache)
     counts = ctx.gather_objects(len(cache.labels))
     if len(set(counts)) > 1:
         raise DataError(f"the processes found different images ({', '.join(map(str, counts))} "
@@ -279,7 +283,7 @@ def train(
     # The augmentation generator draws for the global batch in every process (make_pairs
     # takes this process's rows), so its state is one and resumes with any world size.
     loader = BatchLoader(cache, run.batch_size, seed=run.seed, device=device, rank=ctx.rank,
-                         world_size=ctx.world_size)
+                         world_size=ctx.world_size, decode_workers=run.decode_workers)
     # -1 where an image has no class, or where the method hides its label from training
     labels = torch.from_numpy(spec.training_labels(run, cache.labels))
     if spec.uses_labels:

@@ -2,10 +2,11 @@
 starts, and the settings that fit a time a person has.
 
 From the folder's scan and the settings resolved as ``train`` resolves them it reports:
-the images and classes; the decoded cache's size, folder and the free space there (and the
-smaller cache side chosen when it does not fit); the time to decode the folder, from a
-sample decoded here; the time per epoch, from training steps timed here on random images
-(as ``bench`` does); the peak memory of those steps; and the whole run's time.
+the images and classes; the decoded cache's size, folder and the free space there, its format
+(raw, jpeg or none: engine.data.cache_format) with the reason, and the size on disk of each
+format (the JPEG cache's estimated from a sample encoded here); the time to decode the
+folder, from a sample decoded here; the time per epoch, from training steps timed here on
+random images (as ``bench`` does); the peak memory of those steps; and the whole run's time.
 
 With a time budget (``--time 1h``) it times a few candidate configurations that suit the
 device (backbone x image size; the method and the other settings as given) and picks
@@ -30,6 +31,7 @@ from typing import Any
 from engine.config.resolve import RunSettings, resolve_config, resolve_device
 from engine.config.train_config import ConfigError, TrainConfig
 from engine.data.cache import _read_and_decode, plan_cache
+from engine.data.cache_format import choose_cache
 from engine.data.loader import typical_side
 from engine.data.scan import DataError, scan_data
 
@@ -127,17 +129,36 @@ def plan_run(cfg: TrainConfig, *, cache_dir: Path, budget_s: float | None = None
     rate = decode_rate(manifest, settings.cache_size, settings.max_image_pixels)
 
     def cache_part(side: int, auto: bool) -> dict[str, Any]:
-        plan = plan_cache(manifest, side, cache_dir, max_image_pixels=settings.max_image_pixels,
-                          num_workers=workers)
-        fitted = (plan.fitting_size(settings.image_size) or side) if auto else side
-        left = 0 if plan.reuse else plan.images - plan.resume_from
+        def planned(fmt: str) -> Any:
+            return plan_cache(manifest, side, cache_dir, fmt=fmt, num_workers=workers,
+                              max_image_pixels=settings.max_image_pixels)
+
+        refused = ""
+        try:
+            plan = choose_cache(manifest, settings.cache_format, side, cache_dir,
+                                max_image_pixels=settings.max_image_pixels,
+                                num_workers=workers,
+                                smallest=settings.image_size if auto else None)
+        except DataError as exc:  # a format set by hand that does not fit: said, not raised
+            plan, refused = planned(settings.cache_format), str(exc)
+        raw, jpeg = (plan if plan.format == f and plan.size == side else planned(f)
+                     for f in ("raw", "jpeg"))
+        left = 0 if plan.reuse or plan.format == "none" else plan.images - plan.resume_from
         # one core's rate times the workers: threads and processes both measured 0.84-0.85
         # of that per core on two cores (engine/data/cache.py, PROCESS_MIN_IMAGES)
         decode_s = left / (rate * min(workers, max(left, 1))) if left and rate else 0.0
-        return {"size": fitted, "asked_size": side, "bytes": plan.images * fitted * fitted * 3,
-                "folder": plan.folder, "free": plan.free, "fits": plan.fits or fitted != side,
+        return {"size": plan.size, "asked_size": side, "bytes": plan.bytes,
+                "format": plan.format, "reason": plan.reason, "refused": refused,
+                "folder": plan.folder, "free": plan.free, "fits": not refused and plan.fits,
                 "reuse": plan.reuse, "resume_from": plan.resume_from,
-                "decode_seconds": round(decode_s, 1), "message": plan.describe()}
+                "decode_seconds": round(decode_s, 1), "message": plan.describe(),
+                "formats": {
+                    "raw": {"bytes": raw.bytes, "fits": raw.fits},
+                    "jpeg": {"bytes": jpeg.bytes, "fits": jpeg.fits,
+                             "estimated_from": jpeg.sample},
+                    "none": {"bytes": 0, "fits": True,
+                             "epoch_decode_seconds": round(
+                                 plan.images / (rate * workers), 1) if rate else None}}}
 
     cache = cache_part(settings.cache_size, "cache_size" in why)
     report(f"{n:,} images; {cache['message']}")
@@ -251,6 +272,22 @@ def _size(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
+def _formats_text(c: dict[str, Any]) -> str:
+    """The size on disk of each cache format, and the one chosen."""
+    f = c["formats"]
+    jpeg = f["jpeg"]
+    parts = [f"raw {_size(f['raw']['bytes'])}" + ("" if f["raw"]["fits"] else
+                                                   " (does not fit)"),
+             (f"jpeg about {_size(jpeg['bytes'])} (estimated from {jpeg['estimated_from']} "
+              "images)" if jpeg["estimated_from"] else f"jpeg {_size(jpeg['bytes'])}")
+             + ("" if jpeg["fits"] else " (does not fit)"),
+             "none 0 (each epoch decodes the files"
+             + (f", about {f['none']['epoch_decode_seconds']:.0f} s of decoding)"
+                if f["none"]["epoch_decode_seconds"] is not None else ")")]
+    chosen = f"refused: {c['refused']}" if c["refused"] else f"chosen: {c['format']}"
+    return f"cache formats at {c['asked_size']} px: {', '.join(parts)}; {chosen}"
+
+
 def plan_text(r: dict[str, Any]) -> str:
     """The plan for people."""
     s, c, m = r["settings"], r["cache"], r["memory"]
@@ -261,6 +298,7 @@ def plan_text(r: dict[str, Any]) -> str:
         f"{s['batch_size']}, {s['epochs']} epochs, {s['precision']}",
         f"cache: {c['message']}" + ("" if c["size"] == c["asked_size"] else
                                      f"; it does not fit, so {c['size']} px is used"),
+        _formats_text(c),
         "decoding: none (the cache is reused)" if c["reuse"] else
         f"decoding: {c['decode_seconds']:.0f} s ({r['decode']['images_per_s_one_core']:.0f} "
         f"images/s a core, {r['decode']['workers']} workers)",

@@ -36,3 +36,17 @@ def test_plan_for_the_time_given_and_apply(qtbot, tmp_path):
     plan.apply_button.click()
     assert page.form.values().epochs == choice["epochs"]
     assert page.form.values().batch_size == choice["batch_size"]
+
+
+def test_the_answer_shows_the_cache_format_and_each_format_size(qtbot, tmp_path):
+    from app.widgets.time_plan import TimePlan
+
+    plan = TimePlan(None, lambda: [])  # type: ignore[arg-type]  # no engine: a result is given
+    qtbot.addWidget(plan)
+    plan._on_result({"images": 1000, "epoch_seconds": 60.0, "run_seconds": 600.0,
+                     "cache": {"message": "JPEG cache: ...", "format": "jpeg", "formats": {
+                         "raw": {"bytes": 3_000_000_000, "fits": False},
+                         "jpeg": {"bytes": 250_000_000, "fits": True, "estimated_from": 200},
+                         "none": {"bytes": 0, "fits": True}}}})
+    text = plan.answer.text()
+    assert "Cache format: jpeg (raw 3.00 GB (does not fit), jpeg 0.25 GB;" in text

@@ -129,7 +129,7 @@ def test_events_file_that_cannot_be_written_does_not_stop_the_stream(tmp_path):
 
 def test_a_cache_too_large_for_the_disk_gets_a_smaller_side(folder, tmp_path, monkeypatch):
     """The automatic cache side (8/7 of image_size: 18 px at 16) does not fit: the run
-    decodes at the largest side that does, and says why; a side set by hand is refused."""
+    decodes at the largest side that does, and says why; a raw side set by hand is refused."""
     from engine.data import cache as cache_mod
     from engine.data.scan import scan_data
 
@@ -148,6 +148,7 @@ def test_a_cache_too_large_for_the_disk_gets_a_smaller_side(folder, tmp_path, mo
     assert any(re.match(r"cache_size 17 px: a 18 px cache of .* does not fit", w)
                for w in warnings), warnings
 
+    # (a raw cache by hand: an automatic format would choose a JPEG cache or none)
     with pytest.raises(Exception, match=r"needs .* but only .* is free .*--cache-size"):
-        run({"data": str(folder), "cache_size": 20, "max_steps": 1, "epochs": 1},
-            tmp_path / "by-hand")
+        run({"data": str(folder), "cache_size": 20, "cache_format": "raw", "max_steps": 1,
+             "epochs": 1}, tmp_path / "by-hand")
