@@ -28,6 +28,7 @@ is renamed into place when complete.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import multiprocessing
@@ -36,7 +37,7 @@ import shutil
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,9 @@ class CachePlan:
     why it was chosen. A JPEG cache's size is known only once built: until then ``bytes`` is
     an estimate from ``sample`` images encoded here (0: the size is exact), and it must fit
     in :data:`ESTIMATE_SHARE` of the free space.
+
+    ``decode_device`` names a CUDA device whose JPEG decoder races the CPU on the first
+    images of a large build (engine.data.device_decode); "" decodes on the CPU only.
     """
 
     images: int
@@ -123,6 +127,7 @@ class CachePlan:
     reason: str = ""
     sample: int = 0
     written: int = 0
+    decode_device: str = ""
 
     @property
     def to_write(self) -> int:
@@ -289,7 +294,7 @@ def largest_fitting_size(images: int, free: int, low: int, high: int,
 def build_cache(manifest: Manifest, size: int, cache_dir: Path, *, max_image_pixels: int,
                 num_workers: int | None = None, progress: Progress | None = None,
                 announce: Callable[[CachePlan], None] | None = None, fmt: str = "raw",
-                plan: CachePlan | None = None) -> ImageCache:
+                plan: CachePlan | None = None, decode_device: str = "") -> ImageCache:
     """The decoded cache of ``manifest`` at ``size`` px in format ``fmt`` (raw or jpeg),
     built now unless a complete one made from the same content (and giving the same result
     for ``max_image_pixels``) exists. ``plan``: its :func:`plan_cache`, when already made.
@@ -301,7 +306,10 @@ def build_cache(manifest: Manifest, size: int, cache_dir: Path, *, max_image_pix
     re-read and its hash compared with the manifest's: a file changed or removed since the
     scan is skipped with that reason. An interrupted build keeps what it decoded (saved
     every few seconds) and the next build of the same content resumes there.
-    ``progress(done, total, message)`` is called at most five times a second.
+    ``progress(done, total, message)`` is called at most five times a second. With
+    ``decode_device`` (a CUDA device) its JPEG decoder races the CPU on the first images
+    of a large folder and the faster decodes the rest (the sidecar's ``decoder`` says how
+    it went).
 
     Raises :class:`DataError` when the cache folder cannot be written (read-only, no space).
     """
@@ -312,6 +320,13 @@ def build_cache(manifest: Manifest, size: int, cache_dir: Path, *, max_image_pix
     if plan is None or (plan.format, plan.size) != (fmt, size):
         plan = plan_cache(manifest, size, cache_dir, max_image_pixels=max_image_pixels,
                           num_workers=num_workers, fmt=fmt)
+    if decode_device:
+        import torch  # (not at the top: decoding processes import this module)
+
+        from engine.data.device_decode import device_decode_available
+
+        if device_decode_available(torch.device(decode_device)):
+            plan = dataclasses.replace(plan, decode_device=decode_device)
     if announce:
         announce(plan)
     meta = _read_sidecar(meta_path, data_path, manifest, key, size, max_image_pixels, fmt)
@@ -456,8 +471,43 @@ def _decode_chunk(entries: list[tuple[str, str]], size: int, max_pixels: int, jp
     return [_decode_one(Path(path), sha, size, max_pixels, jpeg) for path, sha in entries]
 
 
-def _decoded(root: Path, records: list, size: int, max_pixels: int, plan: CachePlan
+def _decoded(root: Path, records: list, size: int, max_pixels: int, plan: CachePlan,
+             on_decided: Callable[[Any], None] | None = None
              ) -> Iterator[tuple[bytes | None, str, int | None]]:
+    """The decoded (and for a JPEG cache encoded) ``records``, in order: on the CPU
+    (:func:`_decoded_on_cpu`), or, with ``plan.decode_device`` and enough images to make
+    the race worth it, the CPU and that device racing on the first ones and the faster
+    decoding the rest (``on_decided`` hears the outcome)."""
+    if plan.decode_device:
+        import torch
+
+        from engine.data import device_decode
+    if not plan.decode_device or len(records) < 4 * device_decode.race_sample(len(records)):
+        yield from _decoded_on_cpu(root, records, size, max_pixels, plan)
+        return
+    device = torch.device(plan.decode_device)
+    jpeg = plan.format == "jpeg"
+
+    def on_cpu(part: Sequence) -> Iterator[tuple[bytes | None, str, int | None]]:
+        return _decoded_on_cpu(root, list(part), size, max_pixels, plan)
+
+    def on_device(part: Sequence) -> list[tuple[bytes | None, str, int | None]]:
+        decoded = device_decode.decode_batch_on_device(
+            [(root / r.path, r.sha) for r in part], size, max_pixels, device,
+            lambda path, sha: _decode_one(path, sha, size, max_pixels, False))
+        if not jpeg:
+            return decoded
+        return [(encode_jpeg(np.frombuffer(data, np.uint8).reshape(size, size, 3))
+                 if data is not None else None, reason, pixels)
+                for data, reason, pixels in decoded]
+
+    yield from device_decode.raced(records, device_decode.race_sample(len(records)), on_cpu,
+                                   on_device, piece=device_decode.DEVICE_BATCH,
+                                   on_decided=on_decided)
+
+
+def _decoded_on_cpu(root: Path, records: list, size: int, max_pixels: int, plan: CachePlan
+                    ) -> Iterator[tuple[bytes | None, str, int | None]]:
     """The decoded (and for a JPEG cache encoded) ``records``, in order: on processes
     (chunks of :data:`CHUNK`) or threads, with a bounded number of them waiting in memory."""
     jpeg = plan.format == "jpeg"
@@ -543,8 +593,10 @@ def _build(manifest: Manifest, size: int, key: str, data_path: Path, meta_path: 
     try:
         last_report = last_save = 0.0
         records = manifest.images[done:]
-        for record, (data, reason, pixels) in zip(records, _decoded(root, records, size,
-                                                                    max_pixels, plan)):
+        race: list[str] = []  # how the CPU and the device did, once decided
+        decoded = _decoded(root, records, size, max_pixels, plan,
+                           on_decided=lambda outcome: race.append(outcome.describe()))
+        for record, (data, reason, pixels) in zip(records, decoded):
             if data is None:
                 failed.append({"index": done, "path": record.path, "reason": reason})
                 if reason.startswith("too large") and pixels is not None:
@@ -561,7 +613,8 @@ def _build(manifest: Manifest, size: int, key: str, data_path: Path, meta_path: 
             now = time.monotonic()
             if progress and (done == total or now - last_report >= 0.2):
                 last_report = now
-                progress(done, total, f"decoded {done:,} of {total:,} images")
+                progress(done, total, f"decoded {done:,} of {total:,} images"
+                         + (f" ({race[0]})" if race else ""))
             if now - last_save >= SAVE_EVERY_S:
                 last_save = now
                 save_progress(f, index)
@@ -588,6 +641,8 @@ def _build(manifest: Manifest, size: int, key: str, data_path: Path, meta_path: 
             "seconds": round(time.monotonic() - started, 3),
             "resumed_from": plan.resume_from,
         }
+        if race:
+            meta["decoder"] = race[0]
         if jpeg:
             meta["quality"] = JPEG_QUALITY
         write_json_atomic(meta_path, meta)  # last: its presence marks the cache complete

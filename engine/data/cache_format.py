@@ -86,13 +86,15 @@ def choose_cache(manifest: Manifest, fmt: str, size: int, cache_dir: Path, *,
 
 def open_cache(plan: CachePlan, manifest: Manifest, cache_dir: Path, *, max_image_pixels: int,
                num_workers: int | None = None, progress: Progress | None = None,
-               announce: Callable[[CachePlan], None] | None = None) -> ImageCache:
+               announce: Callable[[CachePlan], None] | None = None,
+               decode_device: str = "") -> ImageCache:
     """The images of ``plan`` (:func:`choose_cache`): its cache, built now where it is not
-    complete yet, or the files themselves for format none."""
+    complete yet (``decode_device``: see :func:`~engine.data.cache.build_cache`), or the
+    files themselves for format none."""
     if plan.format == "none":
         if announce:
             announce(plan)
         return uncached(manifest, plan.size, max_image_pixels=max_image_pixels)
     return build_cache(manifest, plan.size, cache_dir, max_image_pixels=max_image_pixels,
                        num_workers=num_workers, progress=progress, announce=announce,
-                       fmt=plan.format, plan=plan)
+                       fmt=plan.format, plan=plan, decode_device=decode_device)

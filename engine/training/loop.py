@@ -108,7 +108,8 @@ def _set_up(cfg: TrainConfig, *, runs_root: Path | None, run_dir: Path | None,
     cache = open_cache(plan, manifest, cache_dir, max_image_pixels=cfg.max_image_pixels,
                        num_workers=cfg.decode_workers,
                        progress=progress_events(events, "decode"),
-                       announce=lambda plan: announce_cache(plan, events))
+                       announce=lambda plan: announce_cache(plan, events),
+                       decode_device=str(device) if device.type == "cuda" else "")
     cfg, why_more = resolve_config(cfg, device_info, typical_side=None,
                                    num_images=len(cache.labels), world_size=ctx.world_size)
     why.update(why_more)
@@ -189,7 +190,9 @@ def _open_cache(setup: SetUp, cache_dir: Path, ctx: DistContext) -> ImageCache:
                             num_workers=settings.decode_workers)
         return open_cache(plan, setup.scanned, cache_dir,
                           max_image_pixels=settings.max_image_pixels,
-                          num_workers=settings.decode_workers)
+                          num_workers=settings.decode_workers,
+                          decode_device=str(setup.device) if setup.device is not None
+                          and setup.device.type == "cuda" else "")
 
     cache = ctx.local_leaders_first(this_process_cache)
     counts = ctx.gather_objects(len(cache.labels))

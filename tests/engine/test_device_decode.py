@@ -152,3 +152,34 @@ def test_cuda_decode_matches_the_cpu_decode_jpeg_path(tmp_path):
     on_gpu = decode_batch_on_device(entries, 64, MAX_PIXELS, torch.device("cuda"), _not_called)
     for a, b in zip(on_cpu, on_gpu):
         assert np.abs(_pixels(a, 64) - _pixels(b, 64)).max() <= 2
+
+
+def test_a_cache_build_races_the_device_and_keeps_the_images(tmp_path, monkeypatch):
+    """The build's race end to end, with decode_jpeg on the CPU standing in for the GPU: the
+    cache holds every image in order, close to a CPU-only build, and says how it decided."""
+    from engine.data import device_decode
+    from engine.data.cache import build_cache
+    from engine.data.scan import scan_folder
+
+    folder = tmp_path / "photos"
+    for i in range(48):
+        path = folder / f"c{i % 2}" / f"{i:03d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(_photo(90 + i, 70, seed=i), "JPEG", quality=90, subsampling=0))
+    (folder / "c0" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    manifest = scan_folder(folder, verify=False)  # the broken file reaches the build
+    monkeypatch.setattr(device_decode, "device_decode_available", lambda device: True)
+    monkeypatch.setattr(device_decode, "race_sample", lambda total: 8)
+    monkeypatch.setattr(device_decode, "DEVICE_BATCH", 8)
+    messages: list[str] = []
+    raced_cache = build_cache(manifest, 32, tmp_path / "raced", max_image_pixels=MAX_PIXELS,
+                              num_workers=1, decode_device="cpu",
+                              progress=lambda d, t, m: messages.append(m))
+    plain = build_cache(manifest, 32, tmp_path / "plain", max_image_pixels=MAX_PIXELS,
+                        num_workers=1)
+    assert [r.path for r in raced_cache.manifest.images] == \
+        [r.path for r in plain.manifest.images]
+    assert [s.path for s in raced_cache.manifest.skipped] == ["c0/broken.jpg"]
+    diff = np.abs(np.asarray(raced_cache.images, int) - np.asarray(plain.images, int))
+    assert diff.mean() < 0.6 and diff.max() <= 3
+    assert any("images/s" in m and "decodes the rest" in m for m in messages)
