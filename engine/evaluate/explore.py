@@ -48,17 +48,19 @@ def _vectors(emb: Embeddings, space: str) -> np.ndarray:
 
 def embeddings(run_dir: Path, checkpoint: str = "last", *, data: Path | None = None,
                device: str = "auto", force: bool = False, cache_dir: Path | None = None,
-               progress: Progress | None = None, ctx: Any = None) -> Embeddings:
+               progress: Progress | None = None, message: Callable[[str], None] | None = None,
+               ctx: Any = None) -> Embeddings:
     """The embeddings of a checkpoint, computed once and reused (``ctx``: the processes
-    of a torchrun launch, each embedding a shard; engine.evaluate.embed.embed_run)."""
+    of a torchrun launch, each embedding a shard; ``message``: told the files' size before
+    they are computed; engine.evaluate.embed.embed_run)."""
     return embed_run(Path(run_dir), checkpoint, data=data, device=device, force=force,
-                     cache_dir=cache_dir, progress=progress, ctx=ctx)
+                     cache_dir=cache_dir, progress=progress, message=message, ctx=ctx)
 
 
 def embed_summary(emb: Embeddings) -> dict[str, Any]:
     return {"folder": str(emb.folder), "checkpoint": emb.checkpoint, "images": len(emb.paths),
             "h_dim": int(emb.features.shape[1]), "z_dim": int(emb.projections.shape[1]),
-            "classes": emb.classes, "root": emb.root}
+            "bytes": emb.nbytes, "classes": emb.classes, "root": emb.root}
 
 
 def make_map(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
