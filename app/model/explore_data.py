@@ -66,10 +66,15 @@ class MapData:
 
     def index_of(self, path: str) -> int | None:
         """The index of the image at absolute ``path``, or None when it is not on the map
-        (a dictionary of the paths, made on the first call: about 30 ms at 100k images)."""
+        (looked up by its path relative to the root in a dictionary made on the first call:
+        about 10 ms at 100k images)."""
+        try:
+            relative = Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return None  # not under the root
         if self._indices is None:
-            self._indices = {str(Path(self.root) / p): i for i, p in enumerate(self.paths)}
-        return self._indices.get(path)
+            self._indices = {p: i for i, p in enumerate(self.paths)}
+        return self._indices.get(relative)
 
     def class_name(self, i: int) -> str | None:
         label = int(self.labels[i])
