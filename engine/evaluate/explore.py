@@ -85,7 +85,9 @@ def neighbours(run_dir: Path, query: int | str | Path, k: int = 10, *,
     """The ``k`` most similar images (cosine similarity) to an image of the run's folder
     (by index) or to an image file from anywhere."""
     emb = embeddings(run_dir, checkpoint, device=device, cache_dir=cache_dir)
-    index = NeighbourIndex(_vectors(emb, space))
+    # Exact: one query per call, and the exact index needs only the inverse norms (the fast
+    # one's float16 copy takes longer to make than a few exact queries).
+    index = NeighbourIndex(_vectors(emb, space), search="exact")
     query_info: dict[str, Any]
     if isinstance(query, (int, np.integer)) or (isinstance(query, str) and query.isdigit()):
         i = int(query)

@@ -175,7 +175,7 @@ class NeighbourIndex:
                 unit = torch.from_numpy(rows * self._inv_norm[a:a + block, None])
                 target = self._half if self._half is not None else self._unit
                 assert target is not None
-                target[a:a + block] = unit.to(target.device, target.dtype)
+                target[a:a + block].copy_(unit)  # converted as it is copied
         self._bound = error_bound(self.precision, dim) if self.search == "fast" else 0.0
         if self.search == "fast":
             self.reason = self._measure(forced=search == "fast")
