@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_results import record
 
 QUERIES = 50
 K = 10
@@ -233,6 +234,8 @@ def bench_page(folder: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-200k", action="store_true", help="skip 200k images")
+    parser.add_argument("--sizes", type=int, nargs="+", help="these numbers of images "
+                        "instead (0: none)")
     parser.add_argument("--no-avx2", action="store_true", help="skip the emulated AVX2 CPU")
     parser.add_argument("--no-page", action="store_true", help="skip the Explore page")
     parser.add_argument("--folder", help="where the synthetic files go (default: a "
@@ -249,10 +252,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.folder) if args.folder else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        sizes = [10_000, 100_000] + ([] if args.no_200k else [200_000])
-        bench_index(folder, sizes, not args.no_avx2)
+        sizes = args.sizes or [10_000, 100_000] + ([] if args.no_200k else [200_000])
+        rows = bench_index(folder, [n for n in sizes if n > 0], not args.no_avx2)
         if not args.no_page:
-            bench_page(folder)
+            rows += bench_page(folder)
+        record("neighbours", [{"result": row} for row in rows])
     print(f"\nLoad average when finished: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
