@@ -188,8 +188,8 @@ def page_worker(run_dir: str) -> None:
     start = time.perf_counter()
     data.index_of(str(Path(data.root) / data.paths[-1]))
     out["index_of_first_s"] = time.perf_counter() - start
-    explore_data._embeddings_cache.clear()
-    explore_data._index_cache.clear()
+    for cache in ("_embeddings_cache", "_index_cache"):  # (run against older code too)
+        getattr(explore_data, cache, {}).clear()
 
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication

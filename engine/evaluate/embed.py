@@ -201,7 +201,10 @@ def embeddings_bytes(images: int, h_dim: int, z_dim: int) -> int:
 
 
 def format_bytes(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+    """"0.87 GB", "12.3 MB", "25 kB"."""
+    if n >= 1e8:
+        return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 def free_bytes(folder: Path) -> int:
