@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,12 +95,22 @@ class MapData:
 _lock = threading.Lock()
 _sha_cache: dict[tuple[str, int, int], str] = {}
 # The embeddings last opened (memory-mapped: their paths and labels are what they hold in
-# memory) with the checkpoint hash they were made from, and the search index over one of
-# their spaces, by (folder, index.json's modification time and size) and (that key, space):
-# a map and a neighbour query of the same checkpoint share one open set, and one index is
-# kept at a time (its float16 rows take 0.4 GB at 100k x 2048).
-_embeddings_cache: dict[tuple[str, int, int], tuple[str, Embeddings]] = {}
-_index_cache: dict[tuple[tuple[str, int, int], str], NeighbourIndex] = {}
+# memory) with the checkpoint hash they were made from, and the search indexes over their
+# spaces, by (folder, index.json's modification time and size) and (that key, space): a map
+# and a neighbour query of the same checkpoint share one open set. The last KEEP of each
+# are kept, for the Compare page's two sides (a fast index's float16 rows take 0.4 GB at
+# 100k x 2048).
+KEEP = 2
+_embeddings_cache: OrderedDict[tuple[str, int, int], tuple[str, Embeddings]] = OrderedDict()
+_index_cache: OrderedDict[tuple[tuple[str, int, int], str], NeighbourIndex] = OrderedDict()
+
+
+def _remember(cache: OrderedDict, key: Any, value: Any) -> None:
+    """Keep ``value`` as the newest of ``cache``'s KEEP entries (call with _lock held)."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > KEEP:
+        cache.popitem(last=False)
 
 
 def _checkpoint_sha(run_dir: Path, checkpoint: str) -> str:
@@ -130,6 +141,8 @@ def _saved(run_dir: Path, checkpoint: str) -> tuple[tuple[str, int, int], Embedd
     key = (str(files.path), stat.st_mtime_ns, stat.st_size)
     with _lock:
         cached = _embeddings_cache.get(key)
+        if cached is not None:
+            _embeddings_cache.move_to_end(key)
     if cached is None:
         try:
             index = json.loads(files.index.read_text(encoding="utf-8"))
@@ -139,8 +152,7 @@ def _saved(run_dir: Path, checkpoint: str) -> tuple[tuple[str, int, int], Embedd
             return None
         cached = sha, load_embeddings(files.path, index=index)
         with _lock:
-            _embeddings_cache.clear()
-            _embeddings_cache[key] = cached
+            _remember(_embeddings_cache, key, cached)
     return (key, cached[1]) if cached[0] == sha else None
 
 
@@ -161,11 +173,11 @@ def _neighbour_index(run_dir: Path, checkpoint: str, space: str
     key, emb = found
     with _lock:
         if (key, space) in _index_cache:
+            _index_cache.move_to_end((key, space))
             return emb, _index_cache[(key, space)]
     index = NeighbourIndex(emb.features if space == "h" else emb.projections)
     with _lock:
-        _index_cache.clear()  # one index at a time
-        _index_cache[(key, space)] = index
+        _remember(_index_cache, (key, space), index)
     return emb, index
 
 

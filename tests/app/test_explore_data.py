@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,17 @@ def test_an_image_is_found_on_the_map_by_its_absolute_path(run_dir):
     assert data.index_of(data.absolute_path(N - 1)) == N - 1
     assert data.index_of(str(Path(data.root) / "a" / "not-there.png")) is None
     assert data.index_of("/somewhere/else/b/1.png") is None
+
+
+def test_two_runs_queried_in_turn_stay_open(run_dir, tmp_path, monkeypatch):
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    loads, builds = [], []
+    real_load, real_index = explore_data.load_embeddings, explore_data.NeighbourIndex
+    monkeypatch.setattr(explore_data, "load_embeddings",
+                        lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    monkeypatch.setattr(explore_data, "NeighbourIndex",
+                        lambda *a, **k: builds.append(a) or real_index(*a, **k))
+    for run in (run_dir, other, run_dir, other, run_dir):  # the Compare page's two sides
+        assert saved_neighbours(run, "random", "h", 1, 4) is not None
+    assert len(loads) == len(builds) == 2
