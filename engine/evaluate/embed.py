@@ -187,7 +187,6 @@ class Embeddings:
     def has_labels(self) -> bool:
         return bool(self.classes) and bool((self.labels >= 0).any())
 
-
     @property
     def nbytes(self) -> int:
         """Bytes of the two arrays (about the size of their files)."""
