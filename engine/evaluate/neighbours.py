@@ -8,19 +8,20 @@ memory-mapped embeddings file stays on disk and in the page cache) and keeps one
 image, the inverse of its norm. It answers a query in one of two ways:
 
 - **exact**: one float32 matrix product over the embeddings, scaled by the inverse norms,
-  and a top-k. This is the reference; 100k x 2048 takes about 45 ms on two cores.
+  and a top-k. This is the reference; 100k x 2048 takes about 45 ms on two idle cores.
 - **fast**: the unit-length rows held in float16 (half the memory of float32: 0.4 GB at
   100k x 2048) give approximate scores in a product that reads half the bytes; the top k
   plus :data:`RERANK_MARGIN` candidates, and every other image whose float16 score is within
   twice the float16 error bound of the k-th, are then scored exactly in float32 from the
   embeddings themselves. The result is the exact search's, except that images whose exact
-  scores differ by less than float32 rounding may swap places.
+  scores differ by less than float32 rounding may swap places. Batches of more than a few
+  queries are searched exactly (float16 matrix products are slow on CPUs without float16
+  arithmetic, and a batch reads the embeddings once for all its queries anyway).
 
 ``search="auto"`` (the default) is exact below :data:`FAST_MIN_IMAGES` images and fast from
 there on, unless this CPU's float16 product turns out no faster than the float32 one (one
 of each is timed when the index is built); the index's ``search`` and ``reason`` say which
-was chosen and why. On a GPU the search is exact (well under a millisecond at
-100k).
+was chosen and why. On a GPU the search is exact (well under a millisecond at 100k).
 
 Beyond a few million vectors an approximate index (faiss, hnswlib) trades a little recall
 for much less time and memory; it would replace :class:`NeighbourIndex` behind the same
