@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from engine.evaluate.embed import (
 from engine.evaluate.maps import MapParams, features_fingerprint, load_cached_map, map_path
 from engine.evaluate.neighbours import NeighbourIndex
 from engine.run.io import file_sha256
-from engine.run.layout import EmbeddingFiles, RunDir
+from engine.run.layout import RunDir
 
 
 @dataclass
@@ -42,6 +43,8 @@ class MapData:
     checkpoint: str
     space: str
     method: str
+    _indices: dict[str, int] | None = field(default=None, init=False, repr=False,
+                                            compare=False)
 
     @classmethod
     def from_result(cls, result: dict[str, Any]) -> MapData:
@@ -63,8 +66,16 @@ class MapData:
         return str(Path(self.root) / self.paths[i])
 
     def index_of(self, path: str) -> int | None:
-        """The index of the image at absolute ``path``, or None when it is not on the map."""
-        return next((i for i in range(len(self)) if self.absolute_path(i) == path), None)
+        """The index of the image at absolute ``path``, or None when it is not on the map
+        (looked up by its path relative to the root in a dictionary made on the first call:
+        about 10 ms at 100k images)."""
+        try:
+            relative = Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return None  # not under the root
+        if self._indices is None:
+            self._indices = {p: i for i, p in enumerate(self.paths)}
+        return self._indices.get(relative)
 
     def class_name(self, i: int) -> str | None:
         label = int(self.labels[i])
@@ -83,7 +94,23 @@ class MapData:
 
 _lock = threading.Lock()
 _sha_cache: dict[tuple[str, int, int], str] = {}
-_index_cache: dict[tuple[str, str, int, str], tuple[Embeddings, NeighbourIndex]] = {}
+# The embeddings last opened (memory-mapped: their paths and labels are what they hold in
+# memory) with the checkpoint hash they were made from, and the search indexes over their
+# spaces, by (folder, index.json's modification time and size) and (that key, space): a map
+# and a neighbour query of the same checkpoint share one open set. The last KEEP of each
+# are kept, for the Compare page's two sides (a fast index's float16 rows take 0.4 GB at
+# 100k x 2048).
+KEEP = 2
+_embeddings_cache: OrderedDict[tuple[str, int, int], tuple[str, Embeddings]] = OrderedDict()
+_index_cache: OrderedDict[tuple[tuple[str, int, int], str], NeighbourIndex] = OrderedDict()
+
+
+def _remember(cache: OrderedDict, key: Any, value: Any) -> None:
+    """Keep ``value`` as the newest of ``cache``'s KEEP entries (call with _lock held)."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > KEEP:
+        cache.popitem(last=False)
 
 
 def _checkpoint_sha(run_dir: Path, checkpoint: str) -> str:
@@ -101,47 +128,57 @@ def _checkpoint_sha(run_dir: Path, checkpoint: str) -> str:
     return _sha_cache[key]
 
 
-def _saved_folder(run_dir: Path, checkpoint: str) -> tuple[EmbeddingFiles, str] | None:
-    """The embeddings folder of ``checkpoint`` and the checkpoint's hash, or None when it
-    holds no embeddings of that checkpoint file (none yet, or the run went on since)."""
+def _saved(run_dir: Path, checkpoint: str) -> tuple[tuple[str, int, int], Embeddings] | None:
+    """The saved embeddings of ``checkpoint`` and the key they are kept under, or None when
+    there are none of that checkpoint file (none yet, or the run went on since). index.json
+    is read again only when it changed (reading 100k paths takes about 70 ms)."""
     files = RunDir(run_dir).embedding(checkpoint_name(run_dir, checkpoint))
     try:
-        index = json.loads(files.index.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        stat = files.index.stat()
+    except OSError:
         return None
     sha = _checkpoint_sha(Path(run_dir), checkpoint)
-    return (files, sha) if index.get("checkpoint_sha256") == sha else None
+    key = (str(files.path), stat.st_mtime_ns, stat.st_size)
+    with _lock:
+        cached = _embeddings_cache.get(key)
+        if cached is not None:
+            _embeddings_cache.move_to_end(key)
+    if cached is None:
+        try:
+            index = json.loads(files.index.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(index, dict) or index.get("checkpoint_sha256") != sha:
+            return None
+        cached = sha, load_embeddings(files.path, index=index)
+        with _lock:
+            _remember(_embeddings_cache, key, cached)
+    return (key, cached[1]) if cached[0] == sha else None
 
 
 def saved_embeddings(run_dir: Path, checkpoint: str) -> Embeddings | None:
     """The saved embeddings of ``checkpoint``, or None when there are none or they were made
     from another checkpoint file."""
-    found = _saved_folder(run_dir, checkpoint)
-    return load_embeddings(found[0].path) if found is not None else None
+    found = _saved(run_dir, checkpoint)
+    return found[1] if found is not None else None
 
 
 def _neighbour_index(run_dir: Path, checkpoint: str, space: str
                      ) -> tuple[Embeddings, NeighbourIndex] | None:
     """The saved embeddings and a search index over their ``space``, kept for the next
     query while the files stay the same."""
-    found = _saved_folder(run_dir, checkpoint)
+    found = _saved(run_dir, checkpoint)
     if found is None:
         return None
-    files, sha = found
-    try:
-        stamp = files.index.stat().st_mtime_ns
-    except OSError:
-        return None
-    key = (str(files.path), space, stamp, sha)
+    key, emb = found
     with _lock:
-        if key in _index_cache:
-            return _index_cache[key]
-    emb = load_embeddings(files.path)
-    pair = emb, NeighbourIndex(emb.features if space == "h" else emb.projections)
+        if (key, space) in _index_cache:
+            _index_cache.move_to_end((key, space))
+            return emb, _index_cache[(key, space)]
+    index = NeighbourIndex(emb.features if space == "h" else emb.projections)
     with _lock:
-        _index_cache.clear()  # one index at a time: 100k x 2048 floats take 0.8 GB
-        _index_cache[key] = pair
-    return pair
+        _remember(_index_cache, (key, space), index)
+    return emb, index
 
 
 def saved_neighbours(run_dir: Path, checkpoint: str, space: str, index: int, k: int

@@ -297,8 +297,8 @@ def _run(args: argparse.Namespace, run_dir: Path, cache_dir: Path | None,
         # scan, decode and embed before a verb: at most 2 events a second (run's listener)
         counts.report(phase, done, total, counts.PHASES.get(phase, ("", "", "items"))[2])
 
-    def message(text: str) -> None:
-        events.emit("progress", phase="map", message=text)
+    def message(text: str, phase: str = "map") -> None:
+        events.emit("progress", phase=phase, message=text)
         if report is None:  # (the report shows it)
             print(text, file=sys.stderr, flush=True)
 
@@ -339,20 +339,22 @@ def _run(args: argparse.Namespace, run_dir: Path, cache_dir: Path | None,
         _print_result(args, events, report, result, _compare_text)
         return 0
     if args.command == "embed":
+        from engine.evaluate.embed import format_bytes
         from engine.training import distributed
 
         ctx = distributed.from_env()  # under torchrun: one shard a process, one result
         try:
             emb = explore.embeddings(run_dir, args.checkpoint, data=Path(args.data)
                                      if args.data else None, force=args.force,
-                                     progress=progress, ctx=ctx, **common)
+                                     progress=progress, ctx=ctx,
+                                     message=lambda text: message(text, "embed"), **common)
         finally:
             distributed.shutdown()
         if not ctx.is_main:
             return 0
         _print_result(args, events, report, explore.embed_summary(emb), lambda r: (
             f"{r['images']:,} images embedded with {r['checkpoint']}: h {r['h_dim']}-d, "
-            f"z {r['z_dim']}-d\n  saved in {r['folder']}"))
+            f"z {r['z_dim']}-d\n  saved in {r['folder']} ({format_bytes(r['bytes'])})"))
     elif args.command == "map":
         from engine.evaluate.maps import MapParams
 

@@ -8,10 +8,12 @@ and its centre square; the centre ``image_size`` crop of that is normalised and 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,6 +143,14 @@ def embed_cache(encoder: Encoder, cache: ImageCache, cfg: TrainConfig, *, batch_
     return np.concatenate(hs), np.concatenate(zs)
 
 
+def _output_dims(encoder: Encoder, cache: ImageCache, cfg: TrainConfig) -> tuple[int, int]:
+    """The widths of h and z, from encoding the cache's first image."""
+    device = next(encoder.parameters()).device
+    probe = torch.from_numpy(np.array(cache.images[:1])).to(device).permute(0, 3, 1, 2)
+    h, z = encode(encoder, probe, cfg)
+    return int(h.shape[1]), int(z.shape[1])
+
+
 def embed_file(encoder: Encoder, cfg: TrainConfig, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """h and z of one image file, through the same decoding and evaluation transform."""
     from engine.data.cache import BadImage
@@ -160,6 +170,10 @@ def embed_file(encoder: Encoder, cfg: TrainConfig, path: Path) -> tuple[np.ndarr
 
 @dataclass
 class Embeddings:
+    """A saved embedding of a run's images. ``features`` and ``projections`` are read-only
+    memory maps of the .npy files (:func:`load_embeddings`): opening them reads nothing,
+    and rows are read from disk (or the page cache) as they are used."""
+
     folder: Path  # embeddings/<checkpoint>/
     features: np.ndarray  # h: (N, D_h) float32
     projections: np.ndarray  # z: (N, D_z) float32
@@ -173,23 +187,70 @@ class Embeddings:
     def has_labels(self) -> bool:
         return bool(self.classes) and bool((self.labels >= 0).any())
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the two arrays (about the size of their files)."""
+        return int(self.features.nbytes + self.projections.nbytes)
+
+
+def embeddings_bytes(images: int, h_dim: int, z_dim: int) -> int:
+    """Bytes the float32 features and projections files of ``images`` images take (their
+    .npy headers left out: 128 bytes each)."""
+    return images * (h_dim + z_dim) * np.dtype(np.float32).itemsize
+
+
+def format_bytes(n: int) -> str:
+    """"0.87 GB", "12.3 MB", "25 kB"."""
+    if n >= 1e8:
+        return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def free_bytes(folder: Path) -> int:
+    """Free bytes where ``folder`` is (or would be: its nearest existing parent)."""
+    for path in (folder, *folder.parents):
+        try:
+            return shutil.disk_usage(path).free
+        except OSError:
+            continue
+    return 0
+
+
+def storage_plan(folder: Path, images: int, h_dim: int, z_dim: int) -> tuple[int, str]:
+    """The bytes the embeddings of ``images`` images will take in ``folder`` and a sentence
+    that says so; raises RunError when the disk there has less free space than that."""
+    need = embeddings_bytes(images, h_dim, z_dim)
+    free = free_bytes(folder)
+    text = (f"embeddings of {images:,} images: h {h_dim}-d + z {z_dim}-d float32 = "
+            f"{format_bytes(need)} in {folder} ({format_bytes(free)} free)")
+    if need > free:
+        raise RunError(f"not enough disk space for the {text}: free some space there")
+    return need, text
+
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
     write_atomic(path, lambda f: np.save(f, array))
 
 
-def load_embeddings(folder: Path) -> Embeddings:
+def load_embeddings(folder: Path, *, index: Any = None) -> Embeddings:
+    """The embeddings saved in ``folder``, their arrays memory-mapped read-only (opening
+    100k x 2048 features is instant and copies nothing; the files written by every version
+    of the engine load the same way). ``index``: its index.json, when already read."""
     folder = Path(folder)
     files = EmbeddingFiles(folder)
     try:
-        index = json.loads(files.index.read_text(encoding="utf-8"))
-        h = np.load(files.features)
-        z = np.load(files.projections)
+        if index is None:
+            index = json.loads(files.index.read_text(encoding="utf-8"))
+        h = np.load(files.features, mmap_mode="r", allow_pickle=False)
+        z = np.load(files.projections, mmap_mode="r", allow_pickle=False)
         if not isinstance(index, dict):
             raise ValueError(f"index.json holds {type(index).__name__}, not an object")
         labels = np.asarray(index["labels"], dtype=np.int64)
         if not len(index["paths"]) == len(labels) == len(h) == len(z):
             raise ValueError("index.json and the arrays disagree on the number of images")
+        if h.ndim != 2 or z.ndim != 2:
+            raise ValueError(f"the arrays have shapes {h.shape} and {z.shape}, not "
+                             "(images x dimensions)")
         return Embeddings(folder, h, z, list(index["paths"]), labels, list(index["classes"]),
                           str(index["root"]), str(index["checkpoint"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -201,6 +262,7 @@ def embed_run(run_dir: Path, checkpoint: str = LAST, *, data: Path | None = None
               device: str = "auto", batch_size: int = 256, cache_dir: Path | None = None,
               force: bool = False,
               progress: Callable[[str, int, int], None] | None = None,
+              message: Callable[[str], None] | None = None,
               ctx: DistContext | None = None) -> Embeddings:
     """Embed the run's folder (or ``data``) at ``checkpoint`` and save the result under
     ``run_dir/embeddings/<checkpoint>/`` (``<checkpoint>-<folder>`` for another folder).
@@ -210,7 +272,8 @@ def embed_run(run_dir: Path, checkpoint: str = LAST, *, data: Path | None = None
     the one result, and every process returns it.
 
     A saved result is reused when it was made from the same checkpoint file and the same
-    folder content, unless ``force``.
+    folder content, unless ``force``. Before embedding, ``message`` is told how large the
+    files will be and how much space is free (RunError when they do not fit).
     """
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
@@ -240,6 +303,16 @@ def embed_run(run_dir: Path, checkpoint: str = LAST, *, data: Path | None = None
             lambda d, t, m: progress("decode", d, t)) if progress and ctx.is_main else None))
     torch_device, _ = resolve_device(local_device(device, ctx))
     encoder, cfg, info = load_encoder(run_dir, checkpoint, torch_device)
+    error: Exception | None = None
+    if ctx.is_main:
+        h_dim, z_dim = _output_dims(encoder, cache, cfg)
+        try:
+            _, text = storage_plan(folder, len(cache.labels), h_dim, z_dim)
+            if message is not None:
+                message(text[0].upper() + text[1:])
+        except RunError as exc:
+            error = exc
+    ctx.raise_if_any(error)
     started = time.perf_counter()
     bounds = np.linspace(0, len(cache.labels), ctx.world_size + 1).astype(int)
     shard = (int(bounds[ctx.rank]), int(bounds[ctx.rank + 1]))
@@ -247,7 +320,6 @@ def embed_run(run_dir: Path, checkpoint: str = LAST, *, data: Path | None = None
                        progress=(lambda d, t: progress("embed", d, t))
                        if progress and ctx.is_main else None)
     parts = ctx.gather_to_main((h, z))
-    error = None
     if ctx.is_main:
         assert parts is not None
         try:

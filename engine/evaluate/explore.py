@@ -48,17 +48,19 @@ def _vectors(emb: Embeddings, space: str) -> np.ndarray:
 
 def embeddings(run_dir: Path, checkpoint: str = "last", *, data: Path | None = None,
                device: str = "auto", force: bool = False, cache_dir: Path | None = None,
-               progress: Progress | None = None, ctx: Any = None) -> Embeddings:
+               progress: Progress | None = None, message: Callable[[str], None] | None = None,
+               ctx: Any = None) -> Embeddings:
     """The embeddings of a checkpoint, computed once and reused (``ctx``: the processes
-    of a torchrun launch, each embedding a shard; engine.evaluate.embed.embed_run)."""
+    of a torchrun launch, each embedding a shard; ``message``: told the files' size before
+    they are computed; engine.evaluate.embed.embed_run)."""
     return embed_run(Path(run_dir), checkpoint, data=data, device=device, force=force,
-                     cache_dir=cache_dir, progress=progress, ctx=ctx)
+                     cache_dir=cache_dir, progress=progress, message=message, ctx=ctx)
 
 
 def embed_summary(emb: Embeddings) -> dict[str, Any]:
     return {"folder": str(emb.folder), "checkpoint": emb.checkpoint, "images": len(emb.paths),
             "h_dim": int(emb.features.shape[1]), "z_dim": int(emb.projections.shape[1]),
-            "classes": emb.classes, "root": emb.root}
+            "bytes": emb.nbytes, "classes": emb.classes, "root": emb.root}
 
 
 def make_map(run_dir: Path, checkpoint: str = "last", *, space: str = "h",
@@ -83,7 +85,9 @@ def neighbours(run_dir: Path, query: int | str | Path, k: int = 10, *,
     """The ``k`` most similar images (cosine similarity) to an image of the run's folder
     (by index) or to an image file from anywhere."""
     emb = embeddings(run_dir, checkpoint, device=device, cache_dir=cache_dir)
-    index = NeighbourIndex(_vectors(emb, space))
+    # Exact: one query per call, and the exact index needs only the inverse norms (the fast
+    # one's float16 copy takes longer to make than a few exact queries).
+    index = NeighbourIndex(_vectors(emb, space), search="exact")
     query_info: dict[str, Any]
     if isinstance(query, (int, np.integer)) or (isinstance(query, str) and query.isdigit()):
         i = int(query)

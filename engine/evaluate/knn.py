@@ -126,7 +126,9 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, *,
         raise ValueError(f"train_y has {len(train_y)} labels for {len(train_x)} features")
     if len(train_y) and not (0 <= train_y.min() and train_y.max() < num_classes):
         raise ValueError(f"train labels must be in 0-{num_classes - 1}")
-    index = NeighbourIndex(train_x, device=device)
+    # Exact: a batch of test queries is one float32 product anyway (the fast search is for
+    # single queries), and no float16 copy of the training features is made.
+    index = NeighbourIndex(train_x, device=device, search="exact")
     neighbours, similarity = _query_in_blocks(index, np.asarray(test_x), k)  # both (M, k)
     # float64: exp(1 / 0.07) = 1.6e6 is fine in float32, but smaller temperatures are not.
     weights = np.exp(similarity.astype(np.float64) / temperature)

@@ -317,7 +317,9 @@ def umap_map(features: np.ndarray, params: MapParams,
         # Duplicate or disconnected points make umap-learn warn; the map is still drawn.
         warnings.simplefilter("ignore", UserWarning)
         if n <= params.fit_sample:
-            return np.ascontiguousarray(reducer.fit_transform(x), dtype=np.float32)
+            # Writable: numba compiles its code again for read-only (memory-mapped) arrays.
+            fitted = reducer.fit_transform(np.require(x, requirements="W"))
+            return np.ascontiguousarray(fitted, dtype=np.float32)
         fit = np.sort(np.random.default_rng(params.seed).choice(n, params.fit_sample,
                                                                 replace=False))
         rest = np.setdiff1d(np.arange(n), fit, assume_unique=True)
