@@ -21,7 +21,8 @@ import torch
 from engine.config.locations import user_cache_dir
 from engine.config.resolve import resolve_device
 from engine.config.train_config import TrainConfig, load_config_file
-from engine.data.cache import ImageCache, build_cache, decode_image
+from engine.data.cache import ImageCache, decode_image
+from engine.data.cache_format import choose_cache, open_cache
 from engine.data.scan import DataError, scan_data
 from engine.models.encoder import Encoder
 from engine.run.checkpoint import CheckpointError, load_checkpoint, model_weights
@@ -297,11 +298,24 @@ def embed_run(run_dir: Path, checkpoint: str = LAST, *, data: Path | None = None
 
     assert cfg.cache_size is not None
     ctx = ctx if ctx is not None else DistContext()
-    cache = ctx.local_leaders_first(lambda: build_cache(
-        manifest, cfg.cache_size, Path(cache_dir) if cache_dir else user_cache_dir(),
-        max_image_pixels=cfg.max_image_pixels, progress=(
-            lambda d, t, m: progress("decode", d, t)) if progress and ctx.is_main else None))
     torch_device, _ = resolve_device(local_device(device, ctx))
+    folder_of_caches = Path(cache_dir) if cache_dir else user_cache_dir()
+
+    def open_images() -> ImageCache:
+        # the run's own cache format (config.json keeps the one training chose), so the
+        # training cache is reused, and a folder too big for a raw cache still embeds
+        plan = choose_cache(manifest, cfg.cache_format, cfg.cache_size, folder_of_caches,
+                            max_image_pixels=cfg.max_image_pixels,
+                            num_workers=cfg.decode_workers)
+        return open_cache(plan, manifest, folder_of_caches,
+                          max_image_pixels=cfg.max_image_pixels,
+                          num_workers=cfg.decode_workers,
+                          progress=(lambda d, t, m: progress("decode", d, t))
+                          if progress and ctx.is_main else None,
+                          decode_device=str(torch_device) if torch_device.type == "cuda"
+                          else "")
+
+    cache = ctx.local_leaders_first(open_images)
     encoder, cfg, info = load_encoder(run_dir, checkpoint, torch_device)
     error: Exception | None = None
     if ctx.is_main:

@@ -201,6 +201,13 @@ def test_a_short_run_trains_with_each_format(photos, tmp_path, fmt):
     # the kNN monitor and the live map read their sample from the same images
     assert [e["type"] for e in events].count("eval") == 1
     assert [e["type"] for e in events].count("live_map") == 1
+    # embedding the run reads the images as training did: no cache of another format is made
+    from engine.evaluate.embed import embed_run
+
+    made = sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    emb = embed_run(result.run_dir, cache_dir=tmp_path / "cache", device="cpu")
+    assert emb.features.shape[0] == len(scan_folder(photos).images)
+    assert sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()) == made
 
 
 def test_a_run_takes_a_jpeg_cache_when_a_raw_one_does_not_fit(photos, tmp_path, monkeypatch):
