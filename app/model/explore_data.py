@@ -93,6 +93,9 @@ class MapData:
 
 
 _lock = threading.Lock()
+# Held while a search index is built, so a query and the warm-up after the map is shown
+# build it once between them rather than each.
+_building = threading.Lock()
 _sha_cache: dict[tuple[str, int, int], str] = {}
 # The embeddings last opened (memory-mapped: their paths and labels are what they hold in
 # memory) with the checkpoint hash they were made from, and the search indexes over their
@@ -171,14 +174,25 @@ def _neighbour_index(run_dir: Path, checkpoint: str, space: str
     if found is None:
         return None
     key, emb = found
-    with _lock:
-        if (key, space) in _index_cache:
-            _index_cache.move_to_end((key, space))
-            return emb, _index_cache[(key, space)]
-    index = NeighbourIndex(emb.features if space == "h" else emb.projections)
-    with _lock:
-        _remember(_index_cache, (key, space), index)
+    with _building:
+        with _lock:
+            if (key, space) in _index_cache:
+                _index_cache.move_to_end((key, space))
+                return emb, _index_cache[(key, space)]
+        index = NeighbourIndex(emb.features if space == "h" else emb.projections)
+        with _lock:
+            _remember(_index_cache, (key, space), index)
     return emb, index
+
+
+def warm_neighbour_index(run_dir: Path, checkpoint: str, space: str) -> None:
+    """Build the search index of the saved embeddings ahead of the first query (from 20k
+    images the float16 rows take a few seconds); nothing when there are none. Failures
+    are left for the query to report."""
+    try:
+        _neighbour_index(run_dir, checkpoint, space)
+    except Exception:
+        pass
 
 
 def saved_neighbours(run_dir: Path, checkpoint: str, space: str, index: int, k: int

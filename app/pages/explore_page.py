@@ -29,8 +29,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.child.engine_jobs import EngineJob, EngineQueue
-from app.child.workers import Relay, Task
-from app.model.explore_data import MapData, saved_map, saved_neighbours
+from app.child.workers import Call, Relay, Task
+from app.model.explore_data import MapData, saved_map, saved_neighbours, warm_neighbour_index
 from app.pages.explore_selection import SelectionActions
 from app.widgets.checkpoint_box import CheckpointBox
 from app.widgets.curate_panel import CuratePanel
@@ -408,6 +408,9 @@ class ExplorePage(QWidget):
             self.map_view.set_selected(self.query[1])
         self.map_view.mark_neighbours_of(self.neighbours_result)
         self._update_controls()
+        if self.run_dir is not None:  # the first neighbour query then answers at once
+            run, ckpt, space = self.run_dir, self._checkpoint(), self._space()
+            self._pool.start(Call(lambda: warm_neighbour_index(run, ckpt, space)))
         self.map_shown.emit(data.method)
 
     def _show_neighbours_result(self, result: dict) -> None:

@@ -110,3 +110,15 @@ def test_two_runs_queried_in_turn_stay_open(run_dir, tmp_path, monkeypatch):
     for run in (run_dir, other, run_dir, other, run_dir):  # the Compare page's two sides
         assert saved_neighbours(run, "random", "h", 1, 4) is not None
     assert len(loads) == len(builds) == 2
+
+
+def test_the_index_warmed_after_the_map_serves_the_first_query(run_dir, monkeypatch):
+    built = []
+    real = explore_data.NeighbourIndex
+    monkeypatch.setattr(explore_data, "NeighbourIndex",
+                        lambda *a, **k: built.append(1) or real(*a, **k))
+    explore_data.warm_neighbour_index(run_dir, "random", "h")
+    assert built == [1]
+    result = saved_neighbours(run_dir, "random", "h", 3, 4)
+    assert result is not None and built == [1]  # the query used the warmed index
+    explore_data.warm_neighbour_index(run_dir / "missing", "random", "h")  # no error
