@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -81,11 +82,24 @@ def is_avx2_pass() -> bool:
     return os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "AVX2"
 
 
-def mm_peak(n: int = 4096, seconds: float = 3.0) -> float:
-    """Best GFLOP/s of fp32 n x n matrix products within about ``seconds``."""
-    from bench_throughput import peak_flops
+def best_rate(work: float, run: Callable[[], object], seconds: float, at_least: int = 3) -> float:
+    """Best GFLOP/s of ``run()`` (``work`` FLOPs a call) over about ``seconds`` and at least
+    ``at_least`` timed calls, after one untimed call (oneDNN creates its primitives then)."""
+    run()
+    best, calls = 0.0, 0
+    deadline = time.perf_counter() + seconds
+    while calls < at_least or time.perf_counter() < deadline:
+        started = time.perf_counter()
+        run()
+        best = max(best, work / (time.perf_counter() - started) / 1e9)
+        calls += 1
+    return best
 
-    return peak_flops(torch.device("cpu"), torch.float32, n, seconds) / 1e9
+
+def mm_peak(n: int = 4096, seconds: float = 3.0) -> float:
+    """Best GFLOP/s of fp32 n x n matrix products (torch.mm)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return best_rate(2 * n**3, lambda: torch.mm(a, b), seconds)
 
 
 def conv_peak(channels_last: bool, seconds: float = 3.0) -> dict[str, float]:
@@ -98,21 +112,19 @@ def conv_peak(channels_last: bool, seconds: float = 3.0) -> dict[str, float]:
         conv = conv.to(memory_format=torch.channels_last)
         x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
     flops = 2 * 128 * 64 * 32 * 32 * 64 * 9
-    best = {"forward": 0.0, "forward_backward": 0.0}
-    for kind in best:
-        deadline = time.perf_counter() + seconds / 2
-        first = True
-        while first or time.perf_counter() < deadline:
-            started = time.perf_counter()
-            y = conv(x)
-            if kind == "forward_backward":
-                y.backward(torch.ones_like(y))
-            elapsed = time.perf_counter() - started
-            if not first:  # the first call creates oneDNN's primitives
-                work = flops * (3 if kind == "forward_backward" else 1)
-                best[kind] = max(best[kind], work / elapsed / 1e9)
-            first = False
-    return best
+    grad = torch.ones(128, 64, 32, 32)
+    if channels_last:
+        grad = grad.contiguous(memory_format=torch.channels_last)
+
+    def forward() -> None:
+        with torch.no_grad():
+            conv(x)
+
+    def forward_backward() -> None:
+        conv(x).backward(grad)
+
+    return {"forward": best_rate(flops, forward, seconds / 2),
+            "forward_backward": best_rate(3 * flops, forward_backward, seconds / 2)}
 
 
 def flops_per_pair(method: str, backbone: str, size: int, batch: int) -> float:
@@ -197,7 +209,7 @@ def profile_step(size: int = 32, batch: int = 64, steps: int = 2) -> dict:
     wall = (time.perf_counter() - started) / steps
     events = prof.events()
     by_kind: dict[str, float] = {}
-    by_op: dict[str, list[float]] = {}
+    by_op: dict[tuple[str, str], list[float]] = {}  # (operator, kind): [self us, calls]
     for event in events:
         self_us = event.self_cpu_time_total
         if not self_us:
@@ -208,7 +220,7 @@ def profile_step(size: int = 32, batch: int = 64, steps: int = 2) -> dict:
             parent = parent.cpu_parent
         kind = kind_of(event.name, under | {event.name})
         by_kind[kind] = by_kind.get(kind, 0.0) + self_us
-        entry = by_op.setdefault(event.name, [0.0, 0.0])
+        entry = by_op.setdefault((event.name, kind), [0.0, 0.0])
         entry[0] += self_us
         entry[1] += 1
     total = sum(by_kind.values())
@@ -218,8 +230,8 @@ def profile_step(size: int = 32, batch: int = 64, steps: int = 2) -> dict:
                    "channels_last": cfg.channels_last, "view_passes": cfg.view_passes},
         "step_seconds": wall, "profiled_seconds": total / 1e6 / steps,
         "operators": [{"name": name, "share": us / total, "ms_per_step": us / 1e3 / steps,
-                       "calls_per_step": calls / steps, "kind": kind_of(name, {name})}
-                      for name, (us, calls) in top],
+                       "calls_per_step": calls / steps, "kind": kind}
+                      for (name, kind), (us, calls) in top],
         "kinds": {kind: us / total for kind, us in sorted(by_kind.items(),
                                                           key=lambda item: -item[1])},
     }
