@@ -1,7 +1,7 @@
 """fp32 training on the CPU against this machine's measured fp32 peak, ours and lightly's side
 by side, and where the time of one of our fp32 steps goes.
 
-Three parts, in one process per instruction set:
+Four parts, in one process per instruction set:
 
 - the fp32 peak at the thread count training uses: the best rate of large ``torch.mm``
   products (4096 x 4096) and of a representative ResNet convolution (ResNet-18's first-stage
@@ -15,6 +15,8 @@ Three parts, in one process per instruction set:
   torch.utils.flop_counter.FlopCounterMode over one forward and backward pass of the training
   model (a multiply-add counts as two FLOPs; MoCo's key-encoder forward pass included), the
   achieved GFLOP/s and its fraction of the torch.mm peak;
+- our fp32 SimCLR step (ResNet-18 at 32 px, batch 64) in NCHW and channels-last, with one
+  forward pass of both views and with a pass per view, the four timed in turn;
 - a torch.profiler table of one of our fp32 steps (SimCLR, ResNet-18 at 32 px, batch 64,
   random images): the 15 operators with the most self CPU time, and that time summed by kind
   (convolution forward and backward, batch norm, ReLU, augmentation, optimiser, matrix
@@ -32,7 +34,7 @@ lightning-utilities, with --no-deps) when the venv lacks it; without it only our
 
 Run:  .venv/bin/python benchmarks/bench_fp32.py --all
       .venv/bin/python benchmarks/bench_fp32.py [--isa native|avx2]
-      [--configs simclr:resnet18:32:64 ...] [--steps 3] [--warmup 1] [--no-lightly] [--no-profile]
+      [--configs simclr:resnet18:32:64 ...] [--steps 2] [--warmup 1] [--no-lightly] [--no-profile]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,6 +166,61 @@ def kind_of(name: str, under: set[str]) -> str:
         if any(pattern in name for pattern in patterns):
             return kind
     return "other"
+
+
+def layout_and_passes(size: int = 32, batch: int = 64, rounds: int = 2) -> list[dict]:
+    """Our fp32 SimCLR step (ResNet-18, small stem, random images; augmentations included)
+    in NCHW and channels-last, with one forward pass of the 2N views and with a pass per
+    view: the four built side by side and timed in turn, ``rounds`` steps each after one
+    warm-up step, so that a busy machine slows all four alike."""
+    from engine.config.resolve import RunSettings, resolve_config, resolve_device
+    from engine.config.train_config import TrainConfig
+    from engine.data.augment import make_pairs
+    from engine.methods import BatchInfo, build_model
+    from engine.training.optim import build_optimizer
+    from engine.training.step import grad_scaler, train_step
+
+    device, info = resolve_device("cpu")
+    generator = torch.Generator().manual_seed(0)
+    steps, times = {}, {}
+    for channels_last in (False, True):
+        for passes in ("one", "two"):
+            asked = TrainConfig.from_dict({
+                "data": ".", "method": "simclr", "backbone": "resnet18", "image_size": size,
+                "batch_size": batch, "epochs": 1, "precision": "fp32", "device": "cpu",
+                "optimizer": "sgd", "proj_hidden_dim": 512, "proj_out_dim": 128,
+                "channels_last": channels_last, "view_passes": passes})
+            cfg = RunSettings.of(resolve_config(asked, info, typical_side=size,
+                                                num_images=10_000)[0])
+            torch.manual_seed(0)
+            model = build_model(cfg)
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            optimizer = build_optimizer(model, "sgd", 0.06, 5e-4, 0.9)
+            images = torch.randint(0, 256, (batch, 3, cfg.cache_size, cfg.cache_size),
+                                   dtype=torch.uint8, generator=generator)
+            rows = torch.arange(batch)
+
+            def step(model=model, optimizer=optimizer, images=images, cfg=cfg,
+                     rows=rows) -> float:
+                started = time.perf_counter()
+                x1, x2 = make_pairs(images, cfg.augment, size, generator)
+                train_step(model, optimizer, grad_scaler(device, "fp32"), x1, x2,
+                           device=device, precision="fp32", channels_last=cfg.channels_last,
+                           batch=BatchInfo(indices=rows, labels=rows))
+                return time.perf_counter() - started
+
+            key = ("channels-last" if channels_last else "NCHW", passes)
+            steps[key], times[key] = step, []
+    for step in steps.values():
+        step()  # warm-up
+    for _ in range(rounds):
+        for key, step in steps.items():
+            times[key].append(step())
+    return [{"layout": layout, "view_passes": passes,
+             "pairs_per_s": batch / statistics.median(times[(layout, passes)]),
+             "best_pairs_per_s": batch / min(times[(layout, passes)])}
+            for layout, passes in steps]
 
 
 def profile_step(size: int = 32, batch: int = 64, steps: int = 2) -> dict:
@@ -297,13 +355,19 @@ def run_pass(args: argparse.Namespace) -> dict:
           + "; ".join(f"{layout} forward {c['forward']:.0f}, forward+backward "
                       f"{c['forward_backward']:.0f}" for layout, c in convs.items())
           + " GFLOP/s", flush=True)
+    variants = layout_and_passes(rounds=args.rounds) if args.rounds else []
+    for v in variants:
+        print(f"SimCLR ResNet-18 32 px batch 64, fp32 {v['layout']:>13}, "
+              f"{'one pass of 2N' if v['view_passes'] == 'one' else 'a pass per view':<15}: "
+              f"{v['pairs_per_s']:5.1f} pairs/s (best step {v['best_pairs_per_s']:5.1f})",
+              flush=True)
     configs = [tuple(c) for c in args.configs]
     rows = measure(configs, args, lightly)
     result = {"isa": isa, "machine": machine(), "torch": torch.__version__,
               "capability": torch.backends.cpu.get_cpu_capability(),
               "threads": torch.get_num_threads(), "mm_peak_gflops": peak,
               "conv_peak_gflops": convs, "steps": args.steps, "warmup": args.warmup,
-              "lightly": lightly, "rows": rows}
+              "lightly": lightly, "rows": rows, "layout_and_passes": variants}
     if not args.no_profile:
         result["profile"] = prof = profile_step()
         print(f"profile of one fp32 step ({prof['config']}): {prof['step_seconds']:.2f} s, "
@@ -347,7 +411,7 @@ def main() -> None:
                         help="avx2: run in a fresh process limited to AVX2 (no bf16)")
     parser.add_argument("--configs", nargs="+", type=lambda text: _config(text),
                         default=CONFIGS, metavar="METHOD:BACKBONE:PX:BATCH")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
     parser.add_argument("--images", type=int, default=512, help="JPEGs of the folder")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
@@ -355,6 +419,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="lightly's DataLoader workers (default: one per core)")
     parser.add_argument("--peak-seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="timed steps of each layout and view-pass variant (0: none)")
     parser.add_argument("--no-lightly", action="store_true")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--lightly-path", type=Path, default=Path("/tmp/lightly-pkgs"),

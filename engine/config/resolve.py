@@ -211,14 +211,12 @@ def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | 
         # oneDNN's CPU convolutions are faster in channels-last too (BENCHMARKS.md).
         c.channels_last = device.type in ("cuda", "cpu")
     if c.view_passes is None:
-        # Two passes of N in fp32 on the CPU: oneDNN's fp32 convolutions and batch norm run
-        # faster on the smaller batches (BENCHMARKS.md, "fp32 CPUs").
-        c.view_passes = "two" if device.type == "cpu" and c.precision == "fp32" else "one"
+        # One pass of 2N: SimCLR's batch-norm semantics. Two passes of N measured no faster
+        # in fp32 channels-last on this project's CPU (BENCHMARKS.md, "fp32 CPUs").
+        c.view_passes = "one"
         if "view_passes" not in spec.ignores:
-            why["view_passes"] = (
-                "two: a forward pass per view, each normalised by its own batch statistics; "
-                "faster than one pass of 2N in fp32 on the CPU" if c.view_passes == "two"
-                else "one: a forward pass of both views, batch norm over all 2N")
+            why["view_passes"] = ("one: a forward pass of both views, batch norm over all 2N "
+                                  "(SimCLR's own code)")
     if c.augment.blur_p is None:
         c.augment.blur_p = 0.5 if c.image_size > 64 else 0.0
         why["blur_p"] = f"{c.augment.blur_p}: blur is {'on' if c.augment.blur_p else 'off'} " \

@@ -276,8 +276,7 @@ class TrainConfig:
         "view is normalised with its own statistics, as lightly's and most PyTorch code "
         "do). The loss is the same function of the projections; the batch-norm statistics, "
         "and so the projections, differ a little.", choices=("one", "two"),
-        auto="two in fp32 on the CPU, where two passes of N train faster than one of 2N; "
-        "one elsewhere")
+        auto="one, SimCLR's semantics, everywhere")
     compile: bool = setting(False, "Compile the model with torch.compile (GPU).")
     device: str = setting("auto", "Training device: auto, cpu, cuda or cuda:N.")
     seed: int = setting(0, "Random seed; a seeded run on the CPU is reproducible.",
