@@ -25,7 +25,8 @@ Four parts, in one process per instruction set:
 ``--isa avx2`` runs it all again in a fresh process limited to AVX2 (oneDNN's
 ``ONEDNN_MAX_CPU_ISA=AVX2`` and ATen's ``ATEN_CPU_CAPABILITY=avx2``): what a CPU without bf16
 or AVX-512 instructions does, on this machine. ``--all`` runs the native and the AVX2 pass one
-after the other, each in its own process (about 7 minutes on an idle 2-core machine).
+after the other, each in its own process (about 7 minutes on the idle 2-core machine with
+the defaults: one timed step per configuration and side after one warm-up step).
 
 Each pass writes ``benchmarks/results/fp32-<isa>.json`` (``--results`` names another folder)
 and appends its rows to ``fp32.csv`` there; the table is printed. lightly is looked for on
@@ -34,7 +35,7 @@ lightning-utilities, with --no-deps) when the venv lacks it; without it only our
 
 Run:  .venv/bin/python benchmarks/bench_fp32.py --all
       .venv/bin/python benchmarks/bench_fp32.py [--isa native|avx2]
-      [--configs simclr:resnet18:32:64 ...] [--steps 2] [--warmup 1] [--no-lightly] [--no-profile]
+      [--configs simclr:resnet18:32:64 ...] [--steps 1] [--warmup 1] [--no-lightly] [--no-profile]
 """
 
 from __future__ import annotations
@@ -369,7 +370,7 @@ def run_pass(args: argparse.Namespace) -> dict:
               "conv_peak_gflops": convs, "steps": args.steps, "warmup": args.warmup,
               "lightly": lightly, "rows": rows, "layout_and_passes": variants}
     if not args.no_profile:
-        result["profile"] = prof = profile_step()
+        result["profile"] = prof = profile_step(steps=args.profile_steps)
         print(f"profile of one fp32 step ({prof['config']}): {prof['step_seconds']:.2f} s, "
               f"{prof['profiled_seconds']:.2f} s of self CPU time on the step's thread")
         for op in prof["operators"]:
@@ -411,18 +412,22 @@ def main() -> None:
                         help="avx2: run in a fresh process limited to AVX2 (no bf16)")
     parser.add_argument("--configs", nargs="+", type=lambda text: _config(text),
                         default=CONFIGS, metavar="METHOD:BACKBONE:PX:BATCH")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per variant")
+    parser.add_argument("--steps", type=int, default=1,
+                        help="timed steps per configuration and side (default 1: --all "
+                             "stays under 8 minutes on the idle 2-core machine)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
     parser.add_argument("--images", type=int, default=512, help="JPEGs of the folder")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="PyTorch threads of the training and the peak (default: cores)")
     parser.add_argument("--workers", type=int, default=None,
                         help="lightly's DataLoader workers (default: one per core)")
-    parser.add_argument("--peak-seconds", type=float, default=3.0)
+    parser.add_argument("--peak-seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=2,
                         help="timed steps of each layout and view-pass variant (0: none)")
     parser.add_argument("--no-lightly", action="store_true")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--profile-steps", type=int, default=1,
+                        help="profiled steps (after one warm-up step)")
     parser.add_argument("--lightly-path", type=Path, default=Path("/tmp/lightly-pkgs"),
                         help="a folder holding lightly, used when the venv has none")
     parser.add_argument("--results", type=Path, default=RESULTS)
