@@ -211,8 +211,9 @@ def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | 
         # oneDNN's CPU convolutions are faster in channels-last too (BENCHMARKS.md).
         c.channels_last = device.type in ("cuda", "cpu")
     if c.view_passes is None:
-        # One pass of 2N: SimCLR's batch-norm semantics. Two passes of N measured no faster
-        # in fp32 channels-last on this project's CPU (BENCHMARKS.md, "fp32 CPUs").
+        # One pass of 2N: SimCLR's batch-norm semantics. Two passes of N were faster in fp32
+        # in one idle measurement and no faster on a busy machine (BENCHMARKS.md, "fp32
+        # CPUs"): not yet a reason to change the default's statistics.
         c.view_passes = "one"
         if "view_passes" not in spec.ignores:
             why["view_passes"] = ("one: a forward pass of both views, batch norm over all 2N "
