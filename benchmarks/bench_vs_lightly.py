@@ -17,7 +17,8 @@ Variants:
 - ours: `engine.training.loop.train` itself with its automatic settings for this machine
   (decode-once uint8 cache, batched augmentations, and on a CPU with bf16 instructions bf16
   autocast and channels-last); pairs per second come from its step events (log_every=1);
-- ours fp32: the same with precision fp32 and the NCHW layout, lightly's numerics;
+- ours fp32: the same with precision fp32 (lightly's numerics) and the engine's automatic
+  settings for fp32 on this machine (memory layout, view passes);
 - lightly: `LightlyDataset` + lightly's `SimCLRTransform`/`MoCoV2Transform` (PIL,
   torchvision transforms) in a torch DataLoader with one worker per core, torchvision's
   resnet18 (resnet50), lightly's projection heads, `NTXentLoss` (with `memory_bank_size` for MoCo),
@@ -93,8 +94,11 @@ class Collect:
 
 def ours(method: str, folder: Path, size: int, batch: int, steps: int, warmup: int,
          work: Path, device: str, fp32: bool, backbone: str = "resnet18",
-         small_stem: bool = True, threads: int | None = None) -> tuple[float, str]:
-    """Median pairs/s of the engine's own training, and the precision it used."""
+         small_stem: bool = True, threads: int | None = None,
+         cache_dir: Path | None = None) -> tuple[float, str]:
+    """Median pairs/s of the engine's own training, and the precision, layout and view
+    passes it used (``cache_dir``: a cache folder shared by several calls; default one in
+    ``work``)."""
     settings = {
         "data": str(folder), "method": method, "backbone": backbone, "image_size": size,
         "batch_size": batch, "epochs": 1000, "max_steps": warmup + steps, "log_every": 1,
@@ -105,17 +109,20 @@ def ours(method: str, folder: Path, size: int, batch: int, steps: int, warmup: i
     if method == "moco":
         settings.update(queue_size=QUEUE, moco_momentum=KEY_MOMENTUM)
     if fp32:
-        settings.update(precision="fp32", channels_last=False)
+        settings["precision"] = "fp32"
     if device == "cpu":
         settings["num_threads"] = threads or os.cpu_count()
     stream = Collect()
     result = train(TrainConfig.from_dict(settings), runs_root=work / "runs",
-                   cache_dir=work / "cache", events=EventWriter(stream))
+                   cache_dir=cache_dir or work / "cache", events=EventWriter(stream))
     assert result.status == "finished", result.reason
     config = json.loads((result.run_dir / "config.json").read_text())
     precision = config.get("precision", "?")
     if config.get("channels_last"):
         precision += " channels-last"
+    if method != "moco" and config.get("view_passes"):
+        precision += {"one": ", one pass of both views", "two": ", a pass per view"}[
+            config["view_passes"]]
     return statistics.median(e["pairs_per_s"] for e in stream.steps[warmup:]), precision
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,11 @@ from engine.models.encoder import feature_dim
 
 if TYPE_CHECKING:
     from engine.models.init_weights import InitWeights
+
+
+#: oneDNN's instruction-set limits (ONEDNN_MAX_CPU_ISA) below AVX-512 BF16.
+ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                            "AVX512_CORE_VNNI")
 
 
 @dataclass
@@ -61,9 +67,15 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (x86 AVX-512 BF16 or AMX) through oneDNN.
 
     There, bf16 autocast trains a ResNet about twice as fast as fp32 (BENCHMARKS.md); on
-    other CPUs bf16 is emulated and slower than fp32.
+    other CPUs bf16 is emulated and slower than fp32. oneDNN limited to an instruction set
+    without bf16 (``ONEDNN_MAX_CPU_ISA``, e.g. AVX2) or ATen to AVX2 or less
+    (``ATEN_CPU_CAPABILITY``) counts as a CPU without it: bf16 would be emulated there too.
     """
     if not torch.backends.mkldnn.is_available():
+        return False
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in ONEDNN_ISAS_WITHOUT_BF16:
+        return False
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
         return False
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
@@ -198,6 +210,14 @@ def resolve_config(cfg: TrainConfig, device: DeviceInfo, *, typical_side: int | 
     if c.channels_last is None:
         # oneDNN's CPU convolutions are faster in channels-last too (BENCHMARKS.md).
         c.channels_last = device.type in ("cuda", "cpu")
+    if c.view_passes is None:
+        # One pass of 2N: SimCLR's batch-norm semantics. Two passes of N were faster in fp32
+        # in one idle measurement and no faster on a busy machine (BENCHMARKS.md, "fp32
+        # CPUs"): not yet a reason to change the default's statistics.
+        c.view_passes = "one"
+        if "view_passes" not in spec.ignores:
+            why["view_passes"] = ("one: a forward pass of both views, batch norm over all 2N "
+                                  "(SimCLR's own code)")
     if c.augment.blur_p is None:
         c.augment.blur_p = 0.5 if c.image_size > 64 else 0.0
         why["blur_p"] = f"{c.augment.blur_p}: blur is {'on' if c.augment.blur_p else 'off'} " \
@@ -264,6 +284,7 @@ class RunSettings:
     warmup_epochs: float
     precision: str
     channels_last: bool
+    view_passes: str
     compile: bool
     device: str
     seed: int

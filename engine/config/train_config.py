@@ -277,6 +277,14 @@ class TrainConfig:
         "bf16 instructions (AVX-512 BF16, AMX), else fp32")
     channels_last: bool | None = setting(
         None, "Channels-last memory format for the convolutions.", auto="on, except on Apple MPS")
+    view_passes: str | None = setting(
+        None, "How SimCLR, SupCon and BYOL encode the two views of a batch of N images: one "
+        "(one forward pass of all 2N views: batch norm normalises both views with statistics "
+        "shared over the 2N, as SimCLR's own code does) or two (a pass of N per view: each "
+        "view is normalised with its own statistics, as lightly's and most PyTorch code "
+        "do). The loss is the same function of the projections; the batch-norm statistics, "
+        "and so the projections, differ a little.", choices=("one", "two"),
+        auto="one, SimCLR's semantics, everywhere")
     compile: bool = setting(False, "Compile the model with torch.compile (GPU).")
     device: str = setting("auto", "Training device: auto, cpu, cuda or cuda:N.")
     seed: int = setting(0, "Random seed; a seeded run on the CPU is reproducible.",

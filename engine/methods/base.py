@@ -70,6 +70,34 @@ def embedding_spread(z: torch.Tensor) -> torch.Tensor:
         return zn.std(dim=0).mean() * math.sqrt(z.shape[1])
 
 
+#: The values of the view_passes setting (TrainConfig): how a method that encodes both views
+#: with one encoder runs them through it.
+VIEW_PASSES = ("one", "two")
+
+
+def encode_views(encoder: nn.Module, x1: torch.Tensor, x2: torch.Tensor,
+                 view_passes: str = "one") -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, z) of both views through ``encoder``, the N rows of ``x1`` first, then those of
+    ``x2``: (2N, F) and (2N, D).
+
+    ``view_passes`` "one": a forward pass of all 2N views, so every batch norm normalises
+    both views with statistics shared over the 2N (SimCLR's own code); "two": a pass per
+    view, each normalised with the statistics of its own N (lightly's code and most PyTorch
+    reimplementations), and the running statistics updated once per pass. The same weights
+    and the same loss either way; only the batch-norm statistics differ.
+    """
+    import torch
+
+    if view_passes == "one":
+        return encoder(torch.cat([x1, x2]))
+    if view_passes != "two":
+        raise ValueError(f"view_passes must be one of {', '.join(VIEW_PASSES)}; got "
+                         f"{view_passes!r}")
+    h1, z1 = encoder(x1)
+    h2, z2 = encoder(x2)
+    return torch.cat([h1, h2]), torch.cat([z1, z2])
+
+
 class ContrastiveModel(Protocol):
     """What the trainer and the evaluation need of a method's module."""
 

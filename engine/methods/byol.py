@@ -44,7 +44,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.methods.base import BatchInfo, StepOutput, embedding_spread
+from engine.methods.base import (
+    VIEW_PASSES,
+    BatchInfo,
+    StepOutput,
+    embedding_spread,
+    encode_views,
+)
 from engine.models.encoder import Encoder, ProjectionHead
 
 
@@ -85,10 +91,15 @@ class BYOL(nn.Module):
     """
 
     def __init__(self, encoder: Encoder, dim: int, hidden_dim: int, *,
-                 momentum: float = 0.996, batch_norm: bool = True) -> None:
+                 momentum: float = 0.996, batch_norm: bool = True,
+                 view_passes: str = "one") -> None:
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1]; got {momentum}")
+        if view_passes not in VIEW_PASSES:
+            raise ValueError(f"view_passes must be one of {', '.join(VIEW_PASSES)}; got "
+                             f"{view_passes!r}")
+        self.view_passes = view_passes  # see engine.methods.base.encode_views
         self.online = encoder
         self.predictor = ProjectionHead(dim, hidden_dim, dim, batch_norm=batch_norm)
         self.target = copy.deepcopy(encoder)
@@ -112,14 +123,16 @@ class BYOL(nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor,
                 batch: BatchInfo | None = None) -> StepOutput:
         n = x1.shape[0]
-        views = torch.cat([x1, x2])
-        # One online pass over both views: batch norm sees all 2N views.
-        _, z = self.online(views)  # (2N, D)
-        p = self.predictor(z)  # (2N, D)
+        # One online pass over both views (batch norm over all 2N) or one per view; the
+        # predictor and the target normalise the same way.
+        _, z = encode_views(self.online, x1, x2, self.view_passes)  # (2N, D)
+        p = (self.predictor(z) if self.view_passes == "one" else
+             torch.cat([self.predictor(z[:n]), self.predictor(z[n:])]))  # (2N, D)
         with torch.no_grad():
             self.update_target()  # from the parameters the last optimiser step made
-            _, target_z = self.target(views)  # (2N, D); with several processes its batch
-            # norm is synchronised too (sync_batch_norm), so it sees the global batch
+            _, target_z = encode_views(self.target, x1, x2, self.view_passes)  # (2N, D);
+            # with several processes its batch norm is synchronised too (sync_batch_norm),
+            # so it sees the global batch
         loss = byol_loss(p[:n], p[n:], target_z[:n], target_z[n:])
         with torch.no_grad():
             # the online projections of the two views, as SimCLR and MoCo report theirs

@@ -14,7 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.methods.base import BatchInfo, StepOutput, embedding_spread
+from engine.methods.base import (
+    VIEW_PASSES,
+    BatchInfo,
+    StepOutput,
+    embedding_spread,
+    encode_views,
+)
 from engine.models.encoder import Encoder
 from engine.models.losses import nt_xent
 from engine.training.collectives import gather_with_grad, rank, world_size
@@ -23,12 +29,17 @@ from engine.training.collectives import gather_with_grad, rank, world_size
 class SimCLR(nn.Module):
     """SimCLR (Chen et al. 2020): encoder f + projection head g, NT-Xent over 2N views."""
 
-    def __init__(self, encoder: Encoder, temperature: float = 0.1) -> None:
+    def __init__(self, encoder: Encoder, temperature: float = 0.1,
+                 view_passes: str = "one") -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
+        if view_passes not in VIEW_PASSES:
+            raise ValueError(f"view_passes must be one of {', '.join(VIEW_PASSES)}; got "
+                             f"{view_passes!r}")
         self.encoder = encoder
         self.temperature = temperature
+        self.view_passes = view_passes  # see engine.methods.base.encode_views
 
     @property
     def online_encoder(self) -> Encoder:
@@ -37,8 +48,8 @@ class SimCLR(nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor,
                 batch: BatchInfo | None = None) -> StepOutput:
         n = x1.shape[0]
-        # One pass over both views: batch norm sees all 2N views, as in SimCLR.
-        _, z = self.encoder(torch.cat([x1, x2]))  # z: (2N, D)
+        # One pass over both views (batch norm over all 2N, as in SimCLR) or one per view.
+        _, z = encode_views(self.encoder, x1, x2, self.view_passes)  # z: (2N, D)
         z1, z2 = z[:n], z[n:]
         if world_size() > 1:
             # Several processes, each with n images of the global batch: every view of every

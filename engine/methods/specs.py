@@ -28,7 +28,8 @@ class SimCLRSpec(MethodSpec):
         from engine.methods.simclr import SimCLR
 
         assert cfg.temperature is not None
-        return SimCLR(encoder, temperature=cfg.temperature)
+        return SimCLR(encoder, temperature=cfg.temperature,
+                      view_passes=cfg.view_passes or "one")
 
 
 SIMCLR = SimCLRSpec(
@@ -84,6 +85,7 @@ MOCO = MoCoSpec(
     defaults={"temperature": 0.2, "optimizer": "sgd", "head_batch_norm": False},
     settings=("queue_size", "moco_momentum", "momentum_ramp"),
     logged=("momentum",),
+    ignores=("view_passes",),  # the query and the key views have encoders of their own
 )
 
 class BYOLSpec(MethodSpec):
@@ -92,7 +94,8 @@ class BYOLSpec(MethodSpec):
 
         assert cfg.proj_out_dim is not None and cfg.proj_hidden_dim is not None
         return byol.BYOL(encoder, dim=cfg.proj_out_dim, hidden_dim=cfg.proj_hidden_dim,
-                    momentum=cfg.target_momentum, batch_norm=bool(cfg.head_batch_norm))
+                         momentum=cfg.target_momentum, batch_norm=bool(cfg.head_batch_norm),
+                         view_passes=cfg.view_passes or "one")
 
     def before_step(self, model: nn.Module, cfg: RunSettings, step: int,
                     total_steps: int) -> None:
@@ -133,7 +136,8 @@ class SupConSpec(MethodSpec):
         from engine.methods.supcon import SupCon
 
         assert cfg.temperature is not None
-        return SupCon(encoder, temperature=cfg.temperature)
+        return SupCon(encoder, temperature=cfg.temperature,
+                      view_passes=cfg.view_passes or "one")
 
     def training_labels(self, cfg: RunSettings, labels: np.ndarray) -> np.ndarray:
         from engine.methods.supcon import hide_labels
@@ -211,7 +215,7 @@ INSTDISC = InstDiscSpec(
               "lr": 0.03, "weight_decay": 5e-4, "backbone": "resnet18"},
     settings=("bank_size", "bank_momentum", "instdisc_loss", "nce_negatives"),
     # the head is one linear layer: no hidden layer, no batch norm in it
-    ignores=("proj_hidden_dim", "head_batch_norm"),
+    ignores=("proj_hidden_dim", "head_batch_norm", "view_passes"),
 )
 
 
@@ -242,7 +246,8 @@ ROTATION = RotationSpec(
               "lr": 0.1, "weight_decay": 5e-4},
     logged=("rotation_accuracy",),
     # a cross entropy over 4 rotations and a linear classifier as the head
-    ignores=("temperature", "proj_hidden_dim", "proj_out_dim", "head_batch_norm"),
+    ignores=("temperature", "proj_hidden_dim", "proj_out_dim", "head_batch_norm",
+             "view_passes"),
     # Its spread is measured on h, which is non-negative after the last ReLU: about 0.25
     # in healthy runs of the demo, next to the collapse line, and a 4-way classification
     # has no collapse to one point to warn of.

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.methods.base import BatchInfo, StepOutput, embedding_spread
+from engine.methods.base import BatchInfo, StepOutput, embedding_spread, encode_views
 from engine.methods.simclr import SimCLR
 from engine.models.losses import _full_precision
 from engine.training.collectives import gather, gather_with_grad, rank, world_size
@@ -118,8 +118,8 @@ class SupCon(SimCLR):
         if batch.labels.shape != (n,):
             raise ValueError(f"batch.labels must hold one label per image ({n}); got shape "
                              f"{tuple(batch.labels.shape)}")
-        # One pass over both views: batch norm sees all 2N views, as in SimCLR.
-        _, z = self.encoder(torch.cat([x1, x2]))  # z: (2N, D)
+        # One pass over both views (batch norm over all 2N, as in SimCLR) or one per view.
+        _, z = encode_views(self.encoder, x1, x2, self.view_passes)  # z: (2N, D)
         z1, z2 = z[:n], z[n:]
         if world_size() > 1:
             # Several processes, each with n images of the global batch: every view of every

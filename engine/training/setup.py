@@ -149,6 +149,8 @@ def resume_settings(folder: RunDir, overrides: dict[str, object] | None, events:
         raise ConfigError(
             f"cannot change {', '.join(refused)} when resuming (only "
             f"{', '.join(RESUMABLE_OVERRIDES)}); start a new run instead")
+    # Runs from before the view_passes setting encoded both views in one pass: they go on so.
+    saved.setdefault("view_passes", "one")
     if "device" in overrides:  # precision and memory format follow the new device
         saved.update(precision=None, channels_last=None)
     saved.update(overrides)
