@@ -135,6 +135,8 @@ def announce_cache(plan: CachePlan, events: EventWriter) -> None:
                 bytes=plan.bytes, to_write=plan.to_write, folder=plan.folder, free=plan.free,
                 reuse=plan.reuse, resume_from=plan.resume_from, workers=plan.workers,
                 processes=plan.processes, format=plan.format, reason=plan.reason)
+    if not plan.reuse:
+        log(plan.describe())  # stderr, for whoever reads it beside the JSON events
 
 
 def fit_cache_to_disk(cfg: TrainConfig, manifest, cache_dir: Path, why: dict[str, str],
