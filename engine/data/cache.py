@@ -33,7 +33,6 @@ import errno
 import json
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 from collections import deque
@@ -48,6 +47,7 @@ import numpy as np
 from engine.data.decode import FORMATS, BadImage, decode_image, decode_with_pixels, to_rgb
 from engine.data.jpeg_cache import JPEG_QUALITY, JpegImages, encode_jpeg, index_path
 from engine.data.scan import DataError, Manifest, SkippedFile, hash_bytes, os_reason
+from engine.run.io import free_bytes as _free_bytes  # (a name tests replace)
 from engine.run.io import write_json_atomic
 
 __all__ = ["CACHE_FORMAT_VERSION", "CACHE_FORMATS", "FORMATS", "BadImage", "CachePlan",
@@ -432,16 +432,6 @@ def _read_partial(data_path: Path, key: str, size: int, max_pixels: int, fmt: st
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return state if valid else None
-
-
-def _free_bytes(folder: Path) -> int:
-    """Free bytes where ``folder`` is (or would be: its nearest existing parent)."""
-    for path in (folder, *folder.parents):
-        try:
-            return shutil.disk_usage(path).free
-        except OSError:
-            continue
-    return 0
 
 
 def _cache_write_error(folder: Path, exc: OSError) -> DataError:

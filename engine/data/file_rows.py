@@ -11,18 +11,17 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from engine.data.cache import ImageCache, _read_and_decode
-from engine.data.jpeg_cache import decode_in_parts, rows_of
+from engine.data.jpeg_cache import DecodedRows, decode_in_parts
 from engine.data.scan import DataError, Manifest
 
 __all__ = ["FileImages", "uncached"]
 
 
-class FileImages:
+class FileImages(DecodedRows):
     """The images of a manifest, decoded from their files when indexed: ``images[rows]`` is
     (n, S, S, 3) uint8 as a raw cache's memory map gives it."""
 
@@ -38,15 +37,6 @@ class FileImages:
 
     def __len__(self) -> int:
         return len(self.manifest.images)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        rows, single = rows_of(key, len(self))
-        out = self.decode_rows(rows)
-        return out[0] if single else out
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self.decode_rows(np.arange(len(self)))
-        return out if dtype is None else out.astype(dtype)
 
     def _decode(self, rows: np.ndarray, out: np.ndarray) -> None:
         for i, row in enumerate(rows):

@@ -100,7 +100,28 @@ def decode_in_parts(decode: Callable[[np.ndarray, np.ndarray], None], rows: np.n
     return out
 
 
-class JpegImages:
+class DecodedRows:
+    """Indexing for images decoded when asked for: ``images[i]``, ``images[rows]`` and
+    ``images[a:b]`` as a raw cache's memory map gives them, through the subclass's
+    ``decode_rows(rows)`` (n, S, S, 3) uint8."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def decode_rows(self, rows: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows, single = rows_of(key, len(self))
+        out = self.decode_rows(rows)
+        return out[0] if single else out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.decode_rows(np.arange(len(self)))
+        return out if dtype is None else out.astype(dtype)
+
+
+class JpegImages(DecodedRows):
     """The images of a JPEG cache, decoded when indexed.
 
     ``images[i]`` is (S, S, 3) and ``images[rows]`` / ``images[a:b]`` (n, S, S, 3) uint8, as
@@ -137,15 +158,6 @@ class JpegImages:
     def encoded(self, row: int) -> np.ndarray:
         """The JPEG bytes of image ``row`` (a view into the memory map)."""
         return self.data[self.starts[row]:self.ends[row]]
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        rows, single = rows_of(key, len(self))
-        out = self.decode_rows(rows)
-        return out[0] if single else out
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self.decode_rows(np.arange(len(self)))
-        return out if dtype is None else out.astype(dtype)
 
     def decode_rows(self, rows: np.ndarray, pool: ThreadPoolExecutor | None = None,
                     workers: int = 1) -> np.ndarray:

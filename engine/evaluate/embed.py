@@ -8,7 +8,6 @@ and its centre square; the centre ``image_size`` crop of that is normalised and 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from engine.data.cache_format import choose_cache, open_cache
 from engine.data.scan import DataError, scan_data
 from engine.models.encoder import Encoder
 from engine.run.checkpoint import CheckpointError, load_checkpoint, model_weights
-from engine.run.io import file_sha256, write_atomic, write_json_atomic
+from engine.run.io import file_sha256, free_bytes, write_atomic, write_json_atomic
 from engine.run.layout import CHECKPOINT_SUFFIX, LAST, RANDOM_INIT, EmbeddingFiles, RunDir
 from engine.training.distributed import DistContext, local_device
 
@@ -214,16 +213,6 @@ def format_bytes(n: int) -> str:
     if n >= 1e8:
         return f"{n / 1e9:.2f} GB"
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
-
-
-def free_bytes(folder: Path) -> int:
-    """Free bytes where ``folder`` is (or would be: its nearest existing parent)."""
-    for path in (folder, *folder.parents):
-        try:
-            return shutil.disk_usage(path).free
-        except OSError:
-            continue
-    return 0
 
 
 def storage_plan(folder: Path, images: int, h_dim: int, z_dim: int) -> tuple[int, str]:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,16 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def free_bytes(folder: Path) -> int:
+    """Free bytes where ``folder`` is (or would be: its nearest existing parent)."""
+    for path in (folder, *folder.parents):
+        try:
+            return shutil.disk_usage(path).free
+        except OSError:
+            continue
+    return 0
 
 
 def write_json_atomic(path: Path, value: Any) -> None:

@@ -271,7 +271,7 @@ def test_cache_folder_that_cannot_be_written(tmp_path: Path,
 
 def test_cache_checks_free_space_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = scan_folder(imagegen.make_flat_folder(tmp_path / "d", 2))
-    monkeypatch.setattr(cache_mod.shutil, "disk_usage",
+    monkeypatch.setattr(shutil, "disk_usage",
                         lambda p: shutil._ntuple_diskusage(100, 99, 1))
     with pytest.raises(DataError, match=r"needs 0\.0 MB but only 0\.0 MB is free in .*images"):
         build_cache(manifest, 64, tmp_path / "cache", max_image_pixels=BIG)
